@@ -1,0 +1,144 @@
+//! Config of `gim-conn`. Lives here so the operator can render it.
+
+use super::{ConfigError, LogConfig, RedisConfig, Validate, check_positive, check_url};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnConfig {
+    pub log: LogConfig,
+    pub redis: RedisConfig,
+    pub conn: ConnSection,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnSection {
+    /// Prefix of the node id in the registry; a random suffix is added per process start so a
+    /// restarted node never matches its predecessor's stale routes. Empty = the host name.
+    pub node_name: String,
+    /// TCP long connections (2-byte length-prefixed frames).
+    pub tcp_listen: SocketAddr,
+    /// WebSocket long connections at `/ws`.
+    pub ws_listen: SocketAddr,
+    /// `ConnInt` gRPC, called by logic.
+    pub grpc_listen: SocketAddr,
+    /// The `ConnInt` address logic should dial, as registered in Redis (`host:port`). Empty = the
+    /// grpc_listen address, with 0.0.0.0 replaced by 127.0.0.1.
+    pub advertise_addr: String,
+    /// Admin HTTP: `/healthz`, `/readyz`, `/metrics`.
+    pub admin_listen: SocketAddr,
+    /// `LogicInt` endpoint, e.g. `http://127.0.0.1:50000`.
+    pub logic_url: String,
+    /// A connection that has not signed in by then is closed.
+    pub sign_in_timeout_ms: u64,
+    /// TCP connection idle timeout (no inbound bytes); the original used 11 minutes.
+    pub tcp_idle_timeout_secs: u64,
+    /// WebSocket idle timeout; the original used 12 minutes.
+    pub ws_idle_timeout_secs: u64,
+    /// Largest inbound frame/message; at most 65 535.
+    pub max_frame_len: usize,
+    /// New connections beyond this are refused.
+    pub max_connections: usize,
+    /// Frames queued for one connection; a client that lets it fill is closed.
+    pub outbound_queue: usize,
+    /// On SIGTERM, clients are told to reconnect and closed over this window.
+    pub drain_window_secs: u64,
+    /// Registry lease; renewed every third of it.
+    pub lease_secs: u64,
+}
+
+impl Default for ConnSection {
+    fn default() -> Self {
+        Self {
+            node_name: String::new(),
+            tcp_listen: ([0, 0, 0, 0], 8080).into(),
+            ws_listen: ([0, 0, 0, 0], 8081).into(),
+            grpc_listen: ([0, 0, 0, 0], 50100).into(),
+            advertise_addr: String::new(),
+            admin_listen: ([0, 0, 0, 0], 9200).into(),
+            logic_url: "http://127.0.0.1:50000".into(),
+            sign_in_timeout_ms: 10_000,
+            tcp_idle_timeout_secs: 660,
+            ws_idle_timeout_secs: 720,
+            max_frame_len: 65_535,
+            max_connections: 19_000,
+            outbound_queue: 256,
+            drain_window_secs: 10,
+            lease_secs: 15,
+        }
+    }
+}
+
+impl Validate for ConnConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.log.validate()?;
+        self.redis.validate()?;
+        let c = &self.conn;
+        check_url("conn.logic_url", &c.logic_url, &["http", "https"])?;
+        check_positive("conn.sign_in_timeout_ms", c.sign_in_timeout_ms)?;
+        check_positive("conn.tcp_idle_timeout_secs", c.tcp_idle_timeout_secs)?;
+        check_positive("conn.ws_idle_timeout_secs", c.ws_idle_timeout_secs)?;
+        check_positive("conn.max_connections", c.max_connections as u64)?;
+        check_positive("conn.outbound_queue", c.outbound_queue as u64)?;
+        if !(64..=65_535).contains(&c.max_frame_len) {
+            return Err(ConfigError::new(
+                "conn.max_frame_len",
+                "must be between 64 and 65535",
+            ));
+        }
+        if c.lease_secs < 3 {
+            return Err(ConfigError::new("conn.lease_secs", "must be at least 3"));
+        }
+        if !c.advertise_addr.is_empty() && !c.advertise_addr.contains(':') {
+            return Err(ConfigError::new(
+                "conn.advertise_addr",
+                format!("expected host:port, got {:?}", c.advertise_addr),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl ConnSection {
+    /// The address registered for logic to dial.
+    pub fn advertised(&self) -> String {
+        if !self.advertise_addr.is_empty() {
+            return self.advertise_addr.clone();
+        }
+        let mut a = self.grpc_listen;
+        if a.ip().is_unspecified() {
+            a.set_ip([127, 0, 0, 1].into());
+        }
+        a.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advertised_defaults_to_loopback_for_wildcard_listen() {
+        let c = ConnSection::default();
+        assert_eq!(c.advertised(), "127.0.0.1:50100");
+        let c = ConnSection {
+            advertise_addr: "conn-0.gim:50100".into(),
+            ..Default::default()
+        };
+        assert_eq!(c.advertised(), "conn-0.gim:50100");
+    }
+
+    #[test]
+    fn frame_limit_is_checked() {
+        let cfg = ConnConfig {
+            conn: ConnSection {
+                max_frame_len: 70_000,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert_eq!(cfg.validate().unwrap_err().key, "conn.max_frame_len");
+    }
+}

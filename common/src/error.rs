@@ -1,0 +1,213 @@
+//! gim's business error codes (SPEC §3) and their mapping to gRPC, in one place.
+//!
+//! On gRPC a business error travels as the closest standard status code, with the gim code in the
+//! status details (an encoded [`ErrorDetail`]) and, for clients that cannot parse details, in the
+//! `x-gim-code` metadata entry. [`GimError::from_status`] reads it back on the calling side, so an
+//! error crosses any number of hops unchanged. On the long connection the same code goes into
+//! `Output.code`.
+
+use prost::Message as _;
+use std::fmt;
+use tonic::{Code, Status};
+
+/// Metadata key that repeats the gim code of a failed call.
+pub const GIM_CODE_HEADER: &str = "x-gim-code";
+
+/// Business error codes. They are normal flow: callers act on them, and they are not logged as errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(i32)]
+pub enum GimCode {
+    Unauthorized = 1002,
+    NotFriends = 1003,
+    NotInGroup = 1004,
+    DeviceNotBound = 1005,
+    BadRequest = 1006,
+    UserAlreadyExists = 1007,
+    GroupAlreadyExists = 1008,
+    GroupNotFound = 1009,
+    UserNotFound = 1010,
+}
+
+impl GimCode {
+    pub const ALL: [GimCode; 9] = [
+        GimCode::Unauthorized,
+        GimCode::NotFriends,
+        GimCode::NotInGroup,
+        GimCode::DeviceNotBound,
+        GimCode::BadRequest,
+        GimCode::UserAlreadyExists,
+        GimCode::GroupAlreadyExists,
+        GimCode::GroupNotFound,
+        GimCode::UserNotFound,
+    ];
+
+    pub fn as_i32(self) -> i32 {
+        self as i32
+    }
+
+    pub fn from_i32(code: i32) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_i32() == code)
+    }
+
+    /// The standard gRPC status code closest to this business code.
+    pub fn grpc_code(self) -> Code {
+        match self {
+            GimCode::Unauthorized => Code::Unauthenticated,
+            GimCode::NotFriends => Code::FailedPrecondition,
+            GimCode::NotInGroup | GimCode::DeviceNotBound => Code::PermissionDenied,
+            GimCode::BadRequest => Code::InvalidArgument,
+            GimCode::UserAlreadyExists | GimCode::GroupAlreadyExists => Code::AlreadyExists,
+            GimCode::GroupNotFound | GimCode::UserNotFound => Code::NotFound,
+        }
+    }
+
+    pub fn default_message(self) -> &'static str {
+        match self {
+            GimCode::Unauthorized => "unauthorized",
+            GimCode::NotFriends => "not friends",
+            GimCode::NotInGroup => "not a member of the group",
+            GimCode::DeviceNotBound => "device is not bound to this user",
+            GimCode::BadRequest => "bad request",
+            GimCode::UserAlreadyExists => "user already exists",
+            GimCode::GroupAlreadyExists => "group already exists",
+            GimCode::GroupNotFound => "group not found",
+            GimCode::UserNotFound => "user not found",
+        }
+    }
+}
+
+impl fmt::Display for GimCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.default_message(), self.as_i32())
+    }
+}
+
+/// What a failed gim call carries in its status details.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ErrorDetail {
+    /// The gim business code; 0 for errors that are not business errors.
+    #[prost(int32, tag = "1")]
+    pub code: i32,
+    /// Trace id of the request, so an operator can find the server's log line for it.
+    #[prost(string, tag = "2")]
+    pub trace_id: String,
+}
+
+/// A business error: a code plus a human-readable message (which names the offending field for 1006).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message} (gim code {})", code.as_i32())]
+pub struct GimError {
+    pub code: GimCode,
+    pub message: String,
+}
+
+impl GimError {
+    pub fn new(code: GimCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(GimCode::Unauthorized, message)
+    }
+
+    /// 1006 naming the field and what is wrong with it.
+    pub fn bad_request(field: &str, reason: impl fmt::Display) -> Self {
+        Self::new(GimCode::BadRequest, format!("{field}: {reason}"))
+    }
+
+    /// The status to return from a gRPC handler.
+    pub fn to_status(&self) -> Status {
+        let detail = ErrorDetail {
+            code: self.code.as_i32(),
+            trace_id: String::new(),
+        };
+        let mut status = Status::with_details(
+            self.code.grpc_code(),
+            self.message.clone(),
+            detail.encode_to_vec().into(),
+        );
+        status.metadata_mut().insert(
+            GIM_CODE_HEADER,
+            self.code.as_i32().to_string().parse().expect("digits"),
+        );
+        status
+    }
+
+    /// Reads a business error back out of a status; `None` for errors that are not business errors
+    /// (unavailable, internal, ...).
+    pub fn from_status(status: &Status) -> Option<Self> {
+        let code = ErrorDetail::decode(status.details())
+            .ok()
+            .and_then(|d| GimCode::from_i32(d.code))
+            .or_else(|| {
+                status
+                    .metadata()
+                    .get(GIM_CODE_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok())
+                    .and_then(GimCode::from_i32)
+            })?;
+        Some(Self::new(code, status.message()))
+    }
+}
+
+impl From<GimCode> for GimError {
+    fn from(code: GimCode) -> Self {
+        Self::new(code, code.default_message())
+    }
+}
+
+impl From<GimError> for Status {
+    fn from(e: GimError) -> Self {
+        e.to_status()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_round_trips_through_a_status() {
+        for code in GimCode::ALL {
+            let e = GimError::new(code, "why");
+            let status = e.to_status();
+            assert_eq!(status.code(), code.grpc_code());
+            assert_eq!(GimError::from_status(&status), Some(e));
+        }
+    }
+
+    #[test]
+    fn codes_have_their_spec_numbers() {
+        let nums: Vec<i32> = GimCode::ALL.iter().map(|c| c.as_i32()).collect();
+        assert_eq!(nums, (1002..=1010).collect::<Vec<_>>());
+        assert_eq!(GimCode::from_i32(1001), None);
+    }
+
+    #[test]
+    fn metadata_alone_is_enough() {
+        let mut status = Status::not_found("no such user");
+        status
+            .metadata_mut()
+            .insert(GIM_CODE_HEADER, "1010".parse().unwrap());
+        assert_eq!(
+            GimError::from_status(&status).unwrap().code,
+            GimCode::UserNotFound
+        );
+    }
+
+    #[test]
+    fn plain_statuses_are_not_business_errors() {
+        assert_eq!(GimError::from_status(&Status::unavailable("db down")), None);
+    }
+
+    #[test]
+    fn bad_request_names_the_field() {
+        let e = GimError::bad_request("user.nickname", "must not be empty");
+        assert_eq!(e.message, "user.nickname: must not be empty");
+        assert_eq!(e.code.grpc_code(), Code::InvalidArgument);
+    }
+}

@@ -1,0 +1,312 @@
+//! App tokens: compact JWTs signed with the app's Ed25519 key (`alg: EdDSA`).
+//!
+//! The original gim kept each app's RSA *private* key in its database. gim stores only the public
+//! key: the tenant's business server holds the private key (printed once by `gim-logic app create`)
+//! and mints tokens with it, using this module or any JWT library that does EdDSA.
+//!
+//! Two kinds of token: a *device* token names (app, user, device) and is what a client signs in with;
+//! a *server* token names only the app and is the business server's credential for `LogicServerExt`.
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD as B64};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+
+const HEADER: &str = r#"{"alg":"EdDSA","typ":"JWT"}"#;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("token is malformed")]
+    Malformed,
+    #[error("token signature is invalid")]
+    BadSignature,
+    #[error("token has expired")]
+    Expired,
+    #[error("token was issued for another app")]
+    WrongApp,
+    #[error("token was issued for another user or device")]
+    WrongSubject,
+    #[error("token is not a {0} token")]
+    WrongKind(&'static str),
+    #[error("key is malformed: {0}")]
+    BadKey(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenKind {
+    Device,
+    Server,
+}
+
+/// The claims gim reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    pub app_id: i64,
+    #[serde(default)]
+    pub user_id: i64,
+    #[serde(default)]
+    pub device_id: i64,
+    /// Expiry, Unix seconds.
+    pub exp: i64,
+    pub kind: TokenKind,
+}
+
+/// An app's signing key, held by the tenant (never stored by gim).
+#[derive(Clone)]
+pub struct AppKey {
+    signing: SigningKey,
+}
+
+impl std::fmt::Debug for AppKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AppKey(<private>)")
+    }
+}
+
+impl AppKey {
+    pub fn generate() -> Self {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).expect("os random");
+        Self {
+            signing: SigningKey::from_bytes(&seed),
+        }
+    }
+
+    /// Reads the private key as printed by `gim-logic app create` (base64url, 32 bytes).
+    pub fn from_private_b64(s: &str) -> Result<Self, TokenError> {
+        let bytes = B64
+            .decode(s.trim())
+            .map_err(|e| TokenError::BadKey(e.to_string()))?;
+        let seed: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| TokenError::BadKey("expected 32 bytes".into()))?;
+        Ok(Self {
+            signing: SigningKey::from_bytes(&seed),
+        })
+    }
+
+    pub fn private_b64(&self) -> String {
+        B64.encode(self.signing.to_bytes())
+    }
+
+    /// The 32-byte public key gim stores to verify this app's tokens.
+    pub fn public_key(&self) -> [u8; 32] {
+        self.signing.verifying_key().to_bytes()
+    }
+
+    pub fn sign(&self, claims: &Claims) -> String {
+        let payload = serde_json::to_vec(claims).expect("claims serialize");
+        let signing_input = format!("{}.{}", B64.encode(HEADER), B64.encode(payload));
+        let sig = self.signing.sign(signing_input.as_bytes());
+        format!("{signing_input}.{}", B64.encode(sig.to_bytes()))
+    }
+
+    /// A device token valid for `ttl_secs` from `now_secs`.
+    pub fn device_token(
+        &self,
+        app: i64,
+        user: i64,
+        device: i64,
+        now_secs: i64,
+        ttl_secs: i64,
+    ) -> String {
+        self.sign(&Claims {
+            app_id: app,
+            user_id: user,
+            device_id: device,
+            exp: now_secs + ttl_secs,
+            kind: TokenKind::Device,
+        })
+    }
+
+    /// A business-server token valid for `ttl_secs` from `now_secs`.
+    pub fn server_token(&self, app: i64, now_secs: i64, ttl_secs: i64) -> String {
+        self.sign(&Claims {
+            app_id: app,
+            user_id: 0,
+            device_id: 0,
+            exp: now_secs + ttl_secs,
+            kind: TokenKind::Server,
+        })
+    }
+}
+
+/// Reads the claims without verifying anything: only to find which app's key to verify with.
+pub fn peek_app_id(token: &str) -> Result<i64, TokenError> {
+    let payload = token.split('.').nth(1).ok_or(TokenError::Malformed)?;
+    let bytes = B64.decode(payload).map_err(|_| TokenError::Malformed)?;
+    let claims: Claims = serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)?;
+    Ok(claims.app_id)
+}
+
+/// Verifies the signature with `public_key` and the expiry against `now_secs`, then the app.
+pub fn verify(
+    public_key: &[u8],
+    token: &str,
+    app_id: i64,
+    now_secs: i64,
+) -> Result<Claims, TokenError> {
+    let key: [u8; 32] = public_key
+        .try_into()
+        .map_err(|_| TokenError::BadKey("public key must be 32 bytes".into()))?;
+    let key = VerifyingKey::from_bytes(&key).map_err(|e| TokenError::BadKey(e.to_string()))?;
+    let mut parts = token.split('.');
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(TokenError::Malformed);
+    };
+    let header = B64.decode(h).map_err(|_| TokenError::Malformed)?;
+    let header: serde_json::Value =
+        serde_json::from_slice(&header).map_err(|_| TokenError::Malformed)?;
+    // Refuse anything but EdDSA: no "alg: none", no algorithm confusion.
+    if header.get("alg").and_then(|a| a.as_str()) != Some("EdDSA") {
+        return Err(TokenError::Malformed);
+    }
+    let sig: [u8; 64] = B64
+        .decode(s)
+        .map_err(|_| TokenError::Malformed)?
+        .try_into()
+        .map_err(|_| TokenError::Malformed)?;
+    let signing_input = &token[..h.len() + 1 + p.len()];
+    key.verify_strict(signing_input.as_bytes(), &Signature::from_bytes(&sig))
+        .map_err(|_| TokenError::BadSignature)?;
+    let payload = B64.decode(p).map_err(|_| TokenError::Malformed)?;
+    let claims: Claims = serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed)?;
+    if claims.exp <= now_secs {
+        return Err(TokenError::Expired);
+    }
+    if claims.app_id != app_id {
+        return Err(TokenError::WrongApp);
+    }
+    Ok(claims)
+}
+
+/// [`verify`], plus: a device token for exactly this user and device.
+pub fn verify_device(
+    public_key: &[u8],
+    token: &str,
+    app_id: i64,
+    user_id: i64,
+    device_id: i64,
+    now_secs: i64,
+) -> Result<Claims, TokenError> {
+    let c = verify(public_key, token, app_id, now_secs)?;
+    if c.kind != TokenKind::Device {
+        return Err(TokenError::WrongKind("device"));
+    }
+    if c.user_id != user_id || c.device_id != device_id {
+        return Err(TokenError::WrongSubject);
+    }
+    Ok(c)
+}
+
+/// [`verify`], plus: a server token.
+pub fn verify_server(
+    public_key: &[u8],
+    token: &str,
+    app_id: i64,
+    now_secs: i64,
+) -> Result<Claims, TokenError> {
+    let c = verify(public_key, token, app_id, now_secs)?;
+    if c.kind != TokenKind::Server {
+        return Err(TokenError::WrongKind("server"));
+    }
+    Ok(c)
+}
+
+/// Unix seconds now.
+pub fn now_secs() -> i64 {
+    crate::now_ms() / 1000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000;
+
+    #[test]
+    fn device_token_verifies_for_its_subject_only() {
+        let k = AppKey::generate();
+        let t = k.device_token(1, 10, 100, NOW, 60);
+        let c = verify_device(&k.public_key(), &t, 1, 10, 100, NOW).unwrap();
+        assert_eq!((c.app_id, c.user_id, c.device_id), (1, 10, 100));
+        assert_eq!(
+            verify_device(&k.public_key(), &t, 1, 10, 101, NOW),
+            Err(TokenError::WrongSubject)
+        );
+        assert_eq!(
+            verify_device(&k.public_key(), &t, 1, 11, 100, NOW),
+            Err(TokenError::WrongSubject)
+        );
+        assert_eq!(
+            verify_device(&k.public_key(), &t, 2, 10, 100, NOW),
+            Err(TokenError::WrongApp)
+        );
+        assert_eq!(
+            verify_server(&k.public_key(), &t, 1, NOW),
+            Err(TokenError::WrongKind("server"))
+        );
+    }
+
+    #[test]
+    fn expired_forged_and_other_key_tokens_fail() {
+        let k = AppKey::generate();
+        let t = k.device_token(1, 10, 100, NOW, 60);
+        assert_eq!(
+            verify(&k.public_key(), &t, 1, NOW + 60),
+            Err(TokenError::Expired)
+        );
+        let other = AppKey::generate();
+        assert_eq!(
+            verify(&other.public_key(), &t, 1, NOW),
+            Err(TokenError::BadSignature)
+        );
+        // Swap in a payload for another user, keeping the signature.
+        let forged_payload = B64.encode(
+            br#"{"app_id":1,"user_id":11,"device_id":100,"exp":9999999999,"kind":"device"}"#,
+        );
+        let parts: Vec<&str> = t.split('.').collect();
+        let forged = format!("{}.{}.{}", parts[0], forged_payload, parts[2]);
+        assert_eq!(
+            verify(&k.public_key(), &forged, 1, NOW),
+            Err(TokenError::BadSignature)
+        );
+        assert_eq!(
+            verify(&k.public_key(), "a.b", 1, NOW),
+            Err(TokenError::Malformed)
+        );
+        assert_eq!(
+            verify(&k.public_key(), "", 1, NOW),
+            Err(TokenError::Malformed)
+        );
+    }
+
+    #[test]
+    fn alg_none_is_refused() {
+        let k = AppKey::generate();
+        let t = k.server_token(1, NOW, 60);
+        let parts: Vec<&str> = t.split('.').collect();
+        let none = format!(
+            "{}.{}.{}",
+            B64.encode(r#"{"alg":"none"}"#),
+            parts[1],
+            parts[2]
+        );
+        assert_eq!(
+            verify(&k.public_key(), &none, 1, NOW),
+            Err(TokenError::Malformed)
+        );
+    }
+
+    #[test]
+    fn private_key_round_trips_and_peek_reads_the_app() {
+        let k = AppKey::generate();
+        let k2 = AppKey::from_private_b64(&k.private_b64()).unwrap();
+        assert_eq!(k.public_key(), k2.public_key());
+        assert!(AppKey::from_private_b64("short").is_err());
+        assert_eq!(peek_app_id(&k.server_token(7, NOW, 60)).unwrap(), 7);
+        assert!(!format!("{k:?}").contains(&k.private_b64()));
+    }
+}
