@@ -10,6 +10,10 @@ use prost::Message as _;
 use std::fmt;
 use tonic::{Code, Status};
 
+/// `Output.code` for a failure that is not a business error (a store unavailable, an internal
+/// fault): the client may retry. Business codes start at 1002 as in the original gim.
+pub const CODE_INTERNAL: i32 = 1001;
+
 /// Metadata key that repeats the gim code of a failed call.
 pub const GIM_CODE_HEADER: &str = "x-gim-code";
 
