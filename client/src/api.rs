@@ -1,0 +1,376 @@
+//! Typed wrappers for the gRPC APIs: [`ClientApi`] (`LogicClientExt`, as a user's device) and
+//! [`ServerApi`] (`LogicServerExt`, as the app's business server). Credentials go into every call's
+//! metadata by an interceptor; each call gets a fresh `x-trace-id` so a failure can be found in the
+//! server logs; failures come back as [`ClientError`] carrying the gim code.
+
+use crate::{ClientError, Credentials};
+use gim_proto::connect::v1::{
+    MessageBody, MessageContent, MessageType, ReceiverType, Text, message_content,
+};
+use gim_proto::logic::v1::logic_client_ext_client::LogicClientExtClient;
+use gim_proto::logic::v1::logic_server_ext_client::LogicServerExtClient;
+use gim_proto::logic::v1::*;
+use std::time::Duration;
+use tonic::metadata::{AsciiMetadataValue, MetadataMap};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint as GrpcEndpoint};
+
+/// Adds fixed credential headers and a fresh trace id to every call.
+#[derive(Clone)]
+pub struct AuthInterceptor {
+    headers: Vec<(&'static str, AsciiMetadataValue)>,
+}
+
+impl std::fmt::Debug for AuthInterceptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuthInterceptor(<credentials>)")
+    }
+}
+
+impl AuthInterceptor {
+    fn new(pairs: &[(&'static str, String)]) -> Result<Self, ClientError> {
+        let mut headers = Vec::with_capacity(pairs.len());
+        for (k, v) in pairs {
+            let value = v
+                .parse()
+                .map_err(|_| ClientError::Protocol(format!("metadata {k} is not ASCII")))?;
+            headers.push((*k, value));
+        }
+        Ok(Self { headers })
+    }
+
+    /// Metadata of a device: `app_id`, `user_id`, `device_id`, `token`.
+    pub fn device(c: &Credentials) -> Result<Self, ClientError> {
+        Self::new(&[
+            ("app_id", c.app_id.to_string()),
+            ("user_id", c.user_id.to_string()),
+            ("device_id", c.device_id.to_string()),
+            ("token", c.token.clone()),
+        ])
+    }
+
+    /// Metadata of a business server: `app_id` and a server token.
+    pub fn server(app_id: i64, server_token: &str) -> Result<Self, ClientError> {
+        Self::new(&[
+            ("app_id", app_id.to_string()),
+            ("token", server_token.to_string()),
+        ])
+    }
+
+    fn apply(&self, md: &mut MetadataMap) {
+        for (k, v) in &self.headers {
+            md.insert(*k, v.clone());
+        }
+        if let Ok(v) = gim_common::telemetry::new_trace_id().parse() {
+            md.insert(gim_common::TRACE_ID_HEADER, v);
+        }
+    }
+}
+
+impl Interceptor for AuthInterceptor {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        self.apply(req.metadata_mut());
+        Ok(req)
+    }
+}
+
+/// Opens a lazily connected channel to `url` (`http://host:port`): the first call connects, and a
+/// restarted server is reconnected to on the next call.
+pub fn channel(url: &str) -> Result<Channel, ClientError> {
+    let ep = GrpcEndpoint::from_shared(url.to_string()).map_err(|e| ClientError::Connect {
+        endpoint: url.to_string(),
+        reason: e.to_string(),
+    })?;
+    Ok(ep
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30))
+        .connect_lazy())
+}
+
+/// A text message body.
+pub fn text_body(text: impl Into<String>) -> MessageBody {
+    MessageBody {
+        message_type: MessageType::Text as i32,
+        message_content: Some(MessageContent {
+            content: Some(message_content::Content::Text(Text { text: text.into() })),
+        }),
+    }
+}
+
+/// The text of a text body, if it is one.
+pub fn body_text(body: Option<&MessageBody>) -> Option<&str> {
+    match body?.message_content.as_ref()?.content.as_ref()? {
+        message_content::Content::Text(t) => Some(&t.text),
+        _ => None,
+    }
+}
+
+/// `LogicClientExt` as one user's device.
+#[derive(Debug, Clone)]
+pub struct ClientApi {
+    inner: LogicClientExtClient<InterceptedService<Channel, AuthInterceptor>>,
+}
+
+impl ClientApi {
+    pub fn new(channel: Channel, creds: &Credentials) -> Result<Self, ClientError> {
+        Ok(Self {
+            inner: LogicClientExtClient::with_interceptor(channel, AuthInterceptor::device(creds)?),
+        })
+    }
+
+    pub fn connect(url: &str, creds: &Credentials) -> Result<Self, ClientError> {
+        Self::new(channel(url)?, creds)
+    }
+
+    /// The generated client, for calls without a wrapper.
+    pub fn raw(
+        &mut self,
+    ) -> &mut LogicClientExtClient<InterceptedService<Channel, AuthInterceptor>> {
+        &mut self.inner
+    }
+
+    /// Registers a device (no auth needed) and returns its id.
+    pub async fn register_device(
+        channel: Channel,
+        app_id: i64,
+        kind: DeviceType,
+        model: &str,
+    ) -> Result<i64, ClientError> {
+        let mut c = LogicClientExtClient::new(channel);
+        let resp = c
+            .register_device(RegisterDeviceReq {
+                app_id,
+                r#type: kind as i32,
+                brand: "gim".into(),
+                model: model.into(),
+                system_version: std::env::consts::OS.into(),
+                sdk_version: env!("CARGO_PKG_VERSION").into(),
+            })
+            .await?;
+        Ok(resp.into_inner().device_id)
+    }
+
+    pub async fn send_message(
+        &mut self,
+        req: SendMessageReq,
+    ) -> Result<SendMessageResp, ClientError> {
+        Ok(self.inner.send_message(req).await?.into_inner())
+    }
+
+    /// Sends a persistent text message to a user.
+    pub async fn send_text_to_user(
+        &mut self,
+        user_id: i64,
+        text: &str,
+        client_request_id: i64,
+    ) -> Result<SendMessageResp, ClientError> {
+        self.send_message(SendMessageReq {
+            receiver_type: ReceiverType::User as i32,
+            receiver_id: user_id,
+            message_body: Some(text_body(text)),
+            is_persist: true,
+            client_request_id,
+            ..Default::default()
+        })
+        .await
+    }
+
+    pub async fn add_user(&mut self, user: User) -> Result<(), ClientError> {
+        self.inner.add_user(AddUserReq { user: Some(user) }).await?;
+        Ok(())
+    }
+
+    pub async fn get_user(&mut self, user_id: i64) -> Result<User, ClientError> {
+        let r = self
+            .inner
+            .get_user(GetUserReq { user_id })
+            .await?
+            .into_inner();
+        r.user
+            .ok_or_else(|| ClientError::Protocol("GetUser returned no user".into()))
+    }
+
+    pub async fn create_group(
+        &mut self,
+        group: Group,
+        member_ids: Vec<i64>,
+    ) -> Result<i64, ClientError> {
+        let r = self
+            .inner
+            .create_group(CreateGroupReq {
+                group: Some(group),
+                member_ids,
+            })
+            .await?;
+        Ok(r.into_inner().group_id)
+    }
+
+    pub async fn get_group(&mut self, group_id: i64) -> Result<Group, ClientError> {
+        let r = self
+            .inner
+            .get_group(GetGroupReq { group_id })
+            .await?
+            .into_inner();
+        r.group
+            .ok_or_else(|| ClientError::Protocol("GetGroup returned no group".into()))
+    }
+
+    pub async fn get_user_groups(&mut self) -> Result<Vec<Group>, ClientError> {
+        Ok(self
+            .inner
+            .get_user_groups(GetUserGroupsReq {})
+            .await?
+            .into_inner()
+            .groups)
+    }
+
+    pub async fn add_group_members(
+        &mut self,
+        group_id: i64,
+        user_ids: Vec<i64>,
+    ) -> Result<Vec<i64>, ClientError> {
+        let r = self
+            .inner
+            .add_group_member(AddGroupMemberReq { group_id, user_ids })
+            .await?;
+        Ok(r.into_inner().user_ids)
+    }
+
+    pub async fn delete_group_member(
+        &mut self,
+        group_id: i64,
+        user_id: i64,
+    ) -> Result<(), ClientError> {
+        self.inner
+            .delete_group_member(DeleteGroupMemberReq { group_id, user_id })
+            .await?;
+        Ok(())
+    }
+}
+
+/// `LogicServerExt` as the app's business server.
+#[derive(Debug, Clone)]
+pub struct ServerApi {
+    inner: LogicServerExtClient<InterceptedService<Channel, AuthInterceptor>>,
+}
+
+impl ServerApi {
+    pub fn new(channel: Channel, app_id: i64, server_token: &str) -> Result<Self, ClientError> {
+        Ok(Self {
+            inner: LogicServerExtClient::with_interceptor(
+                channel,
+                AuthInterceptor::server(app_id, server_token)?,
+            ),
+        })
+    }
+
+    pub fn connect(url: &str, app_id: i64, server_token: &str) -> Result<Self, ClientError> {
+        Self::new(channel(url)?, app_id, server_token)
+    }
+
+    /// The generated client, for calls without a wrapper.
+    pub fn raw(
+        &mut self,
+    ) -> &mut LogicServerExtClient<InterceptedService<Channel, AuthInterceptor>> {
+        &mut self.inner
+    }
+
+    pub async fn send_message(
+        &mut self,
+        req: SendMessageReq,
+    ) -> Result<SendMessageResp, ClientError> {
+        Ok(self.inner.send_message(req).await?.into_inner())
+    }
+
+    pub async fn import_users(&mut self, users: Vec<User>) -> Result<ImportUsersResp, ClientError> {
+        Ok(self
+            .inner
+            .import_users(ImportUsersReq { users })
+            .await?
+            .into_inner())
+    }
+
+    pub async fn get_user(&mut self, user_id: i64) -> Result<User, ClientError> {
+        let r = self
+            .inner
+            .get_user(GetUserReq { user_id })
+            .await?
+            .into_inner();
+        r.user
+            .ok_or_else(|| ClientError::Protocol("GetUser returned no user".into()))
+    }
+
+    pub async fn create_group(
+        &mut self,
+        group: Group,
+        owner_id: i64,
+        member_ids: Vec<i64>,
+    ) -> Result<i64, ClientError> {
+        let r = self
+            .inner
+            .create_group(ServerCreateGroupReq {
+                group: Some(group),
+                owner_id,
+                member_ids,
+            })
+            .await?;
+        Ok(r.into_inner().group_id)
+    }
+
+    pub async fn get_group(&mut self, group_id: i64) -> Result<Group, ClientError> {
+        let r = self
+            .inner
+            .get_group(GetGroupReq { group_id })
+            .await?
+            .into_inner();
+        r.group
+            .ok_or_else(|| ClientError::Protocol("GetGroup returned no group".into()))
+    }
+
+    pub async fn get_group_members(
+        &mut self,
+        group_id: i64,
+    ) -> Result<Vec<GroupMember>, ClientError> {
+        Ok(self
+            .inner
+            .get_group_members(GetGroupMembersReq { group_id })
+            .await?
+            .into_inner()
+            .members)
+    }
+
+    pub async fn add_group_members(
+        &mut self,
+        group_id: i64,
+        user_ids: Vec<i64>,
+    ) -> Result<Vec<i64>, ClientError> {
+        let r = self
+            .inner
+            .add_group_member(AddGroupMemberReq { group_id, user_ids })
+            .await?;
+        Ok(r.into_inner().user_ids)
+    }
+
+    pub async fn delete_group_member(
+        &mut self,
+        group_id: i64,
+        user_id: i64,
+    ) -> Result<(), ClientError> {
+        self.inner
+            .delete_group_member(DeleteGroupMemberReq { group_id, user_id })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn push_to_users(
+        &mut self,
+        req: PushToUsersReq,
+    ) -> Result<PushToUsersResp, ClientError> {
+        Ok(self.inner.push_to_users(req).await?.into_inner())
+    }
+
+    pub async fn broadcast(&mut self, req: BroadcastReq) -> Result<BroadcastResp, ClientError> {
+        Ok(self.inner.broadcast(req).await?.into_inner())
+    }
+}
