@@ -82,11 +82,12 @@ cmd_build() {
     -exec cp {} "$srcdir/vendor/github.com/modern-go/reflect2/" \;
   local ver
   ver=$(cd "$srcdir" && dpkg-parsechangelog -SVersion | sed -E 's/.*really//; s/-[^-]*$//; s/\+.*//')
+  # GOPATH mode: vendored packages are linked under the k8s.io/kubernetes/vendor/ prefix.
   local ldflags="-s -w \
-    -X k8s.io/component-base/version.gitVersion=v${ver} \
-    -X k8s.io/component-base/version.gitMajor=1 \
-    -X k8s.io/component-base/version.gitMinor=$(echo "$ver" | cut -d. -f2) \
-    -X k8s.io/client-go/pkg/version.gitVersion=v${ver}"
+    -X k8s.io/kubernetes/vendor/k8s.io/component-base/version.gitVersion=v${ver} \
+    -X k8s.io/kubernetes/vendor/k8s.io/component-base/version.gitMajor=1 \
+    -X k8s.io/kubernetes/vendor/k8s.io/component-base/version.gitMinor=$(echo "$ver" | cut -d. -f2) \
+    -X k8s.io/kubernetes/vendor/k8s.io/client-go/pkg/version.gitVersion=v${ver}"
   log "building kube-apiserver and kube-controller-manager v$ver (takes a while on 2 cores)"
   # GOPATH mode with the vendor/ tree, as the upstream 1.20 build (hack/lib/golang.sh) and
   # Debian's rules do. Module mode with -mod=vendor is refused by Go 1.19 for this tree
@@ -98,6 +99,22 @@ cmd_build() {
     export GOROOT="$GOROOT_DEB" PATH="$GOROOT_DEB/bin:$PATH"
     export GO111MODULE=off GOPROXY=off GOFLAGS= GOTOOLCHAIN=local CGO_ENABLED=0
     export GOCACHE="$CACHE/gocache" GOPATH="$CACHE/gopath"
+    # The source package ships every generated file except the kube OpenAPI definitions,
+    # which upstream's Makefile.generated_files produces with openapi-gen. Same inputs: every
+    # package tagged +k8s:openapi-gen, minus code-generator and sample-apiserver.
+    local oa=pkg/generated/openapi/zz_generated.openapi.go
+    if [ ! -s "$oa" ]; then
+      log "generating $oa"
+      go build -o "$BIN/openapi-gen" ./vendor/k8s.io/kube-openapi/cmd/openapi-gen
+      local inputs
+      inputs=$(grep -RlE '^// *\+k8s:' --include='*.go' pkg vendor/k8s.io \
+        | xargs grep -l '+k8s:openapi-gen=' | xargs -n1 dirname \
+        | grep -v -e code-generator -e sample-apiserver | LC_ALL=C sort -u \
+        | sed 's|^|k8s.io/kubernetes/|' | paste -sd, -)
+      "$BIN/openapi-gen" -i "$inputs" -p k8s.io/kubernetes/pkg/generated/openapi \
+        -O zz_generated.openapi -h vendor/k8s.io/code-generator/hack/boilerplate.go.txt \
+        -r "$CACHE/openapi-violations.report"
+    fi
     for c in kube-apiserver kube-controller-manager; do
       go build -trimpath -ldflags "$ldflags" -o "$BIN/$c.tmp" "./cmd/$c"
       mv "$BIN/$c.tmp" "$BIN/$c"
