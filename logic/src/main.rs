@@ -1,1 +1,102 @@
-fn main() {}
+//! `gim-logic`: serve (default), apply migrations, or create an app.
+
+use clap::{Parser, Subcommand};
+use gim_common::config::{self, LogicConfig};
+use gim_common::shutdown::Shutdown;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "gim-logic", version, about = "gim's messaging core")]
+struct Cli {
+    /// TOML config file (every key can also be set as GIM_<SECTION>__<KEY>).
+    #[arg(long, short, global = true, env = "GIM_CONFIG_FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the gRPC and admin servers (the default).
+    Serve,
+    /// Apply the schema migrations to mysql.url (re-running is a no-op).
+    Migrate,
+    /// Manage apps (tenants).
+    App {
+        #[command(subcommand)]
+        cmd: AppCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum AppCmd {
+    /// Create an app; prints its id, its private key (shown once, never stored) and a sample
+    /// server token.
+    Create {
+        #[arg(long)]
+        name: String,
+    },
+}
+
+fn main() -> ExitCode {
+    // Two rustls providers would panic at first TLS use; pick ring before anything builds one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = Cli::parse();
+    let cfg: LogicConfig = match config::load_from_process(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    gim_common::telemetry::init(&cfg.log);
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli.cmd.unwrap_or(Cmd::Serve), cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cmd: Cmd, cfg: LogicConfig) -> anyhow::Result<()> {
+    match cmd {
+        Cmd::Serve => {
+            let shutdown = Shutdown::new();
+            shutdown.trigger_on_signal();
+            let handle = gim_logic::start(cfg, shutdown).await?;
+            handle.wait().await?;
+            tracing::info!("gim-logic stopped");
+        }
+        Cmd::Migrate => {
+            let pool = gim_logic::mysql_pool(&cfg.mysql)?;
+            gim_logic::migrate(&pool).await?;
+            println!("migrations applied");
+        }
+        Cmd::App {
+            cmd: AppCmd::Create { name },
+        } => {
+            let pool = gim_logic::mysql_pool(&cfg.mysql)?;
+            let (app, key) = gim_logic::create_app(&pool, &name)
+                .await
+                .map_err(|e| anyhow::anyhow!(e.chain()))?;
+            let now = gim_common::token::now_secs();
+            println!("app_id: {app}");
+            println!("private_key: {}", key.private_b64());
+            println!(
+                "server_token (valid 24 h): {}",
+                key.server_token(app.0, now, 24 * 3600)
+            );
+            println!("keep the private key secret: gim stores only the public key");
+        }
+    }
+    Ok(())
+}

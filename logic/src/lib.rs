@@ -1,0 +1,289 @@
+//! gim-logic: the stateless multi-tenant messaging core. It owns users, devices, groups, messages,
+//! sequences, sync and routing on MySQL (durable store) and Redis (seq counters, routes, the conn
+//! node registry), serves conn nodes (`LogicInt`), client apps (`LogicClientExt`) and tenants'
+//! business servers (`LogicServerExt`) on three gRPC listeners, and pushes to conn nodes through
+//! their `ConnInt` service found in the Redis registry. Any number of logic processes can run
+//! behind a load balancer. [`start`] runs it in-process (tests, e2e, bench); `main` wraps it.
+//!
+//! Modules: [`api`] (gRPC services), [`core`] (business logic), `send`, `session`, [`seq`]
+//! (seqs and ids), [`push`] (registry, channels, delivery), [`rds`] (Redis), [`cache`],
+//! [`validate`], [`metrics`], [`error`].
+
+pub mod api;
+pub mod cache;
+pub mod core;
+pub mod error;
+pub mod metrics;
+pub mod push;
+pub mod rds;
+mod send;
+pub mod seq;
+mod session;
+pub mod validate;
+
+pub use crate::core::{Sender, State, create_app};
+pub use crate::error::Error;
+
+use gim_common::config::LogicConfig;
+use gim_common::shutdown::Shutdown;
+use gim_proto::logic::v1::logic_client_ext_server::LogicClientExtServer;
+use gim_proto::logic::v1::logic_int_server::LogicIntServer;
+use gim_proto::logic::v1::logic_server_ext_server::LogicServerExtServer;
+use sqlx::MySqlPool;
+use sqlx::mysql::MySqlPoolOptions;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::TcpListenerStream;
+
+/// Why [`start`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("mysql.url: {0}")]
+    Mysql(#[source] sqlx::Error),
+    #[error("redis: {0}")]
+    Redis(#[source] Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("grpc reflection: {0}")]
+    Reflection(String),
+}
+
+/// A running logic instance: the bound addresses (port 0 in the config gives a free port) and its
+/// server tasks.
+#[derive(Debug)]
+pub struct LogicHandle {
+    pub int_addr: SocketAddr,
+    pub client_addr: SocketAddr,
+    pub server_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub state: Arc<State>,
+    tasks: JoinSet<std::io::Result<()>>,
+}
+
+impl LogicHandle {
+    /// Resolves when every listener has stopped (after the shutdown trigger), with the first error.
+    pub async fn wait(mut self) -> std::io::Result<()> {
+        let mut first = Ok(());
+        while let Some(r) = self.tasks.join_next().await {
+            let r = r.unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
+    }
+}
+
+/// The schema migrations under `sql/migrations`, embedded at build time.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../sql/migrations");
+
+/// Applies the migrations (idempotent: applied ones are skipped; concurrent runs serialize on a
+/// database lock).
+pub async fn migrate(pool: &MySqlPool) -> Result<(), sqlx::migrate::MigrateError> {
+    MIGRATOR.run(pool).await
+}
+
+/// The MySQL pool logic uses. Lazy: logic starts (and reports not-ready) while MySQL is down.
+pub fn mysql_pool(cfg: &gim_common::config::MysqlConfig) -> Result<MySqlPool, sqlx::Error> {
+    MySqlPoolOptions::new()
+        .max_connections(cfg.max_connections)
+        .min_connections(0)
+        // A call that cannot get a connection fails with UNAVAILABLE instead of hanging.
+        .acquire_timeout(Duration::from_millis(cfg.acquire_timeout_ms))
+        .test_before_acquire(false)
+        .connect_lazy(&cfg.url)
+}
+
+/// Starts the three gRPC listeners and the admin HTTP server; they stop when `shutdown` triggers.
+pub async fn start(cfg: LogicConfig, shutdown: Shutdown) -> Result<LogicHandle, StartError> {
+    let pool = mysql_pool(&cfg.mysql).map_err(StartError::Mysql)?;
+    let redis = rds::Redis::connect(&cfg.redis)
+        .await
+        .map_err(StartError::Redis)?;
+    let metrics = Arc::new(metrics::Metrics::default());
+    let state = Arc::new(State::new(cfg.logic.clone(), pool, redis, metrics));
+
+    let bind = |addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })
+    };
+    let l_int = bind(cfg.logic.int_listen).await?;
+    let l_client = bind(cfg.logic.client_listen).await?;
+    let l_server = bind(cfg.logic.server_listen).await?;
+    let l_admin = bind(cfg.logic.admin_listen).await?;
+    let addr = |l: &TcpListener| l.local_addr().expect("bound listener has an address");
+    let (int_addr, client_addr, server_addr, admin_addr) = (
+        addr(&l_int),
+        addr(&l_client),
+        addr(&l_server),
+        addr(&l_admin),
+    );
+
+    let mut tasks = JoinSet::new();
+    let (health, health_svc) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<LogicIntServer<api::IntService>>()
+        .await;
+    health
+        .set_serving::<LogicClientExtServer<api::ClientService>>()
+        .await;
+    health
+        .set_serving::<LogicServerExtServer<api::ServerService>>()
+        .await;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(gim_proto::DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| StartError::Reflection(e.to_string()))
+    };
+
+    macro_rules! serve {
+        ($listener:expr, $svc:expr) => {{
+            let router = tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(health_svc.clone())
+                .add_service(reflection()?)
+                .add_service($svc);
+            let sd = shutdown.clone();
+            let incoming = TcpListenerStream::new($listener);
+            tasks.spawn(async move {
+                router
+                    .serve_with_incoming_shutdown(incoming, sd.wait())
+                    .await
+                    .map_err(std::io::Error::other)
+            });
+        }};
+    }
+    serve!(l_int, LogicIntServer::new(api::IntService(state.clone())));
+    serve!(
+        l_client,
+        LogicClientExtServer::new(api::ClientService(state.clone()))
+    );
+    serve!(
+        l_server,
+        LogicServerExtServer::new(api::ServerService(state.clone()))
+    );
+
+    let app = admin::router(state.clone());
+    let sd = shutdown.clone();
+    tasks.spawn(async move {
+        axum::serve(l_admin, app)
+            .with_graceful_shutdown(async move { sd.wait().await })
+            .await
+    });
+
+    // Reflect store reachability in the gRPC health service and the `ready` gauge.
+    {
+        let state = state.clone();
+        let sd = shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut last = None;
+            loop {
+                tokio::select! {
+                    _ = sd.wait() => break,
+                    _ = tick.tick() => {}
+                }
+                let ok = admin::probe(&state).await.is_ok();
+                state.metrics.ready.set(ok as i64);
+                if last != Some(ok) {
+                    let status = if ok {
+                        tonic_health::ServingStatus::Serving
+                    } else {
+                        tonic_health::ServingStatus::NotServing
+                    };
+                    health.set_service_status("", status).await;
+                    last = Some(ok);
+                }
+            }
+        });
+    }
+
+    tracing::info!(%int_addr, %client_addr, %server_addr, %admin_addr, "gim-logic listening");
+    Ok(LogicHandle {
+        int_addr,
+        client_addr,
+        server_addr,
+        admin_addr,
+        state,
+        tasks,
+    })
+}
+
+mod admin {
+    //! Admin HTTP: liveness, readiness (MySQL and Redis answer) and Prometheus metrics.
+
+    use super::State;
+    use axum::extract::State as AxState;
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    use axum::routing::get;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    const PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
+
+    pub fn router(state: Arc<State>) -> axum::Router {
+        axum::Router::new()
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/readyz", get(readyz))
+            .route("/metrics", get(metrics))
+            .with_state(state)
+    }
+
+    /// Both stores answer within the probe timeout.
+    pub async fn probe(state: &State) -> Result<(), String> {
+        let mysql = async {
+            match tokio::time::timeout(
+                PROBE_TIMEOUT,
+                sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.pool),
+            )
+            .await
+            {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(format!("mysql: {e}")),
+                Err(_) => Err("mysql: timed out".to_string()),
+            }
+        };
+        let redis = async {
+            match tokio::time::timeout(PROBE_TIMEOUT, state.redis.ping()).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(format!("redis: {}", e.chain())),
+                Err(_) => Err("redis: timed out".to_string()),
+            }
+        };
+        let (a, b) = tokio::join!(mysql, redis);
+        a.and(b)
+    }
+
+    async fn readyz(AxState(state): AxState<Arc<State>>) -> impl IntoResponse {
+        match probe(&state).await {
+            Ok(()) => {
+                state.metrics.ready.set(1);
+                (StatusCode::OK, "ready".to_string())
+            }
+            Err(e) => {
+                state.metrics.ready.set(0);
+                (StatusCode::SERVICE_UNAVAILABLE, e)
+            }
+        }
+    }
+
+    async fn metrics(AxState(state): AxState<Arc<State>>) -> impl IntoResponse {
+        (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            state.metrics.encode(),
+        )
+    }
+}

@@ -1,0 +1,120 @@
+//! Prometheus metrics served on the admin port's `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RpcLabels {
+    pub method: &'static str,
+    /// "ok", a gim code ("1006"), "unavailable" or "internal".
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabel {
+    pub method: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PushLabels {
+    /// deliver_batch, broadcast_large_group, broadcast_app, close_conn, update_large_group.
+    pub call: &'static str,
+    /// ok, error, timeout.
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub rpcs: Family<RpcLabels, Counter>,
+    pub rpc_seconds: Family<MethodLabel, Histogram>,
+    pub messages_stored: Family<KindLabel, Counter>,
+    pub pushes: Family<PushLabels, Counter>,
+    pub seq_reservations: Counter,
+    pub seq_reseeds: Counter,
+    pub ready: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("gim_logic");
+        let rpcs = Family::<RpcLabels, Counter>::default();
+        registry.register("rpcs", "gRPC calls by method and outcome", rpcs.clone());
+        let rpc_seconds = Family::<MethodLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0002, 2.0, 16))
+        });
+        registry.register(
+            "rpc_seconds",
+            "gRPC handling time by method",
+            rpc_seconds.clone(),
+        );
+        let messages_stored = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "messages_stored",
+            "message copies written to MySQL by list kind",
+            messages_stored.clone(),
+        );
+        let pushes = Family::<PushLabels, Counter>::default();
+        registry.register(
+            "pushes",
+            "calls to conn nodes by call and outcome (failures never block other recipients)",
+            pushes.clone(),
+        );
+        let seq_reservations = Counter::default();
+        registry.register(
+            "seq_reservations",
+            "seq blocks reserved in MySQL",
+            seq_reservations.clone(),
+        );
+        let seq_reseeds = Counter::default();
+        registry.register(
+            "seq_reseeds",
+            "seq counters (re)seeded from MySQL (first use or Redis lost them)",
+            seq_reseeds.clone(),
+        );
+        let ready = Gauge::default();
+        registry.register(
+            "ready",
+            "1 when MySQL and Redis answered the last readiness probe",
+            ready.clone(),
+        );
+        Self {
+            registry,
+            rpcs,
+            rpc_seconds,
+            messages_stored,
+            pushes,
+            seq_reservations,
+            seq_reseeds,
+            ready,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn push(&self, call: &'static str, outcome: &'static str) {
+        self.pushes
+            .get_or_create(&PushLabels { call, outcome })
+            .inc();
+    }
+
+    pub fn encode(&self) -> String {
+        let mut s = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut s, &self.registry);
+        s
+    }
+}

@@ -1,0 +1,361 @@
+//! Delivery to conn nodes: the node registry (read from Redis, cached ~1 s), a pool of gRPC
+//! channels per node address, route lookup, and the batched pushes.
+//!
+//! Pushes are best effort (the message is already durable; sync fills gaps): every node call has
+//! its own deadline, runs concurrently with the others, and a failure is counted in metrics and
+//! never fails or delays delivery to other nodes.
+
+use crate::error::Result;
+use crate::metrics::Metrics;
+use crate::rds::{Redis, slot};
+use gim_common::keys::{self, NodeInfo};
+use gim_common::{AppId, DeviceId, UserId};
+use gim_proto::conn::v1::conn_int_client::ConnIntClient;
+use gim_proto::conn::v1::{
+    BroadcastAppReq, BroadcastLargeGroupReq, CloseConnReq, DeliverBatchReq, DeliverTarget,
+    UpdateLargeGroupMembersReq,
+};
+use gim_proto::connect::v1::MessageItem;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tonic::transport::{Channel, Endpoint};
+
+/// How long the live-node list is reused before re-reading the registry.
+const REGISTRY_TTL: Duration = Duration::from_secs(1);
+/// Deadline of one call to a conn node.
+const NODE_CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+type NodeMap = Arc<HashMap<String, String>>;
+
+pub struct Nodes {
+    redis: Redis,
+    metrics: Arc<Metrics>,
+    cache: Mutex<Option<(Instant, NodeMap)>>,
+    refresh: tokio::sync::Mutex<()>,
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl std::fmt::Debug for Nodes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Nodes")
+    }
+}
+
+/// One device's connection, from its route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub device: DeviceId,
+    pub node_id: String,
+    pub conn_id: i64,
+}
+
+impl Nodes {
+    pub fn new(redis: Redis, metrics: Arc<Metrics>) -> Self {
+        Self {
+            redis,
+            metrics,
+            cache: Mutex::new(None),
+            refresh: tokio::sync::Mutex::new(()),
+            channels: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Live nodes: node_id -> gRPC address. Cached for about a second.
+    pub async fn live(&self) -> Result<NodeMap> {
+        if let Some((at, m)) = &*self.cache.lock().expect("lock")
+            && at.elapsed() < REGISTRY_TTL
+        {
+            return Ok(m.clone());
+        }
+        self.refresh(None).await
+    }
+
+    /// Re-reads the registry unless another task did since `seen` (single flight).
+    async fn refresh(&self, seen: Option<Instant>) -> Result<NodeMap> {
+        let _g = self.refresh.lock().await;
+        if let Some((at, m)) = &*self.cache.lock().expect("lock") {
+            let fresh_enough = match seen {
+                Some(s) => *at > s,
+                None => at.elapsed() < REGISTRY_TTL,
+            };
+            if fresh_enough {
+                return Ok(m.clone());
+            }
+        }
+        let ids: Vec<String> = self
+            .redis
+            .query(redis::cmd("SMEMBERS").arg(keys::NODES_SET))
+            .await?;
+        let mut live = HashMap::new();
+        if !ids.is_empty() {
+            let node_keys: Vec<String> = ids.iter().map(|i| keys::node_key(i)).collect();
+            let vals: Vec<Option<String>> =
+                self.redis.query(redis::cmd("MGET").arg(&node_keys)).await?;
+            let mut gone = Vec::new();
+            for (id, v) in ids.iter().zip(vals) {
+                match v.and_then(|v| serde_json::from_str::<NodeInfo>(&v).ok()) {
+                    Some(info) => {
+                        live.insert(id.clone(), info.grpc_addr);
+                    }
+                    None => gone.push(id.clone()),
+                }
+            }
+            if !gone.is_empty() {
+                // The lease expired: the node is dead (or drained without cleanup).
+                let _ = self
+                    .redis
+                    .query::<i64>(redis::cmd("SREM").arg(keys::NODES_SET).arg(&gone))
+                    .await;
+            }
+        }
+        let live = Arc::new(live);
+        // Drop channels of nodes that left, so the pool does not grow with node churn.
+        {
+            let addrs: std::collections::HashSet<&String> = live.values().collect();
+            self.channels
+                .lock()
+                .expect("lock")
+                .retain(|a, _| addrs.contains(a));
+        }
+        *self.cache.lock().expect("lock") = Some((Instant::now(), live.clone()));
+        Ok(live)
+    }
+
+    /// Live nodes, re-reading the registry once if a route names a node we do not know yet (a
+    /// node that registered within the cache lifetime).
+    async fn live_for(&self, node_ids: impl Iterator<Item = &str>) -> Result<NodeMap> {
+        let before = Instant::now();
+        let live = self.live().await?;
+        let mut unknown = false;
+        for n in node_ids {
+            if !live.contains_key(n) {
+                unknown = true;
+                break;
+            }
+        }
+        if unknown {
+            let stale = self
+                .cache
+                .lock()
+                .expect("lock")
+                .as_ref()
+                .is_some_and(|(at, _)| at.elapsed() > Duration::from_millis(100));
+            if stale {
+                return self.refresh(Some(before)).await;
+            }
+        }
+        Ok(live)
+    }
+
+    pub fn client(&self, addr: &str) -> ConnIntClient<Channel> {
+        let mut ch = self.channels.lock().expect("lock");
+        let channel = ch.entry(addr.to_string()).or_insert_with(|| {
+            Endpoint::from_shared(format!("http://{addr}"))
+                .expect("registry address")
+                .connect_timeout(Duration::from_secs(1))
+                .timeout(NODE_CALL_TIMEOUT)
+                .tcp_nodelay(true)
+                .connect_lazy()
+        });
+        ConnIntClient::new(channel.clone())
+    }
+
+    /// The online devices of each user, from their route hashes (one pipeline per slot).
+    pub async fn routes(&self, app: AppId, users: &[UserId]) -> Result<Vec<Vec<Route>>> {
+        let mut groups: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
+        let route_keys: Vec<String> = users.iter().map(|u| keys::route_key(app, *u)).collect();
+        for (i, k) in route_keys.iter().enumerate() {
+            let s = if self.redis.is_cluster() { slot(k) } else { 0 };
+            groups.entry(s).or_default().push(i);
+        }
+        let calls = groups.values().map(|idx| {
+            let mut p = redis::pipe();
+            for &i in idx {
+                p.cmd("HGETALL").arg(&route_keys[i]);
+            }
+            async move { self.redis.pipe::<Vec<HashMap<String, String>>>(&p).await }
+        });
+        let results = futures::future::try_join_all(calls).await?;
+        let mut out = vec![Vec::new(); users.len()];
+        for (idx, maps) in groups.values().zip(results) {
+            for (&i, m) in idx.iter().zip(maps) {
+                out[i] = m
+                    .into_iter()
+                    .filter_map(|(dev, v)| {
+                        let device = DeviceId(dev.parse().ok()?);
+                        let (node, conn) = keys::parse_route_value(&v)?;
+                        Some(Route {
+                            device,
+                            node_id: node.to_string(),
+                            conn_id: conn,
+                        })
+                    })
+                    .collect();
+            }
+        }
+        Ok(out)
+    }
+
+    /// Push for write diffusion: `copies` is (owner, seq of the owner's copy); every online device
+    /// of each owner gets `items[0]` with its owner's seq, except `exclude`. One DeliverBatch per node.
+    pub async fn deliver(
+        &self,
+        app: AppId,
+        items: Vec<MessageItem>,
+        copies: &[(UserId, i64)],
+        exclude: Option<DeviceId>,
+    ) -> Result<()> {
+        self.deliver_inner(app, items, copies, exclude, |_| 0).await
+    }
+
+    /// Like [`Nodes::deliver`], but copy `i` carries `items[i]` (items that differ per receiver).
+    pub async fn deliver_each(
+        &self,
+        app: AppId,
+        items: Vec<MessageItem>,
+        copies: &[(UserId, i64)],
+    ) -> Result<()> {
+        self.deliver_inner(app, items, copies, None, |i| i as u32)
+            .await
+    }
+
+    async fn deliver_inner(
+        &self,
+        app: AppId,
+        items: Vec<MessageItem>,
+        copies: &[(UserId, i64)],
+        exclude: Option<DeviceId>,
+        item_of: impl Fn(usize) -> u32,
+    ) -> Result<()> {
+        let users: Vec<UserId> = copies.iter().map(|c| c.0).collect();
+        let routes = self.routes(app, &users).await?;
+        let live = self
+            .live_for(routes.iter().flatten().map(|r| r.node_id.as_str()))
+            .await?;
+        // node -> (targets, item indexes used, in order)
+        let mut per_node: HashMap<&str, (Vec<DeliverTarget>, Vec<u32>)> = HashMap::new();
+        for (i, ((_, seq), rs)) in copies.iter().zip(&routes).enumerate() {
+            for r in rs {
+                if Some(r.device) == exclude {
+                    continue;
+                }
+                // Routes on nodes whose lease expired are ignored (SPEC §5).
+                if !live.contains_key(&r.node_id) {
+                    continue;
+                }
+                let (targets, used) = per_node.entry(&r.node_id).or_default();
+                let item = item_of(i);
+                let local = match used.iter().position(|u| *u == item) {
+                    Some(p) => p,
+                    None => {
+                        used.push(item);
+                        used.len() - 1
+                    }
+                };
+                targets.push(DeliverTarget {
+                    app_id: app.0,
+                    device_id: r.device.0,
+                    conn_id: r.conn_id,
+                    message_index: local as u32,
+                    seq: *seq,
+                });
+            }
+        }
+        let calls = per_node.into_iter().map(|(node, (targets, used))| {
+            let req = DeliverBatchReq {
+                messages: used.iter().map(|u| items[*u as usize].clone()).collect(),
+                targets,
+            };
+            let addr = live[node].clone();
+            async move {
+                let mut c = self.client(&addr);
+                self.observe("deliver_batch", c.deliver_batch(req)).await;
+            }
+        });
+        futures::future::join_all(calls).await;
+        Ok(())
+    }
+
+    /// One BroadcastLargeGroup per live node; returns the nodes called.
+    pub async fn broadcast_large_group(&self, req: BroadcastLargeGroupReq) -> Result<usize> {
+        let live = self.live().await?;
+        let calls = live.values().map(|addr| {
+            let req = req.clone();
+            async move {
+                let mut c = self.client(addr);
+                self.observe("broadcast_large_group", c.broadcast_large_group(req))
+                    .await
+            }
+        });
+        Ok(futures::future::join_all(calls).await.len())
+    }
+
+    /// BroadcastApp on every live node; returns the nodes that answered.
+    pub async fn broadcast_app(&self, app: AppId, item: MessageItem) -> Result<usize> {
+        let live = self.live().await?;
+        let calls = live.values().map(|addr| {
+            let req = BroadcastAppReq {
+                app_id: app.0,
+                message: Some(item.clone()),
+            };
+            async move {
+                let mut c = self.client(addr);
+                self.observe("broadcast_app", c.broadcast_app(req)).await
+            }
+        });
+        Ok(futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .filter(|ok| *ok)
+            .count())
+    }
+
+    /// Tells every live node about a large group's membership change.
+    pub async fn update_large_group(&self, req: UpdateLargeGroupMembersReq) -> Result<()> {
+        let live = self.live().await?;
+        let calls = live.values().map(|addr| {
+            let req = req.clone();
+            async move {
+                let mut c = self.client(addr);
+                self.observe("update_large_group", c.update_large_group_members(req))
+                    .await
+            }
+        });
+        futures::future::join_all(calls).await;
+        Ok(())
+    }
+
+    /// Supersede: closes an older connection of a device, if its node is alive.
+    pub async fn close_conn(&self, node_id: &str, req: CloseConnReq) -> Result<bool> {
+        let live = self.live_for(std::iter::once(node_id)).await?;
+        let Some(addr) = live.get(node_id) else {
+            return Ok(false);
+        };
+        let mut c = self.client(addr);
+        Ok(self.observe("close_conn", c.close_conn(req)).await)
+    }
+
+    async fn observe<T>(
+        &self,
+        call: &'static str,
+        fut: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> bool {
+        match tokio::time::timeout(NODE_CALL_TIMEOUT, fut).await {
+            Ok(Ok(_)) => {
+                self.metrics.push(call, "ok");
+                true
+            }
+            Ok(Err(status)) => {
+                self.metrics.push(call, "error");
+                tracing::debug!(call, code = ?status.code(), "conn node call failed");
+                false
+            }
+            Err(_) => {
+                self.metrics.push(call, "timeout");
+                tracing::debug!(call, "conn node call timed out");
+                false
+            }
+        }
+    }
+}

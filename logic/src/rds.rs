@@ -1,0 +1,276 @@
+//! Redis access: one handle over a single server or a Redis Cluster, the Lua scripts logic runs,
+//! and the key names only logic uses (the shared ones live in `gim_common::keys`).
+//!
+//! Every command is bounded by `redis.timeout_ms`, so a Redis outage fails calls fast (UNAVAILABLE)
+//! instead of hanging them; the connection reconnects by itself when Redis returns.
+
+use crate::error::{Error, Result};
+use gim_common::config::RedisConfig;
+use gim_common::{AppId, GroupId, UserId};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, Value};
+use std::time::Duration;
+
+/// A cloneable Redis connection: single server (auto-reconnecting manager) or cluster.
+#[derive(Clone)]
+pub enum Rds {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl std::fmt::Debug for Rds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Rds::Single(_) => "Rds::Single",
+            Rds::Cluster(_) => "Rds::Cluster",
+        })
+    }
+}
+
+impl ConnectionLike for Rds {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Rds::Single(c) => c.req_packed_command(cmd),
+            Rds::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Rds::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Rds::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Rds::Single(c) => c.get_db(),
+            Rds::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Redis plus the per-command deadline.
+#[derive(Clone, Debug)]
+pub struct Redis {
+    pub conn: Rds,
+    pub timeout: Duration,
+}
+
+impl Redis {
+    /// Connects lazily for a single server (start-up does not need Redis up); a cluster needs its
+    /// seed nodes reachable to learn the slot map.
+    pub async fn connect(cfg: &RedisConfig) -> Result<Self> {
+        let timeout = Duration::from_millis(cfg.timeout_ms);
+        let conn = if cfg.cluster_nodes.is_empty() {
+            let client = redis::Client::open(cfg.url.as_str())?;
+            let mcfg = ConnectionManagerConfig::new()
+                .set_response_timeout(Some(timeout))
+                .set_connection_timeout(Some(timeout))
+                .set_number_of_retries(1)
+                .set_max_delay(Duration::from_millis(200));
+            Rds::Single(ConnectionManager::new_lazy_with_config(client, mcfg)?)
+        } else {
+            let client = redis::cluster::ClusterClientBuilder::new(cfg.cluster_nodes.clone())
+                .connection_timeout(timeout)
+                .response_timeout(timeout)
+                .retries(2)
+                .build()?;
+            Rds::Cluster(
+                tokio::time::timeout(timeout * 3, client.get_async_connection())
+                    .await
+                    .map_err(|_| Error::Timeout("redis cluster connect"))??,
+            )
+        };
+        Ok(Self { conn, timeout })
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.conn, Rds::Cluster(_))
+    }
+
+    /// Runs one command with the deadline.
+    pub async fn query<T: redis::FromRedisValue>(&self, cmd: &Cmd) -> Result<T> {
+        let mut c = self.conn.clone();
+        match tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut c)).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(Error::Timeout("redis")),
+        }
+    }
+
+    /// Runs a pipeline with the deadline. On a cluster every command must hash to one slot.
+    pub async fn pipe<T: redis::FromRedisValue>(&self, p: &Pipeline) -> Result<T> {
+        let mut c = self.conn.clone();
+        match tokio::time::timeout(self.timeout, p.query_async::<T>(&mut c)).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(Error::Timeout("redis")),
+        }
+    }
+
+    /// Runs a script with the deadline (EVALSHA, falling back to EVAL once per server).
+    pub async fn script<T: redis::FromRedisValue>(
+        &self,
+        inv: redis::ScriptInvocation<'_>,
+    ) -> Result<T> {
+        let mut c = self.conn.clone();
+        match tokio::time::timeout(self.timeout, inv.invoke_async::<T>(&mut c)).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(Error::Timeout("redis")),
+        }
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        let _: String = self.query(&redis::cmd("PING")).await?;
+        Ok(())
+    }
+}
+
+/// Seq counter of a user's message list: HASH {cur, hw}. Shares the user's route hash tag.
+pub fn user_seq_key(app: AppId, user: UserId) -> String {
+    format!("gim:seq:{{{app}:{user}}}")
+}
+
+/// Seq counter of a large group's message list.
+pub fn group_seq_key(app: AppId, group: GroupId) -> String {
+    format!("gim:gseq:{{{app}:g{group}}}")
+}
+
+/// Cluster hash slot of a key (CRC16/XMODEM of the hash tag, mod 16384), so batched commands can
+/// be grouped per slot: a Lua script may only touch keys of one slot on a cluster.
+pub fn slot(key: &str) -> u16 {
+    let b = key.as_bytes();
+    let tagged = b.iter().position(|&c| c == b'{').and_then(|open| {
+        let rest = &b[open + 1..];
+        rest.iter()
+            .position(|&c| c == b'}')
+            .filter(|&close| close > 0)
+            .map(|close| &rest[..close])
+    });
+    crc16(tagged.unwrap_or(b)) % 16384
+}
+
+fn crc16(data: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &byte in data {
+        crc ^= (byte as u16) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
+/// Lua scripts. Each touches only its KEYS, all of one slot (callers group keys by [`slot`]).
+#[derive(Debug)]
+pub struct Scripts {
+    /// Allocates ARGV[i] seqs from each KEYS[i]; returns [cur, hw] per key, or [-1, -1] when the
+    /// key is missing (never seeded, or Redis lost it) so the caller seeds it from MySQL first:
+    /// creating it here would restart the list at 1 and reuse seqs.
+    pub alloc: redis::Script,
+    /// Seeds KEYS[i] with cur = ARGV[2i-1], hw = ARGV[2i] if absent; else only raises hw.
+    pub seed: redis::Script,
+    /// Raises hw of KEYS[i] to ARGV[i] if the key still exists (a vanished key is re-seeded).
+    pub raise: redis::Script,
+    /// Route swap at sign-in: HSET field ARGV[1] = ARGV[2], returning the previous value.
+    pub route_swap: redis::Script,
+    /// Conditional route delete at offline: HDEL field ARGV[1] only if it equals ARGV[2].
+    pub route_del: redis::Script,
+}
+
+impl Default for Scripts {
+    fn default() -> Self {
+        Self {
+            alloc: redis::Script::new(
+                r#"
+local out = {}
+for i, k in ipairs(KEYS) do
+  local hw = redis.call('HGET', k, 'hw')
+  if not hw then
+    out[#out + 1] = -1
+    out[#out + 1] = -1
+  else
+    out[#out + 1] = redis.call('HINCRBY', k, 'cur', tonumber(ARGV[i]))
+    out[#out + 1] = tonumber(hw)
+  end
+end
+return out
+"#,
+            ),
+            seed: redis::Script::new(
+                r#"
+for i, k in ipairs(KEYS) do
+  local base = tonumber(ARGV[2 * i - 1])
+  local hw = tonumber(ARGV[2 * i])
+  if redis.call('EXISTS', k) == 0 then
+    redis.call('HSET', k, 'cur', base, 'hw', hw)
+  else
+    local old = tonumber(redis.call('HGET', k, 'hw') or '0')
+    if hw > old then redis.call('HSET', k, 'hw', hw) end
+  end
+end
+return 1
+"#,
+            ),
+            raise: redis::Script::new(
+                r#"
+for i, k in ipairs(KEYS) do
+  local old = redis.call('HGET', k, 'hw')
+  if old and tonumber(ARGV[i]) > tonumber(old) then
+    redis.call('HSET', k, 'hw', ARGV[i])
+  end
+end
+return 1
+"#,
+            ),
+            route_swap: redis::Script::new(
+                r#"
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return old
+"#,
+            ),
+            route_del: redis::Script::new(
+                r#"
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  return redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 0
+"#,
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_match_redis_for_known_keys() {
+        // Values from `CLUSTER KEYSLOT` on a real server.
+        assert_eq!(slot("foo"), 12182);
+        assert_eq!(slot("{user1000}.following"), slot("{user1000}.followers"));
+        assert_eq!(slot("123456789"), 12739);
+        // An empty tag hashes the whole key.
+        assert_eq!(slot("foo{}{bar}"), crc16(b"foo{}{bar}") % 16384);
+    }
+
+    #[test]
+    fn seq_keys_share_the_users_route_slot() {
+        let (a, u) = (AppId(3), UserId(9));
+        assert_eq!(
+            slot(&user_seq_key(a, u)),
+            slot(&gim_common::keys::route_key(a, u))
+        );
+    }
+}

@@ -1,0 +1,248 @@
+//! Sequence numbers and ids.
+//!
+//! Seqs come from Redis (`HINCRBY` in a Lua script, one call per batch of lists, no MySQL round
+//! trip on the hot path) but are only used once MySQL's `seq_block.max_seq` covers them: when a
+//! counter passes its reserved high-water mark `hw`, the allocator raises `max_seq` (one multi-row
+//! upsert for the whole batch) before returning. If Redis loses a counter (flush, failover), the
+//! next allocation finds it missing, reserves a fresh block above `max_seq` in MySQL and re-seeds
+//! the counter there, so seqs keep increasing and none is ever reused (SPEC §4).
+//!
+//! Message and group ids come from `id_segment`: a process reserves `step` ids per MySQL update.
+
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::rds::{Redis, Scripts, group_seq_key, slot, user_seq_key};
+use gim_common::{AppId, GroupId, UserId};
+use sqlx::MySqlPool;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// One message list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ListId {
+    User(AppId, UserId),
+    Group(AppId, GroupId),
+}
+
+impl ListId {
+    fn key(self) -> String {
+        match self {
+            ListId::User(a, u) => user_seq_key(a, u),
+            ListId::Group(a, g) => group_seq_key(a, g),
+        }
+    }
+
+    /// `seq_block.object_type`: 1 user list, 2 large-group list.
+    fn parts(self) -> (i64, i8, i64) {
+        match self {
+            ListId::User(a, u) => (a.0, 1, u.0),
+            ListId::Group(a, g) => (a.0, 2, g.0),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SeqAllocator {
+    redis: Redis,
+    pool: MySqlPool,
+    scripts: Arc<Scripts>,
+    block: i64,
+    metrics: Arc<Metrics>,
+}
+
+impl SeqAllocator {
+    pub fn new(
+        redis: Redis,
+        pool: MySqlPool,
+        scripts: Arc<Scripts>,
+        block: i64,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            redis,
+            pool,
+            scripts,
+            block,
+            metrics,
+        }
+    }
+
+    /// Allocates `n` seqs in each list; returns the *last* seq of each (the first is last - n + 1).
+    /// Lists must be distinct.
+    pub async fn alloc(&self, lists: &[(ListId, i64)]) -> Result<Vec<i64>> {
+        let mut out = vec![0i64; lists.len()];
+        let mut pending: Vec<usize> = (0..lists.len()).collect();
+        for _attempt in 0..4 {
+            if pending.is_empty() {
+                break;
+            }
+            let res = self.run_alloc(lists, &pending).await?;
+            let mut missing = Vec::new();
+            let mut over = Vec::new();
+            for (&i, (cur, hw)) in pending.iter().zip(res) {
+                if cur < 0 {
+                    missing.push(i);
+                } else {
+                    out[i] = cur;
+                    if cur > hw {
+                        over.push(i);
+                    }
+                }
+            }
+            if !over.is_empty() {
+                self.reserve(lists, &over, &out).await?;
+            }
+            if !missing.is_empty() {
+                self.seed(lists, &missing).await?;
+            }
+            pending = missing;
+        }
+        if !pending.is_empty() {
+            return Err(Error::Internal(
+                "seq counter vanished repeatedly while seeding".into(),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Groups `idx` by cluster slot (one group on a single server) and runs the alloc script per
+    /// group concurrently. Returns (cur, hw) in `idx` order.
+    async fn run_alloc(&self, lists: &[(ListId, i64)], idx: &[usize]) -> Result<Vec<(i64, i64)>> {
+        let groups = self.by_slot(lists, idx);
+        let calls = groups.iter().map(|g| {
+            let mut inv = self.scripts.alloc.prepare_invoke();
+            for &i in g {
+                inv.key(lists[i].0.key()).arg(lists[i].1);
+            }
+            async move { self.redis.script::<Vec<i64>>(inv).await }
+        });
+        let results = futures::future::try_join_all(calls).await?;
+        let mut by_index = BTreeMap::new();
+        for (g, r) in groups.iter().zip(results) {
+            for (j, &i) in g.iter().enumerate() {
+                by_index.insert(i, (r[2 * j], r[2 * j + 1]));
+            }
+        }
+        Ok(idx.iter().map(|i| by_index[i]).collect())
+    }
+
+    fn by_slot(&self, lists: &[(ListId, i64)], idx: &[usize]) -> Vec<Vec<usize>> {
+        if !self.redis.is_cluster() {
+            return vec![idx.to_vec()];
+        }
+        let mut m: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
+        for &i in idx {
+            m.entry(slot(&lists[i].0.key())).or_default().push(i);
+        }
+        m.into_values().collect()
+    }
+
+    /// Counters that passed their high-water mark: raise MySQL's max_seq (one statement for the
+    /// batch) so the seqs just handed out are covered, then raise `hw` in Redis.
+    async fn reserve(&self, lists: &[(ListId, i64)], over: &[usize], cur: &[i64]) -> Result<()> {
+        let mut qb = sqlx::QueryBuilder::<sqlx::MySql>::new(
+            "INSERT INTO seq_block (app_id, object_type, object_id, max_seq) ",
+        );
+        qb.push_values(over, |mut b, &i| {
+            let (a, t, o) = lists[i].0.parts();
+            b.push_bind(a)
+                .push_bind(t)
+                .push_bind(o)
+                .push_bind(cur[i] + self.block);
+        });
+        qb.push(" ON DUPLICATE KEY UPDATE max_seq = GREATEST(max_seq, VALUES(max_seq))");
+        qb.build()
+            .persistent(over.len() <= 4)
+            .execute(&self.pool)
+            .await?;
+        self.metrics.seq_reservations.inc_by(over.len() as u64);
+        for g in self.by_slot(lists, over) {
+            let mut inv = self.scripts.raise.prepare_invoke();
+            for &i in &g {
+                inv.key(lists[i].0.key()).arg(cur[i] + self.block);
+            }
+            self.redis.script::<i64>(inv).await?;
+        }
+        Ok(())
+    }
+
+    /// Counters Redis does not have: reserve a block above MySQL's max_seq that no other process
+    /// can get (max_seq += block, read back with LAST_INSERT_ID), and seed the counter at its start.
+    async fn seed(&self, lists: &[(ListId, i64)], missing: &[usize]) -> Result<()> {
+        let mut seeds = BTreeMap::new();
+        let mut conn = self.pool.acquire().await?;
+        for &i in missing {
+            let (a, t, o) = lists[i].0.parts();
+            let r = sqlx::query(
+                "INSERT INTO seq_block (app_id, object_type, object_id, max_seq) VALUES (?, ?, ?, ?) \
+                 ON DUPLICATE KEY UPDATE max_seq = LAST_INSERT_ID(max_seq + ?)",
+            )
+            .bind(a)
+            .bind(t)
+            .bind(o)
+            .bind(self.block)
+            .bind(self.block)
+            .execute(&mut *conn)
+            .await?;
+            let hw = if r.rows_affected() == 1 {
+                self.block
+            } else {
+                r.last_insert_id() as i64
+            };
+            seeds.insert(i, (hw - self.block, hw));
+        }
+        drop(conn);
+        self.metrics.seq_reseeds.inc_by(missing.len() as u64);
+        for g in self.by_slot(lists, missing) {
+            let mut inv = self.scripts.seed.prepare_invoke();
+            for &i in &g {
+                let (base, hw) = seeds[&i];
+                inv.key(lists[i].0.key()).arg(base).arg(hw);
+            }
+            self.redis.script::<i64>(inv).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Ids reserved from one `id_segment` row, `step` at a time.
+#[derive(Debug)]
+pub struct Segment {
+    name: &'static str,
+    state: tokio::sync::Mutex<(i64, i64)>,
+}
+
+impl Segment {
+    pub fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            state: tokio::sync::Mutex::new((0, 0)),
+        }
+    }
+
+    pub async fn next(&self, pool: &MySqlPool) -> Result<i64> {
+        let mut st = self.state.lock().await;
+        if st.0 >= st.1 {
+            let r = sqlx::query(
+                "UPDATE id_segment SET max_id = LAST_INSERT_ID(max_id + step) WHERE name = ?",
+            )
+            .bind(self.name)
+            .execute(pool)
+            .await?;
+            if r.rows_affected() == 0 {
+                return Err(Error::Internal(format!(
+                    "id_segment row {:?} missing: run `gim-logic migrate`",
+                    self.name
+                )));
+            }
+            let end = r.last_insert_id() as i64;
+            let step: i32 = sqlx::query_scalar("SELECT step FROM id_segment WHERE name = ?")
+                .bind(self.name)
+                .fetch_one(pool)
+                .await?;
+            *st = (end - step as i64, end);
+        }
+        st.0 += 1;
+        Ok(st.0)
+    }
+}

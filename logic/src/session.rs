@@ -1,0 +1,192 @@
+//! What conn nodes call for a long connection: sign-in (route swap + supersede), sync, acks,
+//! offline, and large-group history.
+
+use crate::core::{SYNC_LIMIT_MAX, SYNC_PAGE_BYTES, State};
+use crate::error::{Error, Result};
+use gim_common::{AppId, DeviceId, GroupId, UserId, keys};
+use gim_proto::conn::v1::CloseConnReq;
+use gim_proto::connect::v1::MessageItem;
+use gim_proto::logic::v1 as pb;
+use prost::Message as _;
+
+const MSG_COLS: &str = "seq, message_id, request_id, sender_type, sender_id, sender_device_id, \
+                        receiver_type, receiver_id, to_user_ids, body, send_time, status";
+const GROUP_MSG_COLS: &str = "seq, message_id, request_id, sender_type, sender_id, sender_device_id, \
+                              3, group_id, to_user_ids, body, send_time, status";
+
+impl State {
+    pub async fn sign_in(&self, req: pb::SignInReq) -> Result<pb::SignInResp> {
+        let (app, user, device) = (
+            AppId(req.app_id),
+            UserId(req.user_id),
+            DeviceId(req.device_id),
+        );
+        if req.node_id.is_empty() {
+            return Err(Error::bad_request("node_id", "must not be empty"));
+        }
+        if req.conn_id < 0 {
+            return Err(Error::bad_request("conn_id", "must not be negative"));
+        }
+        self.auth_device(app, user, device, &req.token).await?;
+        let key = keys::route_key(app, user);
+        let value = keys::route_value(&req.node_id, req.conn_id);
+        let mut inv = self.scripts.route_swap.prepare_invoke();
+        inv.key(&key).arg(device.0).arg(&value);
+        let old: Option<String> = self.redis.script(inv).await?;
+        if let Some(old) = old
+            && old != value
+            && let Some((node, conn)) = keys::parse_route_value(&old)
+        {
+            // Supersede: the same device signed in again; its older connection is closed, on
+            // whichever node it lives (if that node is still alive).
+            let node = node.to_string();
+            let nodes = self.nodes.clone();
+            let close = CloseConnReq {
+                app_id: app.0,
+                device_id: device.0,
+                conn_id: conn,
+                reason: "signed in elsewhere".into(),
+            };
+            self.spawn_push(async move {
+                let _ = nodes.close_conn(&node, close).await;
+            })
+            .await;
+        }
+        let large: Vec<i64> = sqlx::query_scalar(
+            "SELECT m.group_id FROM group_member m JOIN im_group g ON g.app_id = m.app_id AND g.group_id = m.group_id \
+             WHERE m.app_id = ? AND m.user_id = ? AND g.type = 2 ORDER BY m.group_id",
+        )
+        .bind(app.0)
+        .bind(user.0)
+        .fetch_all(&self.pool)
+        .await?;
+        tracing::info!(%app, %user, %device, node = %req.node_id, conn = req.conn_id, "signed in");
+        Ok(pb::SignInResp {
+            large_group_ids: large,
+        })
+    }
+
+    pub async fn offline(&self, req: pb::OfflineReq) -> Result<()> {
+        let key = keys::route_key(AppId(req.app_id), UserId(req.user_id));
+        let value = keys::route_value(&req.node_id, req.conn_id);
+        let mut inv = self.scripts.route_del.prepare_invoke();
+        inv.key(&key).arg(req.device_id).arg(&value);
+        let _: i64 = self.redis.script(inv).await?;
+        Ok(())
+    }
+
+    fn page_limit(&self, limit: i32) -> Result<i64> {
+        if limit < 0 {
+            return Err(Error::bad_request("limit", "must not be negative"));
+        }
+        Ok(if limit == 0 {
+            self.cfg.sync_page_size as i64
+        } else {
+            limit.min(SYNC_LIMIT_MAX) as i64
+        })
+    }
+
+    pub async fn sync(&self, req: pb::SyncReq) -> Result<pb::SyncResp> {
+        let (app, user) = (AppId(req.app_id), UserId(req.user_id));
+        if req.seq < 0 {
+            return Err(Error::bad_request("seq", "must not be negative"));
+        }
+        let limit = self.page_limit(req.limit)?;
+        let from = if req.seq == 0 {
+            // seq 0: from the highest ack of any of the user's devices.
+            sqlx::query_scalar::<_, i64>(
+                "SELECT CAST(COALESCE(MAX(ack), 0) AS SIGNED) FROM device_ack WHERE app_id = ? AND user_id = ?",
+            )
+            .bind(app.0)
+            .bind(user.0)
+            .fetch_one(&self.pool)
+            .await?
+        } else {
+            req.seq
+        };
+        let sql = format!(
+            "SELECT {MSG_COLS} FROM user_message WHERE app_id = ? AND user_id = ? AND seq > ? ORDER BY seq LIMIT ?"
+        );
+        let rows: Vec<_> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(app.0)
+            .bind(user.0)
+            .bind(from)
+            .bind(limit + 1)
+            .fetch_all(&self.pool)
+            .await?;
+        let (messages, has_more) = page(rows, limit as usize)?;
+        Ok(pb::SyncResp { messages, has_more })
+    }
+
+    pub async fn group_sync(&self, req: pb::GroupSyncReq) -> Result<pb::GroupSyncResp> {
+        let (app, user, gid) = (
+            AppId(req.app_id),
+            UserId(req.user_id),
+            GroupId(req.group_id),
+        );
+        if req.seq < 0 {
+            return Err(Error::bad_request("seq", "must not be negative"));
+        }
+        let limit = self.page_limit(req.limit)?;
+        let g = self.group(app, gid).await?;
+        if !g.is_large() {
+            return Err(Error::bad_request(
+                "group_id",
+                "not a large group (normal groups sync through the user's list)",
+            ));
+        }
+        if !self.is_member(app, &g, user).await? {
+            return Err(gim_common::GimCode::NotInGroup.into());
+        }
+        let sql = format!(
+            "SELECT {GROUP_MSG_COLS} FROM group_message WHERE app_id = ? AND group_id = ? AND seq > ? ORDER BY seq LIMIT ?"
+        );
+        let rows: Vec<_> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(app.0)
+            .bind(gid.0)
+            .bind(req.seq)
+            .bind(limit + 1)
+            .fetch_all(&self.pool)
+            .await?;
+        let (messages, has_more) = page(rows, limit as usize)?;
+        Ok(pb::GroupSyncResp { messages, has_more })
+    }
+
+    /// The device's ack only moves forward.
+    pub async fn ack(&self, req: pb::MessageAckReq) -> Result<()> {
+        if req.device_ack < 0 {
+            return Err(Error::bad_request("device_ack", "must not be negative"));
+        }
+        sqlx::query(
+            "INSERT INTO device_ack (app_id, user_id, device_id, ack) VALUES (?, ?, ?, ?) \
+             ON DUPLICATE KEY UPDATE ack = GREATEST(ack, VALUES(ack))",
+        )
+        .bind(req.app_id)
+        .bind(req.user_id)
+        .bind(req.device_id)
+        .bind(req.device_ack)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+/// Up to `limit` rows (the query fetched one more to know whether more follow), cut before the
+/// encoded messages pass [`SYNC_PAGE_BYTES`]; at least one message per page.
+fn page(rows: Vec<crate::core::MsgTuple>, limit: usize) -> Result<(Vec<MessageItem>, bool)> {
+    let mut has_more = rows.len() > limit;
+    let mut out = Vec::with_capacity(rows.len().min(limit));
+    let mut bytes = 0usize;
+    for r in rows.into_iter().take(limit) {
+        let item = crate::core::item_from(r)?;
+        // Field tag + length prefix of a repeated message: at most 1 + 3 bytes here.
+        let size = item.encoded_len() + 4;
+        if !out.is_empty() && bytes + size > SYNC_PAGE_BYTES {
+            has_more = true;
+            break;
+        }
+        bytes += size;
+        out.push(item);
+    }
+    Ok((out, has_more))
+}
