@@ -1,0 +1,283 @@
+//! `ConnInt`: pushes from logic into local connection queues.
+//!
+//! Every method only encodes and queues: it never waits for a socket, so one slow client cannot
+//! slow a push to the others (its queue overflows and it is closed instead). A message is encoded
+//! once per distinct (message, seq) and the same bytes are shared by every connection it goes to.
+
+use crate::hub::{Control, Hub, Push};
+use crate::metrics::Metrics;
+use crate::wire;
+use bytes::Bytes;
+use gim_common::{AppId, ConnId, DeviceId, GimError, GroupId};
+use gim_proto::conn::v1::conn_int_server::ConnInt;
+use gim_proto::conn::v1::{
+    BroadcastAppReq, BroadcastAppResp, BroadcastLargeGroupReq, BroadcastLargeGroupResp,
+    CloseConnReq, CloseConnResp, DeliverBatchReq, DeliverBatchResp, DeliverMessageReq,
+    DeliverMessageResp, UpdateLargeGroupMembersReq, UpdateLargeGroupMembersResp,
+};
+use gim_proto::connect::v1::MessageItem;
+use std::sync::Arc;
+use tokio::time::Instant;
+use tonic::{Request, Response, Status};
+use tracing::{debug, warn};
+
+#[derive(Debug, Clone)]
+pub struct ConnIntService {
+    hub: Arc<Hub>,
+    metrics: Arc<Metrics>,
+}
+
+impl ConnIntService {
+    pub fn new(hub: Arc<Hub>, metrics: Arc<Metrics>) -> Self {
+        Self { hub, metrics }
+    }
+}
+
+fn trace_of<T>(req: &Request<T>) -> String {
+    req.metadata()
+        .get(gim_common::TRACE_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+fn frame(item: Option<&MessageItem>) -> Result<Bytes, Status> {
+    let item = item.ok_or_else(|| GimError::bad_request("message", "missing").to_status())?;
+    wire::push_frame(item).map_err(|len| {
+        GimError::bad_request("message", format!("{len} bytes does not fit one frame")).to_status()
+    })
+}
+
+fn queued(p: Push) -> bool {
+    p == Push::Queued
+}
+
+#[tonic::async_trait]
+impl ConnInt for ConnIntService {
+    async fn deliver_message(
+        &self,
+        request: Request<DeliverMessageReq>,
+    ) -> Result<Response<DeliverMessageResp>, Status> {
+        let started = Instant::now();
+        let r = request.into_inner();
+        let f = frame(r.message.as_ref())?;
+        let p = self
+            .hub
+            .deliver(AppId(r.app_id), DeviceId(r.device_id), ConnId(r.conn_id), f);
+        self.metrics.push_observe("deliver_message", started);
+        Ok(Response::new(DeliverMessageResp {
+            delivered: queued(p),
+        }))
+    }
+
+    async fn deliver_batch(
+        &self,
+        request: Request<DeliverBatchReq>,
+    ) -> Result<Response<DeliverBatchResp>, Status> {
+        let started = Instant::now();
+        let trace_id = trace_of(&request);
+        let r = request.into_inner();
+        let mut cache: Vec<Option<Bytes>> = vec![None; r.messages.len()];
+        let (mut delivered, mut missing) = (0u32, 0u32);
+        for t in &r.targets {
+            let i = t.message_index as usize;
+            let Some(item) = r.messages.get(i) else {
+                return Err(GimError::bad_request(
+                    "targets.message_index",
+                    format!("{i} is out of range"),
+                )
+                .to_status());
+            };
+            let bytes = if t.seq != 0 && t.seq != item.seq {
+                // Write diffusion: this recipient's copy has its own seq.
+                let copy = MessageItem {
+                    seq: t.seq,
+                    ..item.clone()
+                };
+                frame(Some(&copy))?
+            } else {
+                match &cache[i] {
+                    Some(b) => b.clone(),
+                    None => {
+                        let b = frame(Some(item))?;
+                        cache[i] = Some(b.clone());
+                        b
+                    }
+                }
+            };
+            let p = self.hub.deliver(
+                AppId(t.app_id),
+                DeviceId(t.device_id),
+                ConnId(t.conn_id),
+                bytes,
+            );
+            if queued(p) {
+                delivered += 1;
+            } else {
+                missing += 1;
+            }
+        }
+        debug!(%trace_id, delivered, missing, "deliver batch");
+        self.metrics.push_observe("deliver_batch", started);
+        Ok(Response::new(DeliverBatchResp { delivered, missing }))
+    }
+
+    async fn broadcast_large_group(
+        &self,
+        request: Request<BroadcastLargeGroupReq>,
+    ) -> Result<Response<BroadcastLargeGroupResp>, Status> {
+        let started = Instant::now();
+        let r = request.into_inner();
+        let f = frame(r.message.as_ref())?;
+        let mut delivered = 0;
+        for c in self.hub.group_conns(AppId(r.app_id), GroupId(r.group_id)) {
+            if r.exclude_device_id != 0
+                && c.identity().map(|w| w.device.get()) == Some(r.exclude_device_id)
+            {
+                continue;
+            }
+            if queued(c.push(f.clone())) {
+                delivered += 1;
+            }
+        }
+        self.metrics.push_observe("broadcast_large_group", started);
+        Ok(Response::new(BroadcastLargeGroupResp { delivered }))
+    }
+
+    async fn update_large_group_members(
+        &self,
+        request: Request<UpdateLargeGroupMembersReq>,
+    ) -> Result<Response<UpdateLargeGroupMembersResp>, Status> {
+        let r = request.into_inner();
+        self.hub.update_group(
+            AppId(r.app_id),
+            GroupId(r.group_id),
+            &r.joined_user_ids,
+            &r.left_user_ids,
+            r.dissolved,
+        );
+        Ok(Response::new(UpdateLargeGroupMembersResp {}))
+    }
+
+    async fn broadcast_app(
+        &self,
+        request: Request<BroadcastAppReq>,
+    ) -> Result<Response<BroadcastAppResp>, Status> {
+        let started = Instant::now();
+        let r = request.into_inner();
+        let f = frame(r.message.as_ref())?;
+        let mut delivered = 0;
+        for c in self.hub.app_conns(AppId(r.app_id)) {
+            if queued(c.push(f.clone())) {
+                delivered += 1;
+            }
+        }
+        self.metrics.push_observe("broadcast_app", started);
+        Ok(Response::new(BroadcastAppResp { delivered }))
+    }
+
+    async fn close_conn(
+        &self,
+        request: Request<CloseConnReq>,
+    ) -> Result<Response<CloseConnResp>, Status> {
+        let trace_id = trace_of(&request);
+        let r = request.into_inner();
+        let conn = self
+            .hub
+            .find(AppId(r.app_id), DeviceId(r.device_id), ConnId(r.conn_id));
+        let closed = match conn {
+            Some(c) => {
+                let reason = if r.reason.is_empty() {
+                    "signed in elsewhere".to_string()
+                } else {
+                    r.reason
+                };
+                c.control(Control::Kick(reason))
+            }
+            None => false,
+        };
+        if closed {
+            debug!(%trace_id, conn_id = r.conn_id, device_id = r.device_id, "kicked");
+        } else {
+            warn!(%trace_id, conn_id = r.conn_id, "close for an unknown connection");
+        }
+        Ok(Response::new(CloseConnResp { closed }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::Identity;
+    use gim_common::UserId;
+    use gim_proto::conn::v1::DeliverTarget;
+    use gim_proto::connect::v1::{Message, Output};
+    use prost::Message as _;
+
+    fn seq_of(b: Bytes) -> i64 {
+        let out = Output::decode(b).unwrap();
+        Message::decode(out.data).unwrap().message.unwrap().seq
+    }
+
+    #[tokio::test]
+    async fn batch_applies_per_recipient_seq_and_counts_missing() {
+        let hub = Arc::new(Hub::new(8));
+        let svc = ConnIntService::new(hub.clone(), Arc::new(Metrics::new()));
+        let a = hub.register();
+        let b = hub.register();
+        for (c, d) in [(&a, 1), (&b, 2)] {
+            let who = Identity {
+                app: AppId(1),
+                user: UserId(d),
+                device: DeviceId(d),
+            };
+            hub.signed_in(c, who, &[5]);
+        }
+        let target = |c: &crate::hub::Conn, d, seq| DeliverTarget {
+            app_id: 1,
+            device_id: d,
+            conn_id: c.id.get(),
+            message_index: 0,
+            seq,
+        };
+        let req = DeliverBatchReq {
+            messages: vec![MessageItem {
+                seq: 3,
+                ..Default::default()
+            }],
+            targets: vec![target(&a, 1, 0), target(&b, 2, 9), target(&b, 7, 9)],
+        };
+        let resp = svc
+            .deliver_batch(Request::new(req))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!((resp.delivered, resp.missing), (2, 1));
+        assert_eq!(seq_of(a.pop().unwrap()), 3);
+        assert_eq!(seq_of(b.pop().unwrap()), 9);
+
+        let req = BroadcastLargeGroupReq {
+            app_id: 1,
+            group_id: 5,
+            message: Some(MessageItem::default()),
+            exclude_device_id: 1,
+        };
+        let resp = svc
+            .broadcast_large_group(Request::new(req))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(resp.delivered, 1, "the sender's device gets no echo");
+        assert!(a.pop().is_none() && b.pop().is_some());
+
+        let close = CloseConnReq {
+            app_id: 1,
+            device_id: 2,
+            conn_id: b.id.get(),
+            reason: String::new(),
+        };
+        let resp = svc.close_conn(Request::new(close)).await.unwrap();
+        assert!(resp.into_inner().closed);
+        assert!(matches!(b.take_control(), Some(Control::Kick(_))));
+    }
+}

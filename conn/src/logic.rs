@@ -1,0 +1,99 @@
+//! The calls a session makes to logic, behind a trait so unit tests use an in-memory fake and
+//! the node uses the `LogicInt` gRPC client.
+//!
+//! Every call carries the request's trace id in `x-trace-id` metadata so conn's and logic's log
+//! lines for one client request join.
+
+use gim_common::TRACE_ID_HEADER;
+use gim_proto::logic::v1::logic_int_client::LogicIntClient;
+use gim_proto::logic::v1::{
+    GroupSyncReq, GroupSyncResp, IntSendMessageReq, MessageAckReq, MessageAckResp, OfflineReq,
+    OfflineResp, SendMessageResp, SignInReq, SignInResp, SyncReq, SyncResp,
+};
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
+
+/// A boxed call: sessions keep at most one in flight, boxed so an idle connection's task does not
+/// carry the size of a gRPC call's state machine.
+pub type LogicFuture<T> = Pin<Box<dyn Future<Output = Result<T, Status>> + Send + 'static>>;
+
+pub trait LogicApi: Send + Sync + 'static {
+    fn sign_in(&self, req: SignInReq, trace_id: String) -> LogicFuture<SignInResp>;
+    fn sync(&self, req: SyncReq, trace_id: String) -> LogicFuture<SyncResp>;
+    fn message_ack(&self, req: MessageAckReq, trace_id: String) -> LogicFuture<MessageAckResp>;
+    fn offline(&self, req: OfflineReq, trace_id: String) -> LogicFuture<OfflineResp>;
+    fn send_message(
+        &self,
+        req: IntSendMessageReq,
+        trace_id: String,
+    ) -> LogicFuture<SendMessageResp>;
+    fn group_sync(&self, req: GroupSyncReq, trace_id: String) -> LogicFuture<GroupSyncResp>;
+}
+
+/// `LogicInt` over gRPC. The channel connects lazily and reconnects by itself, so conn starts
+/// (and keeps its connections) while logic restarts.
+#[derive(Debug, Clone)]
+pub struct GrpcLogic {
+    client: LogicIntClient<Channel>,
+    timeout: Duration,
+}
+
+impl GrpcLogic {
+    pub fn new(url: &str, timeout: Duration) -> Result<Self, String> {
+        let endpoint = Endpoint::from_shared(url.to_string())
+            .map_err(|e| e.to_string())?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_while_idle(true);
+        Ok(Self {
+            client: LogicIntClient::new(endpoint.connect_lazy()),
+            timeout,
+        })
+    }
+
+    fn request<T>(&self, msg: T, trace_id: &str) -> Request<T> {
+        let mut r = Request::new(msg);
+        if let Ok(v) = trace_id.parse() {
+            r.metadata_mut().insert(TRACE_ID_HEADER, v);
+        }
+        r.set_timeout(self.timeout);
+        r
+    }
+}
+
+macro_rules! call {
+    ($self:ident, $method:ident, $req:ident, $trace:ident) => {{
+        let mut client = $self.client.clone();
+        let request = $self.request($req, &$trace);
+        Box::pin(async move { client.$method(request).await.map(|r| r.into_inner()) })
+    }};
+}
+
+impl LogicApi for GrpcLogic {
+    fn sign_in(&self, req: SignInReq, trace_id: String) -> LogicFuture<SignInResp> {
+        call!(self, sign_in, req, trace_id)
+    }
+    fn sync(&self, req: SyncReq, trace_id: String) -> LogicFuture<SyncResp> {
+        call!(self, sync, req, trace_id)
+    }
+    fn message_ack(&self, req: MessageAckReq, trace_id: String) -> LogicFuture<MessageAckResp> {
+        call!(self, message_ack, req, trace_id)
+    }
+    fn offline(&self, req: OfflineReq, trace_id: String) -> LogicFuture<OfflineResp> {
+        call!(self, offline, req, trace_id)
+    }
+    fn send_message(
+        &self,
+        req: IntSendMessageReq,
+        trace_id: String,
+    ) -> LogicFuture<SendMessageResp> {
+        call!(self, send_message, req, trace_id)
+    }
+    fn group_sync(&self, req: GroupSyncReq, trace_id: String) -> LogicFuture<GroupSyncResp> {
+        call!(self, group_sync, req, trace_id)
+    }
+}

@@ -1,0 +1,384 @@
+//! One conn node: listeners, the `ConnInt` server, admin HTTP, the registry lease, and the drain.
+//!
+//! Drain (on the `Shutdown` trigger, i.e. SIGTERM in the binary): readiness goes false, the
+//! listeners stop accepting, the lease is renewed with `accepting = false`, every connection gets
+//! a RECONNECT notice and is closed, spread evenly over `drain_window_secs` so the reconnect storm
+//! reaches the other nodes gradually, then the node deregisters and its servers stop. Logic keeps
+//! pushing to the node until then; nothing is lost either way because logic stores before pushing
+//! and clients sync after reconnecting.
+
+use crate::admin::{self, AdminState};
+use crate::error::{Error, Result};
+use crate::grpc::ConnIntService;
+use crate::hub::{Control, Hub};
+use crate::logic::{GrpcLogic, LogicApi};
+use crate::metrics::{Metrics, TransportKind};
+use crate::registry::{RedisConn, Registration};
+use crate::session::{self, SessionConfig, SessionCtx};
+use crate::{tcp, ws};
+use gim_common::config::ConnConfig;
+use gim_common::error::CODE_INTERNAL;
+use gim_common::shutdown::Shutdown;
+use gim_common::telemetry::new_trace_id;
+use gim_proto::conn::v1::conn_int_server::ConnIntServer;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+/// A running node, as `start` returns it.
+#[derive(Debug)]
+pub struct ConnHandle {
+    pub tcp_addr: SocketAddr,
+    pub ws_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub node_id: String,
+    /// The `ConnInt` address registered for logic.
+    pub advertised_addr: String,
+    hub: Arc<Hub>,
+    done: JoinHandle<()>,
+}
+
+impl ConnHandle {
+    /// Open connections (signed in or not).
+    pub fn connections(&self) -> usize {
+        self.hub.len()
+    }
+
+    pub fn signed_in(&self) -> u64 {
+        self.hub.signed_in_count()
+    }
+
+    /// Resolves when the node has drained and stopped (after its `Shutdown` was triggered).
+    pub async fn wait(self) -> Result<()> {
+        self.done.await.map_err(|e| Error::Serve {
+            what: "node",
+            reason: e.to_string(),
+        })
+    }
+}
+
+struct Node {
+    ctx: Arc<SessionCtx>,
+    limit: Arc<Semaphore>,
+    tracker: TaskTracker,
+    max_frame_len: usize,
+}
+
+async fn bind(key: &'static str, addr: SocketAddr) -> Result<(TcpListener, SocketAddr)> {
+    let err = |source| Error::Bind { key, addr, source };
+    let l = TcpListener::bind(addr).await.map_err(err)?;
+    let local = l.local_addr().map_err(err)?;
+    Ok((l, local))
+}
+
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "conn".into())
+}
+
+/// Starts a node: binds every listener (port 0 works; the bound addresses are in the handle),
+/// registers in Redis, and serves until `shutdown` triggers, then drains.
+pub async fn start(cfg: ConnConfig, shutdown: Shutdown) -> Result<ConnHandle> {
+    let logic =
+        GrpcLogic::new(&cfg.conn.logic_url, Duration::from_secs(5)).map_err(Error::LogicUrl)?;
+    start_with_logic(cfg, shutdown, Arc::new(logic)).await
+}
+
+/// [`start`] with another `LogicApi` implementation.
+pub async fn start_with_logic(
+    cfg: ConnConfig,
+    shutdown: Shutdown,
+    logic: Arc<dyn LogicApi>,
+) -> Result<ConnHandle> {
+    let c = &cfg.conn;
+    let (tcp, tcp_addr) = bind("tcp_listen", c.tcp_listen).await?;
+    let (wsl, ws_addr) = bind("ws_listen", c.ws_listen).await?;
+    let (grpc, grpc_addr) = bind("grpc_listen", c.grpc_listen).await?;
+    let (admin, admin_addr) = bind("admin_listen", c.admin_listen).await?;
+    let advertised_addr = if c.advertise_addr.is_empty() {
+        let mut a = grpc_addr;
+        if a.ip().is_unspecified() {
+            a.set_ip([127, 0, 0, 1].into());
+        }
+        a.to_string()
+    } else {
+        c.advertise_addr.clone()
+    };
+    let name = if c.node_name.is_empty() {
+        host_name()
+    } else {
+        c.node_name.clone()
+    };
+    // A random suffix per start: a restarted node never matches its predecessor's stale routes.
+    let node_id = format!("{name}-{}", &new_trace_id()[..8]);
+
+    let redis = RedisConn::connect(&cfg.redis).await?;
+    let mut reg = Registration::new(
+        redis,
+        node_id.clone(),
+        advertised_addr.clone(),
+        Duration::from_secs(c.lease_secs),
+    );
+    reg.renew(0, true).await?;
+
+    let metrics = Arc::new(Metrics::new());
+    let hub = Arc::new(Hub::new(c.outbound_queue));
+    let scfg = SessionConfig {
+        sign_in_timeout: Duration::from_millis(c.sign_in_timeout_ms),
+        tcp_idle_timeout: Duration::from_secs(c.tcp_idle_timeout_secs),
+        ws_idle_timeout: Duration::from_secs(c.ws_idle_timeout_secs),
+        ..SessionConfig::default()
+    };
+    let ctx = Arc::new(SessionCtx {
+        node_id: node_id.clone(),
+        logic,
+        hub: hub.clone(),
+        metrics: metrics.clone(),
+        cfg: scfg,
+    });
+    let node = Arc::new(Node {
+        ctx,
+        limit: Arc::new(Semaphore::new(c.max_connections)),
+        tracker: TaskTracker::new(),
+        max_frame_len: c.max_frame_len,
+    });
+    let ready = Arc::new(AtomicBool::new(false));
+    let stop_accept = CancellationToken::new();
+    let stop_servers = CancellationToken::new();
+
+    let svc = ConnIntService::new(hub.clone(), metrics.clone());
+    let grpc_task = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(ConnIntServer::new(svc))
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(grpc),
+                stop_servers.clone().cancelled_owned(),
+            ),
+    );
+    let admin_state = AdminState {
+        ready: ready.clone(),
+        metrics: metrics.clone(),
+    };
+    let admin_task = tokio::spawn(
+        axum::serve(admin, admin::router(admin_state))
+            .with_graceful_shutdown(stop_servers.clone().cancelled_owned())
+            .into_future(),
+    );
+    let accept_tasks = [
+        tokio::spawn(accept_loop(
+            tcp,
+            TransportKind::Tcp,
+            node.clone(),
+            stop_accept.clone(),
+        )),
+        tokio::spawn(accept_loop(
+            wsl,
+            TransportKind::Ws,
+            node.clone(),
+            stop_accept.clone(),
+        )),
+    ];
+    let stop_lease = CancellationToken::new();
+    let accepting = Arc::new(AtomicBool::new(true));
+    let lease_task = tokio::spawn(renew_loop(
+        reg.clone(),
+        hub.clone(),
+        accepting.clone(),
+        stop_lease.clone(),
+    ));
+    ready.store(true, Ordering::Relaxed);
+    info!(
+        %node_id, %tcp_addr, %ws_addr, %grpc_addr, %admin_addr, advertised = %advertised_addr,
+        "conn node started"
+    );
+
+    let drain_window = Duration::from_secs(c.drain_window_secs);
+    let done = tokio::spawn({
+        let hub = hub.clone();
+        let node_id = node_id.clone();
+        async move {
+            shutdown.wait().await;
+            info!(%node_id, connections = hub.len(), "draining");
+            ready.store(false, Ordering::Relaxed);
+            accepting.store(false, Ordering::Relaxed);
+            stop_accept.cancel();
+            for t in accept_tasks {
+                let _ = t.await;
+            }
+            if let Err(e) = reg.renew(hub.signed_in_count(), false).await {
+                warn!(error = %e, "registry update failed at drain start");
+            }
+            drain(&hub, drain_window).await;
+            node.tracker.close();
+            let grace = node.ctx.cfg.close_linger + node.ctx.cfg.offline_timeout;
+            if tokio::time::timeout(grace + Duration::from_secs(1), node.tracker.wait())
+                .await
+                .is_err()
+            {
+                warn!(left = hub.len(), "connections still open after the drain");
+            }
+            stop_lease.cancel();
+            let _ = lease_task.await;
+            if let Err(e) = reg.deregister().await {
+                warn!(error = %e, "deregistration failed; the lease will expire");
+            }
+            stop_servers.cancel();
+            match grpc_task.await {
+                Ok(Err(e)) => warn!(error = %e, "ConnInt server failed"),
+                Err(e) => warn!(error = %e, "ConnInt server task failed"),
+                Ok(Ok(())) => {}
+            }
+            let _ = admin_task.await;
+            info!(%node_id, "drained");
+        }
+    });
+
+    Ok(ConnHandle {
+        tcp_addr,
+        ws_addr,
+        grpc_addr,
+        admin_addr,
+        node_id,
+        advertised_addr,
+        hub,
+        done,
+    })
+}
+
+/// Tells every connection to reconnect elsewhere, spread evenly over `window`.
+async fn drain(hub: &Hub, window: Duration) {
+    let conns = hub.snapshot();
+    let n = conns.len().max(1) as u32;
+    let started = Instant::now();
+    for (i, c) in conns.iter().enumerate() {
+        let at = started + window * i as u32 / n;
+        if at > Instant::now() {
+            tokio::time::sleep_until(at).await;
+        }
+        c.control(Control::Drain { after_ms: 0 });
+    }
+}
+
+async fn renew_loop(
+    mut reg: Registration,
+    hub: Arc<Hub>,
+    accepting: Arc<AtomicBool>,
+    stop: CancellationToken,
+) {
+    let period = reg.lease / 3;
+    let mut tick = tokio::time::interval_at(Instant::now() + period, period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let accepting = accepting.load(Ordering::Relaxed);
+        if let Err(e) = reg.renew(hub.signed_in_count(), accepting).await {
+            warn!(error = %e, "registry lease renewal failed");
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    kind: TransportKind,
+    node: Arc<Node>,
+    stop: CancellationToken,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Usually out of file descriptors: back off instead of spinning.
+                    warn!(error = %e, transport = kind.as_str(), "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = node.limit.clone().try_acquire_owned() else {
+            node.ctx.metrics.refused.inc();
+            debug!(%peer, "connection limit reached; refused");
+            refuse(&stream, kind);
+            continue;
+        };
+        let n = node.clone();
+        node.tracker.spawn(async move {
+            handle(&n, stream, peer, kind).await;
+            drop(permit);
+        });
+    }
+}
+
+/// A clean refusal: a reply the client can read, then a close (never a hang).
+fn refuse(stream: &TcpStream, kind: TransportKind) {
+    let bytes: Vec<u8> = match kind {
+        TransportKind::Ws => {
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                .to_vec()
+        }
+        TransportKind::Tcp => {
+            let out = crate::wire::output(
+                0,
+                0,
+                CODE_INTERNAL,
+                "connection limit reached".into(),
+                Default::default(),
+            );
+            let mut buf = bytes::BytesMut::new();
+            let payload = crate::wire::encode(&out);
+            let _ = gim_proto::frame::put_frame(&mut buf, &payload);
+            buf.to_vec()
+        }
+    };
+    let _ = stream.try_write(&bytes);
+}
+
+async fn handle(node: &Node, stream: TcpStream, peer: SocketAddr, kind: TransportKind) {
+    let _ = stream.set_nodelay(true);
+    let ctx = &node.ctx;
+    let io = ctx.metrics.io(kind);
+    io.connections.inc();
+    let conn = ctx.hub.register();
+    match kind {
+        TransportKind::Tcp => {
+            let t = tcp::TcpTransport::new(stream, node.max_frame_len);
+            session::serve(ctx, conn, t, kind, peer, None).await;
+        }
+        TransportKind::Ws => {
+            // Boxed: the handshake's state is large and needed only once.
+            let accept = Box::pin(ws::accept(
+                stream,
+                node.max_frame_len,
+                ctx.cfg.sign_in_timeout,
+            ));
+            match accept.await {
+                Ok((t, preauth)) => {
+                    session::serve(ctx, conn, t, kind, peer, preauth).await;
+                }
+                Err(reason) => {
+                    ctx.hub.remove(&conn, false);
+                    ctx.metrics.closed(reason.as_str());
+                    debug!(%peer, reason = reason.as_str(), "websocket upgrade failed");
+                }
+            }
+        }
+    }
+    io.connections.dec();
+}
