@@ -383,18 +383,20 @@ impl State {
         for (i, u) in users.iter().enumerate() {
             validate::user(&format!("users[{i}]"), u)?;
         }
-        let mut tx = self.pool.begin().await?;
+        // A plain (non-locking) read: locking reads of absent rows take gap locks that deadlock
+        // with concurrent inserts of other apps. The counts are exact unless two imports of the
+        // same users race, which only shifts one between created and updated.
         let mut qb = QueryBuilder::<MySql>::new("SELECT user_id FROM user WHERE app_id = ");
         qb.push_bind(app.0).push(" AND user_id IN (");
         let mut sep = qb.separated(", ");
         for id in &ids {
             sep.push_bind(*id);
         }
-        qb.push(") FOR UPDATE");
+        qb.push(")");
         let existing: Vec<i64> = qb
             .build_query_scalar()
             .persistent(false)
-            .fetch_all(&mut *tx)
+            .fetch_all(&self.pool)
             .await?;
         let mut qb = QueryBuilder::<MySql>::new(
             "INSERT INTO user (app_id, user_id, nickname, sex, avatar_url, extra) ",
@@ -411,8 +413,7 @@ impl State {
             " ON DUPLICATE KEY UPDATE nickname = VALUES(nickname), sex = VALUES(sex), \
              avatar_url = VALUES(avatar_url), extra = VALUES(extra)",
         );
-        qb.build().persistent(false).execute(&mut *tx).await?;
-        tx.commit().await?;
+        qb.build().persistent(false).execute(&self.pool).await?;
         for id in &ids {
             self.users.remove(&(app, UserId(*id)));
         }
@@ -747,7 +748,8 @@ impl State {
             self.require_member(app, &g, u).await?;
         }
         self.users_exist(app, "user_ids", &ids).await?;
-        let mut tx = self.pool.begin().await?;
+        // Non-locking read (see import_users); INSERT IGNORE keeps a concurrent add harmless and
+        // user_num follows the rows actually inserted.
         let mut qb = QueryBuilder::<MySql>::new("SELECT user_id FROM group_member WHERE app_id = ");
         qb.push_bind(app.0)
             .push(" AND group_id = ")
@@ -757,11 +759,11 @@ impl State {
         for id in &ids {
             sep.push_bind(*id);
         }
-        qb.push(") FOR UPDATE");
+        qb.push(")");
         let existing: Vec<i64> = qb
             .build_query_scalar()
             .persistent(false)
-            .fetch_all(&mut *tx)
+            .fetch_all(&self.pool)
             .await?;
         let new: Vec<i64> = ids
             .iter()
@@ -769,8 +771,9 @@ impl State {
             .filter(|i| !existing.contains(i))
             .collect();
         if !new.is_empty() {
+            let mut tx = self.pool.begin().await?;
             let mut qb = QueryBuilder::<MySql>::new(
-                "INSERT INTO group_member (app_id, group_id, user_id, member_type) ",
+                "INSERT IGNORE INTO group_member (app_id, group_id, user_id, member_type) ",
             );
             qb.push_values(&new, |mut b, u| {
                 b.push_bind(app.0)
@@ -778,17 +781,22 @@ impl State {
                     .push_bind(*u)
                     .push_bind(2i8);
             });
-            qb.build().persistent(false).execute(&mut *tx).await?;
+            let inserted = qb
+                .build()
+                .persistent(false)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
             sqlx::query(
                 "UPDATE im_group SET user_num = user_num + ? WHERE app_id = ? AND group_id = ?",
             )
-            .bind(new.len() as i32)
+            .bind(inserted as i32)
             .bind(app.0)
             .bind(gid.0)
             .execute(&mut *tx)
             .await?;
+            tx.commit().await?;
         }
-        tx.commit().await?;
         self.invalidate_group(app, gid, &new);
         if g.is_large() && !new.is_empty() {
             self.spawn_large_update(UpdateLargeGroupMembersReq {

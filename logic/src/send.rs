@@ -101,6 +101,16 @@ impl State {
             ));
         }
         let (sender_type, sender_id, sender_device) = sender_parts(sender);
+        if req.is_persist
+            && req.client_request_id != 0
+            && let Some(first) = self
+                .first_result(app, (sender_type as i8, sender_id, req.client_request_id))
+                .await?
+        {
+            // A retry: answer from the first send before allocating anything, so retries leave
+            // no gaps in the seq lists. Concurrent retries are caught by the claim below.
+            return Ok(first);
+        }
         let message_id = self.next_message_id().await?;
         let mut item = MessageItem {
             request_id: req.client_request_id,
@@ -302,6 +312,24 @@ impl State {
         Ok(None)
     }
 
+    async fn first_result(
+        &self,
+        app: AppId,
+        (sender_type, sender_id, req_id): (i8, i64, i64),
+    ) -> Result<Option<pb::SendMessageResp>> {
+        let first: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT message_id, sender_seq FROM send_request \
+             WHERE app_id = ? AND sender_type = ? AND sender_id = ? AND client_request_id = ?",
+        )
+        .bind(app.0)
+        .bind(sender_type)
+        .bind(sender_id)
+        .bind(req_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(first.map(|(message_id, seq)| pb::SendMessageResp { seq, message_id }))
+    }
+
     /// Inserts the send_request row; if it exists, rolls back and returns the first result.
     async fn claim_request(
         &self,
@@ -409,6 +437,15 @@ impl State {
         }
         self.users_exist(app, "user_ids", &req.user_ids).await?;
         let users: Vec<UserId> = req.user_ids.iter().map(|u| UserId(*u)).collect();
+        let business = gim_proto::connect::v1::SenderType::Business as i8;
+        if req.is_persist
+            && req.client_request_id != 0
+            && let Some(first) = self
+                .first_result(app, (business, req.sender_id, req.client_request_id))
+                .await?
+        {
+            return self.first_push_result(app, &users, first.message_id).await;
+        }
         let message_id = self.next_message_id().await?;
         let base = MessageItem {
             request_id: req.client_request_id,

@@ -1,0 +1,600 @@
+//! Test harness: a logic instance on free ports against the test MariaDB and Redis, a fresh app
+//! (tenant) per test so tests never collide, request helpers, a fake conn node that records
+//! calls, and throwaway redis-server processes for tests that flush or kill Redis.
+#![allow(dead_code)]
+
+use gim_common::config::LogicConfig;
+use gim_common::keys::{self, NodeInfo};
+use gim_common::shutdown::Shutdown;
+use gim_common::token::AppKey;
+use gim_common::{AppId, GimCode, GimError};
+use gim_logic::LogicHandle;
+use gim_proto::conn::v1 as cpb;
+use gim_proto::conn::v1::conn_int_server::{ConnInt, ConnIntServer};
+use gim_proto::connect::v1 as wire;
+use gim_proto::logic::v1 as pb;
+use gim_proto::logic::v1::logic_client_ext_client::LogicClientExtClient;
+use gim_proto::logic::v1::logic_int_client::LogicIntClient;
+use gim_proto::logic::v1::logic_server_ext_client::LogicServerExtClient;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+pub fn mysql_url() -> String {
+    std::env::var("GIM_TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://gim:gim@127.0.0.1:3306/gim_test".into())
+}
+
+/// Db 7 by default: the node registry is global per Redis db, and these tests register fake conn
+/// nodes that other crates' tests must not see.
+pub fn redis_url() -> String {
+    std::env::var("GIM_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/7".into())
+}
+
+pub fn rand_u64() -> u64 {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).unwrap();
+    u64::from_le_bytes(b)
+}
+
+pub fn test_config() -> LogicConfig {
+    let mut cfg = LogicConfig::default();
+    cfg.mysql.url = mysql_url();
+    cfg.mysql.max_connections = 8;
+    cfg.redis.url = redis_url();
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    cfg.logic.int_listen = any;
+    cfg.logic.client_listen = any;
+    cfg.logic.server_listen = any;
+    cfg.logic.admin_listen = any;
+    cfg
+}
+
+pub async fn migrated_pool() -> sqlx::MySqlPool {
+    let pool = sqlx::MySqlPool::connect(&mysql_url()).await.unwrap();
+    gim_logic::migrate(&pool).await.unwrap();
+    pool
+}
+
+pub struct Ctx {
+    pub logic: LogicHandle,
+    pub shutdown: Shutdown,
+    pub app: AppId,
+    pub key: AppKey,
+    pub pool: sqlx::MySqlPool,
+    pub cfg: LogicConfig,
+    pub int: LogicIntClient<Channel>,
+    pub client: LogicClientExtClient<Channel>,
+    pub server: LogicServerExtClient<Channel>,
+}
+
+impl Drop for Ctx {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
+}
+
+pub async fn channel(addr: SocketAddr) -> Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+impl Ctx {
+    pub async fn start() -> Ctx {
+        Self::start_with(test_config()).await
+    }
+
+    pub async fn start_with(cfg: LogicConfig) -> Ctx {
+        gim_common::telemetry::init(&cfg.log);
+        let pool = migrated_pool().await;
+        let (app, key) = gim_logic::create_app(&pool, &format!("t{}", rand_u64()))
+            .await
+            .unwrap();
+        let shutdown = Shutdown::new();
+        let logic = gim_logic::start(cfg.clone(), shutdown.clone())
+            .await
+            .unwrap();
+        let int = LogicIntClient::new(channel(logic.int_addr).await);
+        let client = LogicClientExtClient::new(channel(logic.client_addr).await);
+        let server = LogicServerExtClient::new(channel(logic.server_addr).await);
+        Ctx {
+            logic,
+            shutdown,
+            app,
+            key,
+            pool,
+            cfg,
+            int,
+            client,
+            server,
+        }
+    }
+
+    pub fn now() -> i64 {
+        gim_common::token::now_secs()
+    }
+
+    pub fn device_token(&self, user: i64, device: i64) -> String {
+        self.key
+            .device_token(self.app.0, user, device, Self::now(), 3600)
+    }
+
+    /// A client request with a valid device token.
+    pub fn creq<T>(&self, msg: T, user: i64, device: i64) -> Request<T> {
+        let tok = self.device_token(user, device);
+        with_client_meta(msg, self.app.0, user, device, &tok)
+    }
+
+    /// A business-server request with a valid server token.
+    pub fn sreq<T>(&self, msg: T) -> Request<T> {
+        let tok = self.key.server_token(self.app.0, Self::now(), 3600);
+        with_server_meta(msg, self.app.0, &tok)
+    }
+
+    pub async fn register_device(&self) -> i64 {
+        let mut c = self.client.clone();
+        c.register_device(pb::RegisterDeviceReq {
+            app_id: self.app.0,
+            r#type: 1,
+            brand: "b".into(),
+            model: "m".into(),
+            system_version: "1".into(),
+            sdk_version: "1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .device_id
+    }
+
+    pub async fn import_users(&self, ids: &[i64]) {
+        let users = ids
+            .iter()
+            .map(|id| pb::User {
+                user_id: *id,
+                nickname: format!("user{id}"),
+                ..Default::default()
+            })
+            .collect();
+        let mut s = self.server.clone();
+        s.import_users(self.sreq(pb::ImportUsersReq { users }))
+            .await
+            .unwrap();
+    }
+
+    /// Signs (user, device) in on `node` as conn would.
+    pub async fn sign_in(&self, user: i64, device: i64, node: &str, conn: i64) -> pb::SignInResp {
+        let mut c = self.int.clone();
+        c.sign_in(pb::SignInReq {
+            app_id: self.app.0,
+            user_id: user,
+            device_id: device,
+            token: self.device_token(user, device),
+            node_id: node.into(),
+            conn_id: conn,
+            client_addr: "127.0.0.1:1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+    }
+
+    pub async fn sync(&self, user: i64, device: i64, seq: i64, limit: i32) -> pb::SyncResp {
+        let mut c = self.int.clone();
+        c.sync(pb::SyncReq {
+            app_id: self.app.0,
+            user_id: user,
+            device_id: device,
+            seq,
+            limit,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+    }
+
+    /// Sends text from a user over LogicClientExt.
+    pub async fn send_text(
+        &self,
+        user: i64,
+        device: i64,
+        rt: wire::ReceiverType,
+        to: i64,
+        text: &str,
+        req_id: i64,
+    ) -> Result<pb::SendMessageResp, Status> {
+        let mut c = self.client.clone();
+        c.send_message(self.creq(send_req(rt, to, text, req_id), user, device))
+            .await
+            .map(|r| r.into_inner())
+    }
+}
+
+pub fn with_client_meta<T>(msg: T, app: i64, user: i64, device: i64, tok: &str) -> Request<T> {
+    let mut r = Request::new(msg);
+    let m = r.metadata_mut();
+    m.insert("app_id", app.to_string().parse().unwrap());
+    m.insert("user_id", user.to_string().parse().unwrap());
+    m.insert("device_id", device.to_string().parse().unwrap());
+    m.insert("token", tok.parse().unwrap());
+    r
+}
+
+pub fn with_server_meta<T>(msg: T, app: i64, tok: &str) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut()
+        .insert("app_id", app.to_string().parse().unwrap());
+    r.metadata_mut().insert("token", tok.parse().unwrap());
+    r
+}
+
+pub fn text_body(text: &str) -> wire::MessageBody {
+    wire::MessageBody {
+        message_type: wire::MessageType::Text as i32,
+        message_content: Some(wire::MessageContent {
+            content: Some(wire::message_content::Content::Text(wire::Text {
+                text: text.into(),
+            })),
+        }),
+    }
+}
+
+pub fn send_req(rt: wire::ReceiverType, to: i64, text: &str, req_id: i64) -> pb::SendMessageReq {
+    pb::SendMessageReq {
+        receiver_type: rt as i32,
+        receiver_id: to,
+        to_user_ids: vec![],
+        message_body: Some(text_body(text)),
+        send_time: 0,
+        is_persist: true,
+        client_request_id: req_id,
+        sender_id: 0,
+    }
+}
+
+pub fn text_of(item: &wire::MessageItem) -> String {
+    match item
+        .message_body
+        .as_ref()
+        .and_then(|b| b.message_content.as_ref())
+        .and_then(|c| c.content.as_ref())
+    {
+        Some(wire::message_content::Content::Text(t)) => t.text.clone(),
+        other => panic!("not text: {other:?}"),
+    }
+}
+
+/// The gim code of a failed call (panics on success or on a non-business error).
+pub fn code<T: std::fmt::Debug>(r: Result<T, Status>) -> GimCode {
+    match r {
+        Ok(v) => panic!("expected a business error, got {v:?}"),
+        Err(s) => {
+            GimError::from_status(&s)
+                .unwrap_or_else(|| panic!("not a business error: {s:?}"))
+                .code
+        }
+    }
+}
+
+pub fn gim_msg<T: std::fmt::Debug>(r: Result<T, Status>) -> String {
+    match r {
+        Ok(v) => panic!("expected a business error, got {v:?}"),
+        Err(s) => s.message().to_string(),
+    }
+}
+
+/// Polls `f` until it returns Some, failing after 10 s.
+pub async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// ------------------------------------------------------------------------------ fake conn node
+
+#[derive(Debug, Clone)]
+pub enum Call {
+    Deliver(cpb::DeliverBatchReq),
+    Broadcast(cpb::BroadcastLargeGroupReq),
+    Update(cpb::UpdateLargeGroupMembersReq),
+    App(cpb::BroadcastAppReq),
+    Close(cpb::CloseConnReq),
+}
+
+#[derive(Clone, Default)]
+pub struct Recorder {
+    pub calls: Arc<Mutex<Vec<Call>>>,
+    /// When set, every call fails (a broken node).
+    pub fail: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Recorder {
+    fn record(&self, c: Call) -> Result<(), Status> {
+        self.calls.lock().unwrap().push(c);
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            Err(Status::internal("broken test node"))
+        } else {
+            Ok(())
+        }
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    pub fn delivers(&self) -> Vec<cpb::DeliverBatchReq> {
+        self.calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::Deliver(d) => Some(d),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn broadcasts(&self) -> Vec<cpb::BroadcastLargeGroupReq> {
+        self.calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::Broadcast(d) => Some(d),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[tonic::async_trait]
+impl ConnInt for Recorder {
+    async fn deliver_message(
+        &self,
+        _r: Request<cpb::DeliverMessageReq>,
+    ) -> Result<Response<cpb::DeliverMessageResp>, Status> {
+        Err(Status::unimplemented("logic uses DeliverBatch"))
+    }
+
+    async fn deliver_batch(
+        &self,
+        r: Request<cpb::DeliverBatchReq>,
+    ) -> Result<Response<cpb::DeliverBatchResp>, Status> {
+        let n = r.get_ref().targets.len() as u32;
+        self.record(Call::Deliver(r.into_inner()))?;
+        Ok(Response::new(cpb::DeliverBatchResp {
+            delivered: n,
+            missing: 0,
+        }))
+    }
+
+    async fn broadcast_large_group(
+        &self,
+        r: Request<cpb::BroadcastLargeGroupReq>,
+    ) -> Result<Response<cpb::BroadcastLargeGroupResp>, Status> {
+        self.record(Call::Broadcast(r.into_inner()))?;
+        Ok(Response::new(cpb::BroadcastLargeGroupResp { delivered: 1 }))
+    }
+
+    async fn update_large_group_members(
+        &self,
+        r: Request<cpb::UpdateLargeGroupMembersReq>,
+    ) -> Result<Response<cpb::UpdateLargeGroupMembersResp>, Status> {
+        self.record(Call::Update(r.into_inner()))?;
+        Ok(Response::new(cpb::UpdateLargeGroupMembersResp {}))
+    }
+
+    async fn broadcast_app(
+        &self,
+        r: Request<cpb::BroadcastAppReq>,
+    ) -> Result<Response<cpb::BroadcastAppResp>, Status> {
+        self.record(Call::App(r.into_inner()))?;
+        Ok(Response::new(cpb::BroadcastAppResp { delivered: 1 }))
+    }
+
+    async fn close_conn(
+        &self,
+        r: Request<cpb::CloseConnReq>,
+    ) -> Result<Response<cpb::CloseConnResp>, Status> {
+        self.record(Call::Close(r.into_inner()))?;
+        Ok(Response::new(cpb::CloseConnResp { closed: true }))
+    }
+}
+
+/// A conn node stand-in: serves ConnInt on a free port and registers in the Redis registry.
+pub struct FakeNode {
+    pub node_id: String,
+    pub addr: SocketAddr,
+    pub rec: Recorder,
+    shutdown: Shutdown,
+}
+
+impl Drop for FakeNode {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
+}
+
+pub async fn redis_conn(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+impl FakeNode {
+    pub async fn start(redis_url: &str) -> FakeNode {
+        let node = Self::serve().await;
+        node.register(redis_url).await;
+        node
+    }
+
+    /// Registered on a Redis Cluster (the registry keys share one hash slot).
+    pub async fn start_cluster(nodes: &[String]) -> FakeNode {
+        let node = Self::serve().await;
+        let client = redis::cluster::ClusterClient::new(nodes.to_vec()).unwrap();
+        let mut c = client.get_async_connection().await.unwrap();
+        let info = NodeInfo {
+            node_id: node.node_id.clone(),
+            grpc_addr: node.addr.to_string(),
+            connections: 0,
+            accepting: true,
+            updated_ms: gim_common::now_ms(),
+        };
+        let _: () = redis::cmd("SET")
+            .arg(keys::node_key(&node.node_id))
+            .arg(serde_json::to_string(&info).unwrap())
+            .arg("PX")
+            .arg(30_000)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let _: () = redis::cmd("SADD")
+            .arg(keys::NODES_SET)
+            .arg(&node.node_id)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        node
+    }
+
+    async fn serve() -> FakeNode {
+        let rec = Recorder::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = Shutdown::new();
+        let sd = shutdown.clone();
+        let svc = ConnIntServer::new(rec.clone());
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    sd.wait(),
+                )
+                .await
+                .unwrap();
+        });
+        let node_id = format!("test-node-{}", rand_u64());
+        FakeNode {
+            node_id,
+            addr,
+            rec,
+            shutdown,
+        }
+    }
+
+    pub async fn register(&self, redis_url: &str) {
+        let mut r = redis_conn(redis_url).await;
+        let info = NodeInfo {
+            node_id: self.node_id.clone(),
+            grpc_addr: self.addr.to_string(),
+            connections: 0,
+            accepting: true,
+            updated_ms: gim_common::now_ms(),
+        };
+        let _: () = redis::cmd("SET")
+            .arg(keys::node_key(&self.node_id))
+            .arg(serde_json::to_string(&info).unwrap())
+            .arg("PX")
+            .arg(30_000)
+            .query_async(&mut r)
+            .await
+            .unwrap();
+        let _: () = redis::cmd("SADD")
+            .arg(keys::NODES_SET)
+            .arg(&self.node_id)
+            .query_async(&mut r)
+            .await
+            .unwrap();
+    }
+
+    /// Lets the lease lapse, as a dead node's would.
+    pub async fn expire(&self, redis_url: &str) {
+        let mut r = redis_conn(redis_url).await;
+        let _: () = redis::cmd("DEL")
+            .arg(keys::node_key(&self.node_id))
+            .query_async(&mut r)
+            .await
+            .unwrap();
+    }
+}
+
+// ------------------------------------------------------------------------------ own redis-server
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A throwaway redis-server on a free port, killed on drop.
+pub struct OwnRedis {
+    pub port: u16,
+    pub child: std::process::Child,
+    pub dir: tempfile::TempDir,
+}
+
+impl OwnRedis {
+    pub async fn start() -> OwnRedis {
+        Self::start_on(free_port(), &[]).await
+    }
+
+    pub async fn start_on(port: u16, extra: &[&str]) -> OwnRedis {
+        let dir = tempfile::tempdir().unwrap();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH");
+        let r = OwnRedis { port, child, dir };
+        let url = r.url();
+        eventually("redis-server to answer", || {
+            let url = url.clone();
+            async move {
+                let c = redis::Client::open(url).ok()?;
+                let mut conn = c.get_multiplexed_async_connection().await.ok()?;
+                redis::cmd("PING")
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .ok()
+            }
+        })
+        .await;
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,720 @@
+//! Groups and members, sends of every kind, idempotent retry, sync pagination and acks.
+
+mod common;
+
+use common::*;
+use gim_common::GimCode;
+use gim_proto::connect::v1::{self as wire, ReceiverType};
+use gim_proto::logic::v1 as pb;
+
+async fn group(ctx: &Ctx, owner: i64, members: Vec<i64>, large: bool) -> i64 {
+    let mut s = ctx.server.clone();
+    s.create_group(ctx.sreq(pb::ServerCreateGroupReq {
+        group: Some(pb::Group {
+            name: "g".into(),
+            r#type: if large { 2 } else { 1 },
+            ..Default::default()
+        }),
+        owner_id: owner,
+        member_ids: members,
+    }))
+    .await
+    .unwrap()
+    .into_inner()
+    .group_id
+}
+
+#[tokio::test]
+async fn group_lifecycle_over_the_client_api() {
+    let ctx = Ctx::start().await;
+    ctx.import_users(&[1, 2, 3, 4]).await;
+    let d1 = ctx.register_device().await;
+    let d4 = ctx.register_device().await;
+    let mut c = ctx.client.clone();
+    let gid = c
+        .create_group(ctx.creq(
+            pb::CreateGroupReq {
+                group: Some(pb::Group {
+                    name: "team".into(),
+                    introduction: "hi".into(),
+                    ..Default::default()
+                }),
+                member_ids: vec![2],
+            },
+            1,
+            d1,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .group_id;
+    let g = c
+        .get_group(ctx.creq(pb::GetGroupReq { group_id: gid }, 1, d1))
+        .await
+        .unwrap()
+        .into_inner()
+        .group
+        .unwrap();
+    assert_eq!(
+        (g.name.as_str(), g.user_num, g.owner_id, g.r#type),
+        ("team", 2, 1, 1)
+    );
+    // Add 2 (already) and 3: returns the already-members.
+    let already = c
+        .add_group_member(ctx.creq(
+            pb::AddGroupMemberReq {
+                group_id: gid,
+                user_ids: vec![2, 3],
+            },
+            1,
+            d1,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .user_ids;
+    assert_eq!(already, vec![2]);
+    c.update_group(ctx.creq(
+        pb::UpdateGroupReq {
+            group_id: gid,
+            name: "team2".into(),
+            ..Default::default()
+        },
+        1,
+        d1,
+    ))
+    .await
+    .unwrap();
+    let g = c
+        .get_group(ctx.creq(pb::GetGroupReq { group_id: gid }, 1, d1))
+        .await
+        .unwrap()
+        .into_inner()
+        .group
+        .unwrap();
+    assert_eq!((g.name.as_str(), g.user_num), ("team2", 3));
+    c.update_group_member(ctx.creq(
+        pb::UpdateGroupMemberReq {
+            group_id: gid,
+            user_id: 3,
+            member_type: 1,
+            remarks: "r".into(),
+            extra: String::new(),
+        },
+        1,
+        d1,
+    ))
+    .await
+    .unwrap();
+    let mut s = ctx.server.clone();
+    let members = s
+        .get_group_members(ctx.sreq(pb::GetGroupMembersReq { group_id: gid }))
+        .await
+        .unwrap()
+        .into_inner()
+        .members;
+    let m3 = members.iter().find(|m| m.user_id == 3).unwrap();
+    assert_eq!(
+        (m3.member_type, m3.remarks.as_str(), m3.nickname.as_str()),
+        (1, "r", "user3")
+    );
+    let groups = c
+        .get_user_groups(ctx.creq(pb::GetUserGroupsReq {}, 1, d1))
+        .await
+        .unwrap()
+        .into_inner()
+        .groups;
+    assert_eq!(
+        groups.iter().map(|g| g.group_id).collect::<Vec<_>>(),
+        vec![gid]
+    );
+    c.delete_group_member(ctx.creq(
+        pb::DeleteGroupMemberReq {
+            group_id: gid,
+            user_id: 3,
+        },
+        1,
+        d1,
+    ))
+    .await
+    .unwrap();
+
+    // Outsider 4: 1004 for member operations and sends.
+    let r = c
+        .add_group_member(ctx.creq(
+            pb::AddGroupMemberReq {
+                group_id: gid,
+                user_ids: vec![4],
+            },
+            4,
+            d4,
+        ))
+        .await;
+    assert_eq!(code(r), GimCode::NotInGroup);
+    let r = ctx
+        .send_text(4, d4, ReceiverType::NormalGroup, gid, "x", 0)
+        .await;
+    assert_eq!(code(r), GimCode::NotInGroup);
+    let r = c
+        .delete_group_member(ctx.creq(
+            pb::DeleteGroupMemberReq {
+                group_id: gid,
+                user_id: 3,
+            },
+            1,
+            d1,
+        ))
+        .await;
+    assert_eq!(code(r), GimCode::NotInGroup, "no longer a member");
+    // Unknown group: 1009; unknown member: 1010 naming the user.
+    let r = c
+        .get_group(ctx.creq(pb::GetGroupReq { group_id: i64::MAX }, 1, d1))
+        .await;
+    assert_eq!(code(r), GimCode::GroupNotFound);
+    let r = c
+        .add_group_member(ctx.creq(
+            pb::AddGroupMemberReq {
+                group_id: gid,
+                user_ids: vec![777],
+            },
+            1,
+            d1,
+        ))
+        .await;
+    assert!(gim_msg(r).contains("777"));
+    // Bad input: 1006 and nothing written.
+    let r = c
+        .create_group(ctx.creq(
+            pb::CreateGroupReq {
+                group: Some(pb::Group {
+                    name: "".into(),
+                    ..Default::default()
+                }),
+                member_ids: vec![2],
+            },
+            1,
+            d1,
+        ))
+        .await;
+    assert!(gim_msg(r).contains("group.name"));
+    let r = c
+        .create_group(ctx.creq(
+            pb::CreateGroupReq {
+                group: Some(pb::Group {
+                    name: "x".into(),
+                    r#type: 9,
+                    ..Default::default()
+                }),
+                member_ids: vec![],
+            },
+            1,
+            d1,
+        ))
+        .await;
+    assert!(gim_msg(r).contains("group.type"));
+    let r = c
+        .create_group(ctx.creq(
+            pb::CreateGroupReq {
+                group: Some(pb::Group {
+                    name: "x".into(),
+                    ..Default::default()
+                }),
+                member_ids: vec![2, 999],
+            },
+            1,
+            d1,
+        ))
+        .await;
+    assert_eq!(code(r), GimCode::UserNotFound);
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM im_group WHERE app_id = ?")
+        .bind(ctx.app.0)
+        .fetch_one(&ctx.pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 1, "failed creates left nothing behind");
+    let r = c
+        .update_group_member(ctx.creq(
+            pb::UpdateGroupMemberReq {
+                group_id: gid,
+                user_id: 2,
+                member_type: 5,
+                ..Default::default()
+            },
+            1,
+            d1,
+        ))
+        .await;
+    assert!(gim_msg(r).contains("member_type"));
+    // Explicit id taken: 1008.
+    let mut s = ctx.server.clone();
+    let r = s
+        .create_group(ctx.sreq(pb::ServerCreateGroupReq {
+            group: Some(pb::Group {
+                group_id: gid,
+                name: "dup".into(),
+                ..Default::default()
+            }),
+            owner_id: 1,
+            member_ids: vec![],
+        }))
+        .await;
+    assert_eq!(code(r), GimCode::GroupAlreadyExists);
+    // Server API: update and remove without being a member.
+    s.update_group(ctx.sreq(pb::UpdateGroupReq {
+        group_id: gid,
+        name: "srv".into(),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    s.delete_group_member(ctx.sreq(pb::DeleteGroupMemberReq {
+        group_id: gid,
+        user_id: 2,
+    }))
+    .await
+    .unwrap();
+    let g = s
+        .get_group(ctx.sreq(pb::GetGroupReq { group_id: gid }))
+        .await
+        .unwrap()
+        .into_inner()
+        .group
+        .unwrap();
+    assert_eq!((g.name.as_str(), g.user_num), ("srv", 1));
+}
+
+#[tokio::test]
+async fn user_to_user_stores_two_copies_and_retry_is_idempotent() {
+    let ctx = Ctx::start().await;
+    ctx.import_users(&[1, 2]).await;
+    let d1 = ctx.register_device().await;
+    let d2 = ctx.register_device().await;
+    let r1 = ctx
+        .send_text(1, d1, ReceiverType::User, 2, "hello", 42)
+        .await
+        .unwrap();
+    assert_eq!(r1.seq, 1, "sender's own list");
+    assert!(r1.message_id > 0);
+    let again = ctx
+        .send_text(1, d1, ReceiverType::User, 2, "hello", 42)
+        .await
+        .unwrap();
+    assert_eq!(again, r1, "retry returns the first result");
+    let inbox = ctx.sync(2, d2, 0, 0).await;
+    assert_eq!(inbox.messages.len(), 1, "retry stored nothing new");
+    let m = &inbox.messages[0];
+    assert_eq!(
+        (
+            m.seq,
+            m.sender_id,
+            m.sender_device_id,
+            m.receiver_id,
+            m.message_id,
+            m.request_id
+        ),
+        (1, 1, d1, 2, r1.message_id, 42)
+    );
+    assert_eq!(text_of(m), "hello");
+    let outbox = ctx.sync(1, d1, 0, 0).await;
+    assert_eq!(outbox.messages.len(), 1);
+    assert_eq!(outbox.messages[0].message_id, r1.message_id);
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM user_message WHERE app_id = ?")
+        .bind(ctx.app.0)
+        .fetch_one(&ctx.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 2);
+    // A different request id is a new message; seqs keep increasing per list.
+    let r2 = ctx
+        .send_text(1, d1, ReceiverType::User, 2, "again", 43)
+        .await
+        .unwrap();
+    assert_eq!(r2.seq, 2);
+    assert_ne!(r2.message_id, r1.message_id);
+    // Concurrent retries of one request: exactly one message.
+    let sends = (0..5).map(|_| ctx.send_text(1, d1, ReceiverType::User, 2, "c", 44));
+    let results = futures::future::join_all(sends).await;
+    let firsts: std::collections::HashSet<i64> =
+        results.into_iter().map(|r| r.unwrap().message_id).collect();
+    assert_eq!(firsts.len(), 1);
+    assert_eq!(ctx.sync(2, d2, 0, 0).await.messages.len(), 3);
+    // Unknown receiver: 1010; bad inputs: 1006 naming the field, nothing stored.
+    let r = ctx.send_text(1, d1, ReceiverType::User, 99, "x", 0).await;
+    assert_eq!(code(r), GimCode::UserNotFound);
+    let mut c = ctx.client.clone();
+    let mut bad = send_req(ReceiverType::User, 2, "x", 0);
+    bad.receiver_type = 9;
+    assert!(gim_msg(c.send_message(ctx.creq(bad, 1, d1)).await).contains("receiver_type"));
+    let mut bad = send_req(ReceiverType::User, 2, "x", 0);
+    bad.receiver_id = -5;
+    assert!(gim_msg(c.send_message(ctx.creq(bad, 1, d1)).await).contains("receiver_id"));
+    let bad = send_req(ReceiverType::User, 2, &"x".repeat(20_000), 0);
+    assert!(gim_msg(c.send_message(ctx.creq(bad, 1, d1)).await).contains("message_body"));
+    let mut bad = send_req(ReceiverType::User, 2, "x", 0);
+    bad.to_user_ids = (1..=101).collect();
+    assert!(gim_msg(c.send_message(ctx.creq(bad, 1, d1)).await).contains("to_user_ids"));
+    let mut bad = send_req(ReceiverType::User, 2, "x", 0);
+    bad.message_body = None;
+    assert!(gim_msg(c.send_message(ctx.creq(bad, 1, d1)).await).contains("message_body"));
+    let mut bad = send_req(ReceiverType::User, 2, "x", 0);
+    bad.sender_id = 5;
+    assert!(gim_msg(c.send_message(ctx.creq(bad, 1, d1)).await).contains("sender_id"));
+    assert_eq!(ctx.sync(2, d2, 0, 0).await.messages.len(), 3);
+}
+
+#[tokio::test]
+async fn all_typed_bodies_and_mentions_round_trip() {
+    use wire::message_content::Content;
+    let ctx = Ctx::start().await;
+    ctx.import_users(&[1, 2]).await;
+    let d1 = ctx.register_device().await;
+    let contents = vec![
+        (
+            wire::MessageType::Text,
+            Content::Text(wire::Text { text: "t".into() }),
+        ),
+        (
+            wire::MessageType::Face,
+            Content::Face(wire::Face {
+                face_id: 3,
+                face_url: "u".into(),
+            }),
+        ),
+        (
+            wire::MessageType::Voice,
+            Content::Voice(wire::Voice {
+                id: "v".into(),
+                size: 1,
+                duration: 2,
+                url: "u".into(),
+            }),
+        ),
+        (
+            wire::MessageType::Image,
+            Content::Image(wire::Image {
+                id: "i".into(),
+                width: 1,
+                height: 2,
+                url: "u".into(),
+                thumbnail_url: "t".into(),
+            }),
+        ),
+        (
+            wire::MessageType::File,
+            Content::File(wire::File {
+                id: 9,
+                name: "n".into(),
+                size: 10,
+                url: "u".into(),
+            }),
+        ),
+        (
+            wire::MessageType::Location,
+            Content::Location(wire::Location {
+                desc: "d".into(),
+                latitude: 1.5,
+                longitude: 2.5,
+            }),
+        ),
+        (
+            wire::MessageType::Command,
+            Content::Command(wire::Command {
+                code: 1001,
+                data: bytes::Bytes::from_static(b"x"),
+            }),
+        ),
+        (
+            wire::MessageType::Custom,
+            Content::Custom(wire::Custom { data: "{}".into() }),
+        ),
+    ];
+    let mut c = ctx.client.clone();
+    for (t, content) in &contents {
+        let mut req = send_req(ReceiverType::User, 2, "", 0);
+        req.message_body = Some(wire::MessageBody {
+            message_type: *t as i32,
+            message_content: Some(wire::MessageContent {
+                content: Some(content.clone()),
+            }),
+        });
+        req.to_user_ids = vec![2];
+        c.send_message(ctx.creq(req, 1, d1)).await.unwrap();
+    }
+    let got = ctx.sync(2, 0, 0, 0).await.messages;
+    assert_eq!(got.len(), contents.len());
+    for (m, (t, content)) in got.iter().zip(&contents) {
+        let b = m.message_body.as_ref().unwrap();
+        assert_eq!(b.message_type, *t as i32);
+        assert_eq!(
+            b.message_content.as_ref().unwrap().content.as_ref(),
+            Some(content)
+        );
+        assert_eq!(m.to_user_ids, vec![2]);
+    }
+    // Reserved command codes are refused from users.
+    let mut req = send_req(ReceiverType::User, 2, "", 0);
+    req.message_body = Some(wire::MessageBody {
+        message_type: wire::MessageType::Command as i32,
+        message_content: Some(wire::MessageContent {
+            content: Some(Content::Command(wire::Command {
+                code: 5,
+                data: Default::default(),
+            })),
+        }),
+    });
+    assert!(gim_msg(c.send_message(ctx.creq(req, 1, d1)).await).contains("command.code"));
+}
+
+#[tokio::test]
+async fn normal_group_write_diffusion_and_large_group_read_diffusion() {
+    let ctx = Ctx::start().await;
+    ctx.import_users(&[1, 2, 3, 4]).await;
+    let d1 = ctx.register_device().await;
+    let d4 = ctx.register_device().await;
+    let normal = group(&ctx, 1, vec![2, 3], false).await;
+    let r = ctx
+        .send_text(1, d1, ReceiverType::NormalGroup, normal, "to all", 7)
+        .await
+        .unwrap();
+    assert_eq!(r.seq, 1);
+    for u in [1, 2, 3] {
+        let msgs = ctx.sync(u, 0, 0, 0).await.messages;
+        assert_eq!(msgs.len(), 1, "user {u}");
+        assert_eq!(msgs[0].message_id, r.message_id);
+        assert_eq!(msgs[0].receiver_id, normal);
+        assert_eq!(msgs[0].receiver_type, ReceiverType::NormalGroup as i32);
+    }
+    assert!(ctx.sync(4, d4, 0, 0).await.messages.is_empty());
+    let again = ctx
+        .send_text(1, d1, ReceiverType::NormalGroup, normal, "to all", 7)
+        .await
+        .unwrap();
+    assert_eq!(again, r);
+    assert_eq!(ctx.sync(2, 0, 0, 0).await.messages.len(), 1);
+    // Wrong receiver type for the group: 1006.
+    let r = ctx
+        .send_text(1, d1, ReceiverType::LargeGroup, normal, "x", 0)
+        .await;
+    assert!(gim_msg(r).contains("receiver_type"));
+
+    let large = group(&ctx, 1, vec![2], true).await;
+    let a = ctx
+        .send_text(1, d1, ReceiverType::LargeGroup, large, "big 1", 0)
+        .await
+        .unwrap();
+    let b = ctx
+        .send_text(
+            2,
+            ctx.register_device().await,
+            ReceiverType::LargeGroup,
+            large,
+            "big 2",
+            0,
+        )
+        .await
+        .unwrap();
+    assert_eq!((a.seq, b.seq), (1, 2), "group seqs");
+    // Stored once, in the group's list, not in the members' lists.
+    assert_eq!(
+        ctx.sync(2, 0, 0, 0).await.messages.len(),
+        1,
+        "only the normal-group copy"
+    );
+    let mut i = ctx.int.clone();
+    let hist = i
+        .group_sync(pb::GroupSyncReq {
+            app_id: ctx.app.0,
+            user_id: 1,
+            group_id: large,
+            seq: 0,
+            limit: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(hist.messages.len(), 1);
+    assert!(hist.has_more);
+    assert_eq!(text_of(&hist.messages[0]), "big 1");
+    assert_eq!(
+        hist.messages[0].receiver_type,
+        ReceiverType::LargeGroup as i32
+    );
+    let hist = i
+        .group_sync(pb::GroupSyncReq {
+            app_id: ctx.app.0,
+            user_id: 1,
+            group_id: large,
+            seq: 1,
+            limit: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        hist.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        vec![2]
+    );
+    assert!(!hist.has_more);
+    // Non-members: 1004 to send and to read history; normal groups have no group history.
+    let r = ctx
+        .send_text(4, d4, ReceiverType::LargeGroup, large, "x", 0)
+        .await;
+    assert_eq!(code(r), GimCode::NotInGroup);
+    let r = i
+        .group_sync(pb::GroupSyncReq {
+            app_id: ctx.app.0,
+            user_id: 4,
+            group_id: large,
+            seq: 0,
+            limit: 0,
+        })
+        .await;
+    assert_eq!(code(r), GimCode::NotInGroup);
+    let r = i
+        .group_sync(pb::GroupSyncReq {
+            app_id: ctx.app.0,
+            user_id: 1,
+            group_id: normal,
+            seq: 0,
+            limit: 0,
+        })
+        .await;
+    assert_eq!(code(r), GimCode::BadRequest);
+    // Sign-in reports the user's large groups (conn indexes them).
+    let si = ctx.sign_in(2, ctx.register_device().await, "n", 1).await;
+    assert_eq!(si.large_group_ids, vec![large]);
+    // Business sends: BUSINESS sender, seq 0 for user lists, group seq for large groups.
+    let mut s = ctx.server.clone();
+    let mut req = send_req(ReceiverType::User, 4, "from the shop", 0);
+    req.sender_id = 5000;
+    let r = s.send_message(ctx.sreq(req)).await.unwrap().into_inner();
+    assert_eq!(r.seq, 0);
+    let m = &ctx.sync(4, d4, 0, 0).await.messages[0];
+    assert_eq!(
+        (m.sender_type, m.sender_id),
+        (wire::SenderType::Business as i32, 5000)
+    );
+    let r = s
+        .send_message(ctx.sreq(send_req(ReceiverType::LargeGroup, large, "announce", 0)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.seq, 3);
+}
+
+#[tokio::test]
+async fn non_persistent_messages_are_not_stored() {
+    let ctx = Ctx::start().await;
+    ctx.import_users(&[1, 2]).await;
+    let d1 = ctx.register_device().await;
+    let mut req = send_req(ReceiverType::User, 2, "typing", 0);
+    req.is_persist = false;
+    let mut c = ctx.client.clone();
+    let r = c
+        .send_message(ctx.creq(req, 1, d1))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.seq, 0);
+    assert!(ctx.sync(2, 0, 0, 0).await.messages.is_empty());
+    assert!(ctx.sync(1, 0, 0, 0).await.messages.is_empty());
+}
+
+#[tokio::test]
+async fn sync_paginates_by_count_and_bytes_and_seq_zero_starts_at_the_highest_ack() {
+    let ctx = Ctx::start().await;
+    ctx.import_users(&[1, 2]).await;
+    let d1 = ctx.register_device().await;
+    let d2 = ctx.register_device().await;
+    let d2b = ctx.register_device().await;
+    let big = "x".repeat(15_000);
+    for i in 0..10 {
+        let text = if i < 6 { big.clone() } else { format!("m{i}") };
+        ctx.send_text(1, d1, ReceiverType::User, 2, &text, 0)
+            .await
+            .unwrap();
+    }
+    // Count pages.
+    let p1 = ctx.sync(2, d2, 0, 4).await;
+    assert_eq!(
+        p1.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert!(p1.has_more, "cut by bytes: 4 x 15 KB would pass one frame");
+    let mut all = Vec::new();
+    let mut from = 0;
+    loop {
+        let p = ctx.sync(2, d2, from, 0).await;
+        let size: usize = p
+            .messages
+            .iter()
+            .map(|m| prost::Message::encoded_len(m) + 4)
+            .sum();
+        assert!(size <= 60_000, "page of {size} bytes");
+        all.extend(p.messages.iter().map(|m| m.seq));
+        from = *all.last().unwrap();
+        if !p.has_more {
+            break;
+        }
+    }
+    assert_eq!(
+        all,
+        (1..=10).collect::<Vec<_>>(),
+        "ascending, no gaps, no duplicates"
+    );
+    let p = ctx.sync(2, d2, 8, 1).await;
+    assert_eq!(
+        p.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        vec![9]
+    );
+    assert!(p.has_more);
+    // Acks move forward only; seq 0 = the highest ack of any of the user's devices.
+    let mut i = ctx.int.clone();
+    let ack = |dev: i64, a: i64| pb::MessageAckReq {
+        app_id: ctx.app.0,
+        user_id: 2,
+        device_id: dev,
+        device_ack: a,
+        receive_time: 0,
+    };
+    i.message_ack(ack(d2, 7)).await.unwrap();
+    i.message_ack(ack(d2, 3)).await.unwrap();
+    i.message_ack(ack(d2b, 5)).await.unwrap();
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT ack FROM device_ack WHERE app_id = ? AND user_id = 2 AND device_id = ?",
+    )
+    .bind(ctx.app.0)
+    .bind(d2)
+    .fetch_one(&ctx.pool)
+    .await
+    .unwrap();
+    assert_eq!(stored, 7, "ack did not move back");
+    let p = ctx.sync(2, d2b, 0, 0).await;
+    assert_eq!(
+        p.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        vec![8, 9, 10]
+    );
+    // Bad input.
+    let r = i
+        .sync(pb::SyncReq {
+            app_id: ctx.app.0,
+            user_id: 2,
+            device_id: d2,
+            seq: -1,
+            limit: 0,
+        })
+        .await;
+    assert!(gim_msg(r).contains("seq"));
+    let r = i
+        .sync(pb::SyncReq {
+            app_id: ctx.app.0,
+            user_id: 2,
+            device_id: d2,
+            seq: 0,
+            limit: -1,
+        })
+        .await;
+    assert!(gim_msg(r).contains("limit"));
+    let r = i.message_ack(ack(d2, -1)).await;
+    assert!(gim_msg(r).contains("device_ack"));
+}

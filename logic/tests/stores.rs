@@ -1,0 +1,431 @@
+//! Seq durability across a Redis flush, a Redis Cluster run, store outages (fail fast, readiness,
+//! recovery), and migrations on a fresh database.
+
+mod common;
+
+use common::*;
+use gim_proto::connect::v1::ReceiverType;
+use gim_proto::logic::v1 as pb;
+use std::time::{Duration, Instant};
+
+#[tokio::test]
+async fn seqs_survive_redis_flushes_without_reuse_or_loss() {
+    let own = OwnRedis::start().await;
+    let mut cfg = test_config();
+    cfg.redis.url = own.url();
+    cfg.logic.seq_block_size = 5;
+    let ctx = Ctx::start_with(cfg).await;
+    ctx.import_users(&[1, 2, 3]).await;
+    let d1 = ctx.register_device().await;
+    let mut s = ctx.server.clone();
+    let large = s
+        .create_group(ctx.sreq(pb::ServerCreateGroupReq {
+            group: Some(pb::Group {
+                name: "l".into(),
+                r#type: 2,
+                ..Default::default()
+            }),
+            owner_id: 1,
+            member_ids: vec![2],
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .group_id;
+    let mut r = redis_conn(&own.url()).await;
+    let mut sender_seqs = Vec::new();
+    let mut group_seqs = Vec::new();
+    for round in 0..4 {
+        for i in 0..7 {
+            let m = ctx
+                .send_text(1, d1, ReceiverType::User, 2, &format!("r{round}m{i}"), 0)
+                .await
+                .unwrap();
+            sender_seqs.push(m.seq);
+        }
+        let g = ctx
+            .send_text(1, d1, ReceiverType::LargeGroup, large, "g", 0)
+            .await
+            .unwrap();
+        group_seqs.push(g.seq);
+        let _: () = redis::cmd("FLUSHALL").query_async(&mut r).await.unwrap();
+    }
+    assert!(
+        sender_seqs.windows(2).all(|w| w[0] < w[1]),
+        "{sender_seqs:?}"
+    );
+    assert!(group_seqs.windows(2).all(|w| w[0] < w[1]), "{group_seqs:?}");
+    let inbox = ctx.sync(2, 0, 0, 1000).await.messages;
+    assert_eq!(inbox.len(), 28, "nothing lost");
+    let texts: Vec<String> = inbox.iter().map(text_of).collect();
+    let want: Vec<String> = (0..4)
+        .flat_map(|r| (0..7).map(move |i| format!("r{r}m{i}")))
+        .collect();
+    assert_eq!(texts, want, "in send order");
+    let seqs: Vec<i64> = inbox.iter().map(|m| m.seq).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "strictly increasing: {seqs:?}"
+    );
+    let reseeds = ctx.logic.state.metrics.seq_reseeds.get();
+    assert!(
+        reseeds >= 4,
+        "counters were re-seeded from MySQL ({reseeds})"
+    );
+}
+
+#[tokio::test]
+async fn redis_outage_fails_fast_reports_not_ready_and_recovers() {
+    let mut own = OwnRedis::start().await;
+    let port = own.port;
+    let mut cfg = test_config();
+    cfg.redis.url = own.url();
+    cfg.redis.timeout_ms = 300;
+    let ctx = Ctx::start_with(cfg).await;
+    ctx.import_users(&[1, 2]).await;
+    let d1 = ctx.register_device().await;
+    ctx.send_text(1, d1, ReceiverType::User, 2, "before", 0)
+        .await
+        .unwrap();
+    assert_eq!(http_get(ctx.logic.admin_addr, "/readyz").await.0, 200);
+    own.kill();
+    let t = Instant::now();
+    // The trace id conn passes comes back in the status details of a non-business failure.
+    let mut req = ctx.creq(send_req(ReceiverType::User, 2, "during", 0), 1, d1);
+    req.metadata_mut()
+        .insert(gim_common::TRACE_ID_HEADER, "trace-xyz".parse().unwrap());
+    let mut c = ctx.client.clone();
+    let status = c.send_message(req).await.unwrap_err();
+    let detail =
+        <gim_common::error::ErrorDetail as prost::Message>::decode(status.details()).unwrap();
+    assert_eq!(detail.trace_id, "trace-xyz");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "failed fast: {:?}",
+        t.elapsed()
+    );
+    assert!(gim_common::GimError::from_status(&status).is_none());
+    let (code, body) = http_get(ctx.logic.admin_addr, "/readyz").await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("redis"), "{body}");
+    let _own2 = OwnRedis::start_on(port, &[]).await;
+    eventually("recovery", || async {
+        ctx.send_text(1, d1, ReceiverType::User, 2, "after", 0)
+            .await
+            .ok()
+    })
+    .await;
+    assert_eq!(http_get(ctx.logic.admin_addr, "/readyz").await.0, 200);
+    let texts: Vec<String> = ctx
+        .sync(2, 0, 0, 0)
+        .await
+        .messages
+        .iter()
+        .map(text_of)
+        .collect();
+    assert_eq!(texts.first().map(String::as_str), Some("before"));
+    assert_eq!(texts.last().map(String::as_str), Some("after"));
+}
+
+/// A TCP proxy to MariaDB that the test can cut, standing in for a MySQL outage.
+struct CutProxy {
+    addr: std::net::SocketAddr,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    kill: tokio::sync::watch::Sender<u64>,
+}
+
+impl CutProxy {
+    async fn start(target: &str) -> CutProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (kill, _) = tokio::sync::watch::channel(0u64);
+        let (up2, kill2, target) = (up.clone(), kill.clone(), target.to_string());
+        tokio::spawn(async move {
+            loop {
+                let (mut inb, _) = listener.accept().await.unwrap();
+                if !up2.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped: connection reset
+                }
+                let target = target.clone();
+                let mut killed = kill2.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut out) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inb, &mut out) => {}
+                        _ = killed.changed() => {}
+                    }
+                });
+            }
+        });
+        CutProxy { addr, up, kill }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.kill.send_modify(|v| *v += 1);
+    }
+
+    fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn mysql_outage_fails_fast_reports_not_ready_and_recovers() {
+    let proxy = CutProxy::start("127.0.0.1:3306").await;
+    let mut cfg = test_config();
+    let db = mysql_url().rsplit('/').next().unwrap().to_string();
+    cfg.mysql.url = format!("mysql://gim:gim@{}/{db}", proxy.addr);
+    cfg.mysql.acquire_timeout_ms = 500;
+    let ctx = Ctx::start_with(cfg).await;
+    ctx.import_users(&[1, 2]).await;
+    let d1 = ctx.register_device().await;
+    ctx.send_text(1, d1, ReceiverType::User, 2, "before", 0)
+        .await
+        .unwrap();
+    proxy.cut();
+    let t = Instant::now();
+    let status = ctx
+        .send_text(1, d1, ReceiverType::User, 2, "during", 0)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(status.code(), tonic::Code::Unavailable),
+        "{status:?}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    let (code, body) = http_get(ctx.logic.admin_addr, "/readyz").await;
+    assert_eq!(code, 503);
+    assert!(body.contains("mysql"), "{body}");
+    proxy.restore();
+    eventually("recovery", || async {
+        ctx.send_text(1, d1, ReceiverType::User, 2, "after", 0)
+            .await
+            .ok()
+    })
+    .await;
+    assert_eq!(http_get(ctx.logic.admin_addr, "/readyz").await.0, 200);
+}
+
+/// Minimal HTTP/1.0 GET (no HTTP client dependency).
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.unwrap();
+    let status = buf[9..12].parse().unwrap();
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test]
+async fn redis_cluster_runs_the_redis_backed_paths() {
+    let ports = [free_port(), free_port(), free_port()];
+    let mut servers = Vec::new();
+    for p in ports {
+        servers.push(
+            OwnRedis::start_on(
+                p,
+                &[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    &format!("nodes-{p}.conf"),
+                ],
+            )
+            .await,
+        );
+    }
+    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let out = std::process::Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addrs)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let first = format!("redis://{}", addrs[0]);
+    eventually("cluster ok", || {
+        let first = first.clone();
+        async move {
+            let mut c = redis_conn(&first).await;
+            let info: String = redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query_async(&mut c)
+                .await
+                .ok()?;
+            info.contains("cluster_state:ok").then_some(())
+        }
+    })
+    .await;
+    let mut cfg = test_config();
+    cfg.redis.cluster_nodes = addrs.iter().map(|a| format!("redis://{a}")).collect();
+    cfg.logic.seq_block_size = 3;
+    let ctx = Ctx::start_with(cfg).await;
+    // A fake conn node registered on the cluster (registry keys share one slot).
+    let node = FakeNode::start_cluster(&cfg_nodes(&addrs)).await;
+    let users: Vec<i64> = (1..=20).collect();
+    ctx.import_users(&users).await;
+    let mut devices = Vec::new();
+    for u in &users {
+        let d = ctx.register_device().await;
+        ctx.sign_in(*u, d, &node.node_id, *u).await;
+        devices.push(d);
+    }
+    let mut s = ctx.server.clone();
+    let gid = s
+        .create_group(ctx.sreq(pb::ServerCreateGroupReq {
+            group: Some(pb::Group {
+                name: "g".into(),
+                ..Default::default()
+            }),
+            owner_id: 1,
+            member_ids: users[1..].to_vec(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .group_id;
+    // Group sends allocate seqs for 20 lists spread over all slots, in batches per slot.
+    for i in 0..5 {
+        let r = ctx
+            .send_text(
+                1,
+                devices[0],
+                ReceiverType::NormalGroup,
+                gid,
+                &format!("g{i}"),
+                0,
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.seq, i + 1);
+    }
+    for u in &users {
+        let p = ctx.sync(*u, 0, 0, 0).await;
+        assert_eq!(
+            p.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4, 5]
+        );
+    }
+    eventually("deliveries through the cluster routes", || async {
+        let n: usize = node.rec.delivers().iter().map(|b| b.targets.len()).sum();
+        (n == 5 * 19).then_some(())
+    })
+    .await;
+    // Conditional offline and supersede work with cluster scripts.
+    let mut i = ctx.int.clone();
+    i.offline(pb::OfflineReq {
+        app_id: ctx.app.0,
+        user_id: 2,
+        device_id: devices[1],
+        node_id: node.node_id.clone(),
+        conn_id: 2,
+        client_addr: String::new(),
+    })
+    .await
+    .unwrap();
+    let routes = ctx
+        .logic
+        .state
+        .nodes
+        .routes(ctx.app, &[gim_common::UserId(2), gim_common::UserId(3)])
+        .await
+        .unwrap();
+    assert!(routes[0].is_empty());
+    assert_eq!(routes[1].len(), 1);
+    // A flush of every master: seqs continue above MySQL's reservation.
+    for a in &addrs {
+        let mut c = redis_conn(&format!("redis://{a}")).await;
+        let _: () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
+    }
+    let r = ctx
+        .send_text(1, devices[0], ReceiverType::User, 2, "after flush", 0)
+        .await
+        .unwrap();
+    assert!(r.seq > 5, "{}", r.seq);
+    let last = ctx.sync(2, 0, 5, 0).await.messages;
+    assert_eq!(last.len(), 1);
+    assert_eq!(text_of(&last[0]), "after flush");
+    drop(servers);
+}
+
+fn cfg_nodes(addrs: &[String]) -> Vec<String> {
+    addrs.iter().map(|a| format!("redis://{a}")).collect()
+}
+
+#[tokio::test]
+async fn migrations_apply_to_a_fresh_database_and_rerun_as_a_no_op() {
+    let name = format!("gim_mig_{:x}", rand_u64());
+    let admin = sqlx::MySqlPool::connect(&mysql_url()).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE `{name}`")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let base = mysql_url();
+    let url = format!("{}/{name}", &base[..base.rfind('/').unwrap()]);
+    let db = name.clone();
+    let result = async move {
+        let name = db;
+        let pool = sqlx::MySqlPool::connect(&url).await.unwrap();
+        gim_logic::migrate(&pool).await.unwrap();
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = ? ORDER BY table_name",
+        )
+        .bind(&name)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        for t in [
+            "app",
+            "user",
+            "device",
+            "device_ack",
+            "im_group",
+            "group_member",
+            "user_message",
+            "group_message",
+            "send_request",
+            "seq_block",
+            "id_segment",
+        ] {
+            assert!(tables.iter().any(|x| x == t), "{t} missing from {tables:?}");
+        }
+        let count = |pool: sqlx::MySqlPool| async move {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM _sqlx_migrations")
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        };
+        let before = count(pool.clone()).await;
+        gim_logic::migrate(&pool).await.unwrap();
+        assert_eq!(count(pool.clone()).await, before, "re-run applied nothing");
+        let segs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM id_segment")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(segs, 2);
+        pool.close().await;
+    };
+    // Drop the database even when an assertion fails.
+    let r = tokio::spawn(result).await;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE `{name}`")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    r.unwrap();
+}
