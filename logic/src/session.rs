@@ -8,13 +8,78 @@ use gim_proto::conn::v1::CloseConnReq;
 use gim_proto::connect::v1::MessageItem;
 use gim_proto::logic::v1 as pb;
 use prost::Message as _;
+use std::time::Duration;
 
 const MSG_COLS: &str = "seq, message_id, request_id, sender_type, sender_id, sender_device_id, \
                         receiver_type, receiver_id, to_user_ids, body, send_time, status";
 const GROUP_MSG_COLS: &str = "seq, message_id, request_id, sender_type, sender_id, sender_device_id, \
                               3, group_id, to_user_ids, body, send_time, status";
 
+/// 1 when the row was written in the last 2 s (by MySQL's clock, so clock skew between logic
+/// processes does not matter).
+const YOUNG: &str = "CAST(created_at >= NOW(3) - INTERVAL 2 SECOND AS SIGNED)";
+/// How long a sync waits for an in-flight send to fill a gap before answering anyway.
+const GAP_WAIT: Duration = Duration::from_secs(1);
+
+type Row = (
+    i64,
+    i64,
+    i64,
+    i8,
+    i64,
+    i64,
+    i8,
+    i64,
+    String,
+    Vec<u8>,
+    i64,
+    i8,
+    i64,
+);
+
+/// A gap in the seqs just before a row written moments ago is most likely a concurrent send
+/// whose seq was allocated first but whose insert has not committed yet. Answering now would let
+/// the client ack past it and never see it, so the sync waits for it briefly. Gaps before older
+/// rows are permanent (a Redis re-seed or a failed insert) and are returned as they are.
+fn young_gap(from: i64, rows: &[Row]) -> bool {
+    let mut prev = from;
+    for r in rows {
+        if r.0 != prev + 1 && r.12 == 1 {
+            return true;
+        }
+        prev = r.0;
+    }
+    false
+}
+
 impl State {
+    async fn fetch_settled(
+        &self,
+        sql: &str,
+        app: i64,
+        owner: i64,
+        from: i64,
+        limit: i64,
+    ) -> Result<Vec<crate::core::MsgTuple>> {
+        let deadline = tokio::time::Instant::now() + GAP_WAIT;
+        loop {
+            let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(sql.to_string()))
+                .bind(app)
+                .bind(owner)
+                .bind(from)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+            if !young_gap(from, &rows) || tokio::time::Instant::now() >= deadline {
+                return Ok(rows
+                    .into_iter()
+                    .map(|r| (r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7, r.8, r.9, r.10, r.11))
+                    .collect());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn sign_in(&self, req: pb::SignInReq) -> Result<pb::SignInResp> {
         let (app, user, device) = (
             AppId(req.app_id),
@@ -105,14 +170,10 @@ impl State {
             req.seq
         };
         let sql = format!(
-            "SELECT {MSG_COLS} FROM user_message WHERE app_id = ? AND user_id = ? AND seq > ? ORDER BY seq LIMIT ?"
+            "SELECT {MSG_COLS}, {YOUNG} FROM user_message WHERE app_id = ? AND user_id = ? AND seq > ? ORDER BY seq LIMIT ?"
         );
-        let rows: Vec<_> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(app.0)
-            .bind(user.0)
-            .bind(from)
-            .bind(limit + 1)
-            .fetch_all(&self.pool)
+        let rows = self
+            .fetch_settled(&sql, app.0, user.0, from, limit + 1)
             .await?;
         let (messages, has_more) = page(rows, limit as usize)?;
         Ok(pb::SyncResp { messages, has_more })
@@ -139,14 +200,10 @@ impl State {
             return Err(gim_common::GimCode::NotInGroup.into());
         }
         let sql = format!(
-            "SELECT {GROUP_MSG_COLS} FROM group_message WHERE app_id = ? AND group_id = ? AND seq > ? ORDER BY seq LIMIT ?"
+            "SELECT {GROUP_MSG_COLS}, {YOUNG} FROM group_message WHERE app_id = ? AND group_id = ? AND seq > ? ORDER BY seq LIMIT ?"
         );
-        let rows: Vec<_> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(app.0)
-            .bind(gid.0)
-            .bind(req.seq)
-            .bind(limit + 1)
-            .fetch_all(&self.pool)
+        let rows = self
+            .fetch_settled(&sql, app.0, gid.0, req.seq, limit + 1)
             .await?;
         let (messages, has_more) = page(rows, limit as usize)?;
         Ok(pb::GroupSyncResp { messages, has_more })

@@ -718,3 +718,44 @@ async fn sync_paginates_by_count_and_bytes_and_seq_zero_starts_at_the_highest_ac
     let r = i.message_ack(ack(d2, -1)).await;
     assert!(gim_msg(r).contains("device_ack"));
 }
+
+/// A send whose seq was allocated first but whose insert commits later must not be skipped by a
+/// sync that runs in between (the client would ack past it and never see it).
+#[tokio::test]
+async fn sync_waits_for_an_in_flight_send_that_holds_an_earlier_seq() {
+    use gim_logic::seq::ListId;
+    use prost::Message as _;
+    let ctx = Ctx::start().await;
+    ctx.import_users(&[1, 2]).await;
+    let d1 = ctx.register_device().await;
+    ctx.send_text(1, d1, ReceiverType::User, 2, "first", 0)
+        .await
+        .unwrap();
+    // An "in-flight" send: seq 2 allocated, not stored yet.
+    let list = ListId::User(ctx.app, gim_common::UserId(2));
+    let held = ctx.logic.state.seqs.alloc(&[(list, 1)]).await.unwrap()[0];
+    assert_eq!(held, 2);
+    ctx.send_text(1, d1, ReceiverType::User, 2, "third", 0)
+        .await
+        .unwrap();
+    let sync = {
+        let c = &ctx;
+        async move { c.sync(2, 0, 1, 0).await }
+    };
+    let late_insert = async {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        sqlx::query(
+            "INSERT INTO user_message (app_id, user_id, seq, message_id, sender_type, sender_id, \
+             receiver_type, receiver_id, body, send_time) VALUES (?, 2, ?, 1, 2, 1, 1, 2, ?, 0)",
+        )
+        .bind(ctx.app.0)
+        .bind(held)
+        .bind(text_body("second").encode_to_vec())
+        .execute(&ctx.pool)
+        .await
+        .unwrap();
+    };
+    let (page, ()) = tokio::join!(sync, late_insert);
+    let texts: Vec<String> = page.messages.iter().map(text_of).collect();
+    assert_eq!(texts, vec!["second", "third"]);
+}
