@@ -429,3 +429,59 @@ async fn migrations_apply_to_a_fresh_database_and_rerun_as_a_no_op() {
         .unwrap();
     r.unwrap();
 }
+
+#[tokio::test]
+async fn every_listener_serves_health_and_reflection_and_admin_endpoints() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let ctx = Ctx::start().await;
+    for (addr, svc) in [
+        (ctx.logic.int_addr, "gim.logic.v1.LogicInt"),
+        (ctx.logic.client_addr, "gim.logic.v1.LogicClientExt"),
+        (ctx.logic.server_addr, "gim.logic.v1.LogicServerExt"),
+    ] {
+        let ch = channel(addr).await;
+        let st = HealthClient::new(ch.clone())
+            .check(HealthCheckRequest {
+                service: svc.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert_eq!(st, ServingStatus::Serving as i32, "{svc}");
+        let req = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut stream = ServerReflectionClient::new(ch)
+            .server_reflection_info(tokio_stream::iter(vec![req]))
+            .await
+            .unwrap()
+            .into_inner();
+        let resp = stream.message().await.unwrap().unwrap();
+        let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else {
+            panic!("unexpected reflection answer");
+        };
+        let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+        assert!(names.iter().any(|n| n == svc), "{names:?}");
+    }
+    assert_eq!(http_get(ctx.logic.admin_addr, "/healthz").await.0, 200);
+    assert_eq!(http_get(ctx.logic.admin_addr, "/readyz").await.0, 200);
+    let mut c = ctx.client.clone();
+    let _ = c
+        .get_user(tonic::Request::new(pb::GetUserReq { user_id: 1 }))
+        .await;
+    let (code, metrics) = http_get(ctx.logic.admin_addr, "/metrics").await;
+    assert_eq!(code, 200);
+    assert!(
+        metrics
+            .contains(r#"gim_logic_rpcs_total{method="LogicClientExt.GetUser",outcome="1002"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains("gim_logic_ready"), "{metrics}");
+}
