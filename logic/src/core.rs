@@ -573,6 +573,30 @@ impl State {
         for u in users {
             self.large_members.remove(&(app, gid, UserId(*u)));
         }
+        // Other logic processes drop theirs when the message arrives (best effort: their TTLs
+        // bound the staleness if it is lost).
+        let redis = self.redis.clone();
+        let msg = crate::inval::group_message(app, gid);
+        tokio::spawn(async move {
+            let _ = redis
+                .query::<i64>(redis::cmd("PUBLISH").arg(crate::inval::CHANNEL).arg(msg))
+                .await;
+        });
+    }
+
+    /// A group changed (here or in another process): forget everything cached about it.
+    pub fn drop_group_caches(&self, app: AppId, gid: GroupId) {
+        self.groups.remove(&(app, gid));
+        self.members.remove(&(app, gid));
+        self.large_members
+            .retain(|(a, g, _)| !(*a == app && *g == gid));
+    }
+
+    /// After the invalidation channel reconnects: messages may have been missed.
+    pub fn drop_all_group_caches(&self) {
+        self.groups.retain(|_| false);
+        self.members.retain(|_| false);
+        self.large_members.retain(|_| false);
     }
 
     fn validate_group(g: &pb::Group) -> Result<()> {

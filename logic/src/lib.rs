@@ -7,12 +7,13 @@
 //!
 //! Modules: [`api`] (gRPC services), [`core`] (business logic), `send`, `session`, [`seq`]
 //! (seqs and ids), [`push`] (registry, channels, delivery), [`rds`] (Redis), [`cache`],
-//! [`validate`], [`metrics`], [`error`].
+//! [`validate`], [`metrics`], [`error`], [`inval`] (cross-process cache invalidation).
 
 pub mod api;
 pub mod cache;
 pub mod core;
 pub mod error;
+pub mod inval;
 pub mod metrics;
 pub mod push;
 pub mod rds;
@@ -108,6 +109,13 @@ pub async fn start(cfg: LogicConfig, shutdown: Shutdown) -> Result<LogicHandle, 
         .map_err(StartError::Redis)?;
     let metrics = Arc::new(metrics::Metrics::default());
     let state = Arc::new(State::new(cfg.logic.clone(), pool, redis, metrics));
+    let inval_url = cfg
+        .redis
+        .cluster_nodes
+        .first()
+        .cloned()
+        .unwrap_or_else(|| cfg.redis.url.clone());
+    inval::spawn_listener(Arc::downgrade(&state), inval_url, shutdown.clone());
 
     let bind = |addr: SocketAddr| async move {
         TcpListener::bind(addr)

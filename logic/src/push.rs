@@ -233,8 +233,9 @@ impl Nodes {
         let live = self
             .live_for(routes.iter().flatten().map(|r| r.node_id.as_str()))
             .await?;
-        // node -> (targets, item indexes used, in order)
-        let mut per_node: HashMap<&str, (Vec<DeliverTarget>, Vec<u32>)> = HashMap::new();
+        // node -> (targets, item indexes used in order, item index -> position in that list)
+        type PerNode = (Vec<DeliverTarget>, Vec<u32>, HashMap<u32, u32>);
+        let mut per_node: HashMap<&str, PerNode> = HashMap::new();
         for (i, ((_, seq), rs)) in copies.iter().zip(&routes).enumerate() {
             for r in rs {
                 if Some(r.device) == exclude {
@@ -244,25 +245,22 @@ impl Nodes {
                 if !live.contains_key(&r.node_id) {
                     continue;
                 }
-                let (targets, used) = per_node.entry(&r.node_id).or_default();
+                let (targets, used, pos) = per_node.entry(&r.node_id).or_default();
                 let item = item_of(i);
-                let local = match used.iter().position(|u| *u == item) {
-                    Some(p) => p,
-                    None => {
-                        used.push(item);
-                        used.len() - 1
-                    }
-                };
+                let local = *pos.entry(item).or_insert_with(|| {
+                    used.push(item);
+                    used.len() as u32 - 1
+                });
                 targets.push(DeliverTarget {
                     app_id: app.0,
                     device_id: r.device.0,
                     conn_id: r.conn_id,
-                    message_index: local as u32,
+                    message_index: local,
                     seq: *seq,
                 });
             }
         }
-        let calls = per_node.into_iter().map(|(node, (targets, used))| {
+        let calls = per_node.into_iter().map(|(node, (targets, used, _))| {
             let req = DeliverBatchReq {
                 messages: used.iter().map(|u| items[*u as usize].clone()).collect(),
                 targets,

@@ -759,3 +759,63 @@ async fn sync_waits_for_an_in_flight_send_that_holds_an_earlier_seq() {
     let texts: Vec<String> = page.messages.iter().map(text_of).collect();
     assert_eq!(texts, vec!["second", "third"]);
 }
+
+/// Logic is stateless: a membership change made through one process is seen by another at once
+/// (cache invalidation over Redis), not only after its cache TTL.
+#[tokio::test]
+async fn membership_changes_reach_other_logic_processes_caches() {
+    use gim_proto::logic::v1::logic_client_ext_client::LogicClientExtClient;
+    let a = Ctx::start().await;
+    let sd_b = gim_common::shutdown::Shutdown::new();
+    let b = gim_logic::start(a.cfg.clone(), sd_b.clone()).await.unwrap();
+    let mut client_b = LogicClientExtClient::new(channel(b.client_addr).await);
+    a.import_users(&[1, 2, 3]).await;
+    let (d1, d3) = (a.register_device().await, a.register_device().await);
+    let gid = group(&a, 1, vec![2], false).await;
+    let r = redis_conn(&redis_url()).await;
+    eventually("both processes subscribed", || {
+        let mut r = r.clone();
+        async move {
+            let (_, n): (String, i64) = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(gim_logic::inval::CHANNEL)
+                .query_async(&mut r)
+                .await
+                .ok()?;
+            (n >= 2).then_some(())
+        }
+    })
+    .await;
+    // B caches the member list [1, 2].
+    client_b
+        .send_message(a.creq(send_req(ReceiverType::NormalGroup, gid, "1", 0), 1, d1))
+        .await
+        .unwrap();
+    let r3 = client_b
+        .send_message(a.creq(send_req(ReceiverType::NormalGroup, gid, "x", 0), 3, d3))
+        .await;
+    assert_eq!(code(r3), GimCode::NotInGroup);
+    // A adds 3; B must accept 3's send well before its 5 s cache TTL.
+    let mut s = a.server.clone();
+    s.add_group_member(a.sreq(pb::AddGroupMemberReq {
+        group_id: gid,
+        user_ids: vec![3],
+    }))
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(2500);
+    loop {
+        let r = client_b
+            .send_message(a.creq(send_req(ReceiverType::NormalGroup, gid, "3", 0), 3, d3))
+            .await;
+        if r.is_ok() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "B still serves the old member list"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    sd_b.trigger();
+}
