@@ -435,7 +435,15 @@ impl Driver {
             self.emit(Event::Message(m)).await;
             return Ok(());
         }
-        self.sync(s).await
+        self.sync(s).await?;
+        // A sync from a known seq always returns the pushed message (it was stored before the
+        // push). A sync from 0 means "after the highest ack of the user's devices", and another
+        // device may have acked past this message meanwhile; the push itself is still news here.
+        if m.seq > self.last() {
+            self.last_seq.store(m.seq, Ordering::Release);
+            self.emit(Event::Message(m)).await;
+        }
+        Ok(())
     }
 
     /// Pulls the user's list after the last delivered seq, page by page.

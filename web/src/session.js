@@ -146,6 +146,9 @@ export class Session {
     if (seq <= this.lastSeq) return;
     if (seq === this.lastSeq + 1n) { this.deliver(m); this.ack(); return; }
     await this.sync();
+    // A sync from 0 starts after the highest ack of the user's devices, which another device
+    // may have moved past this message meanwhile: the push itself is still news here.
+    if (seq > this.lastSeq) { this.deliver(m); this.ack(); }
   }
 
   deliver(m) {
