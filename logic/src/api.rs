@@ -30,7 +30,9 @@ async fn handle<T>(
     let trace_id = trace_id(meta);
     let span = tracing::info_span!("rpc", method, trace_id = %trace_id);
     let start = std::time::Instant::now();
-    let r = fut.instrument(span.clone()).await;
+    let r = crate::push::TRACE_ID
+        .scope(trace_id.clone(), fut.instrument(span.clone()))
+        .await;
     state
         .metrics
         .rpc_seconds

@@ -984,8 +984,12 @@ impl State {
             .acquire_owned()
             .await
             .expect("push semaphore is never closed");
+        let trace = crate::push::TRACE_ID.try_with(|t| t.clone()).ok();
         tokio::spawn(async move {
-            fut.await;
+            match trace {
+                Some(t) => crate::push::TRACE_ID.scope(t, fut).await,
+                None => fut.await,
+            }
             drop(permit);
         });
     }

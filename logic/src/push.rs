@@ -28,6 +28,21 @@ const NODE_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
 type NodeMap = Arc<HashMap<String, String>>;
 
+tokio::task_local! {
+    /// The trace id of the request being served (set by the gRPC layer, carried into background
+    /// pushes), forwarded to conn in `x-trace-id` so one send's logic and conn log lines join.
+    pub static TRACE_ID: String;
+}
+
+/// A request to a conn node, carrying the current trace id.
+fn traced<T>(msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    if let Ok(Ok(v)) = TRACE_ID.try_with(|t| t.parse()) {
+        r.metadata_mut().insert(gim_common::TRACE_ID_HEADER, v);
+    }
+    r
+}
+
 pub struct Nodes {
     redis: Redis,
     metrics: Arc<Metrics>,
@@ -268,7 +283,8 @@ impl Nodes {
             let addr = live[node].clone();
             async move {
                 let mut c = self.client(&addr);
-                self.observe("deliver_batch", c.deliver_batch(req)).await;
+                self.observe("deliver_batch", c.deliver_batch(traced(req)))
+                    .await;
             }
         });
         futures::future::join_all(calls).await;
@@ -282,8 +298,11 @@ impl Nodes {
             let req = req.clone();
             async move {
                 let mut c = self.client(addr);
-                self.observe("broadcast_large_group", c.broadcast_large_group(req))
-                    .await
+                self.observe(
+                    "broadcast_large_group",
+                    c.broadcast_large_group(traced(req)),
+                )
+                .await
             }
         });
         Ok(futures::future::join_all(calls).await.len())
@@ -299,7 +318,8 @@ impl Nodes {
             };
             async move {
                 let mut c = self.client(addr);
-                self.observe("broadcast_app", c.broadcast_app(req)).await
+                self.observe("broadcast_app", c.broadcast_app(traced(req)))
+                    .await
             }
         });
         Ok(futures::future::join_all(calls)
@@ -316,8 +336,11 @@ impl Nodes {
             let req = req.clone();
             async move {
                 let mut c = self.client(addr);
-                self.observe("update_large_group", c.update_large_group_members(req))
-                    .await
+                self.observe(
+                    "update_large_group",
+                    c.update_large_group_members(traced(req)),
+                )
+                .await
             }
         });
         futures::future::join_all(calls).await;
@@ -331,7 +354,7 @@ impl Nodes {
             return Ok(false);
         };
         let mut c = self.client(addr);
-        Ok(self.observe("close_conn", c.close_conn(req)).await)
+        Ok(self.observe("close_conn", c.close_conn(traced(req))).await)
     }
 
     async fn observe<T>(

@@ -125,7 +125,7 @@ impl State {
         .bind(user.0)
         .fetch_all(&self.pool)
         .await?;
-        tracing::info!(%app, %user, %device, node = %req.node_id, conn = req.conn_id, "signed in");
+        tracing::debug!(%app, %user, %device, node = %req.node_id, conn = req.conn_id, "signed in");
         Ok(pb::SignInResp {
             large_group_ids: large,
         })

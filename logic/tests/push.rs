@@ -25,10 +25,11 @@ async fn user_send_is_one_batch_per_node_without_the_sending_device() {
     ctx.sign_in(1, d1b, &n2.node_id, 12).await;
     ctx.sign_in(2, d2a, &n1.node_id, 21).await;
     ctx.sign_in(2, d2b, &n1.node_id, 22).await;
-    let r = ctx
-        .send_text(1, d1a, ReceiverType::User, 2, "hi", 0)
-        .await
-        .unwrap();
+    let mut req = ctx.creq(send_req(ReceiverType::User, 2, "hi", 0), 1, d1a);
+    req.metadata_mut()
+        .insert(gim_common::TRACE_ID_HEADER, "trace-77".parse().unwrap());
+    let mut c = ctx.client.clone();
+    let r = c.send_message(req).await.unwrap().into_inner();
     let b1 = eventually("node 1 delivery", || async { n1.rec.delivers().pop() }).await;
     let b2 = eventually("node 2 delivery", || async { n2.rec.delivers().pop() }).await;
     // Node 1: both of user 2's devices with the receiver seq; not the sending device d1a.
@@ -46,6 +47,8 @@ async fn user_send_is_one_batch_per_node_without_the_sending_device() {
     assert_eq!(b2.targets.len(), 1);
     assert_eq!((b2.targets[0].device_id, b2.targets[0].seq), (d1b, r.seq));
     assert_eq!(n1.rec.delivers().len(), 1, "one call per node");
+    // The request's trace id travels on to conn, so logic's and conn's log lines join.
+    assert_eq!(*n1.rec.traces.lock().unwrap(), vec!["trace-77".to_string()]);
 }
 
 #[tokio::test]

@@ -258,23 +258,28 @@ async fn redis_cluster_runs_the_redis_backed_paths() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    let first = format!("redis://{}", addrs[0]);
-    eventually("cluster ok", || {
-        let first = first.clone();
-        async move {
-            let mut c = redis_conn(&first).await;
-            let info: String = redis::cmd("CLUSTER")
-                .arg("INFO")
-                .query_async(&mut c)
-                .await
-                .ok()?;
-            info.contains("cluster_state:ok").then_some(())
-        }
-    })
-    .await;
+    // Every node must agree the slots are covered before the first command.
+    for a in &addrs {
+        let url = format!("redis://{a}");
+        eventually("cluster ok", || {
+            let url = url.clone();
+            async move {
+                let mut c = redis_conn(&url).await;
+                let info: String = redis::cmd("CLUSTER")
+                    .arg("INFO")
+                    .query_async(&mut c)
+                    .await
+                    .ok()?;
+                info.contains("cluster_state:ok").then_some(())
+            }
+        })
+        .await;
+    }
     let mut cfg = test_config();
     cfg.redis.cluster_nodes = addrs.iter().map(|a| format!("redis://{a}")).collect();
     cfg.logic.seq_block_size = 3;
+    // Generous: this machine is shared with parallel builds; the test is about correctness.
+    cfg.redis.timeout_ms = 5000;
     let ctx = Ctx::start_with(cfg).await;
     // A fake conn node registered on the cluster (registry keys share one slot).
     let node = FakeNode::start_cluster(&cfg_nodes(&addrs)).await;

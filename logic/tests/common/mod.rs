@@ -43,6 +43,10 @@ pub fn test_config() -> LogicConfig {
     let mut cfg = LogicConfig::default();
     cfg.mysql.url = mysql_url();
     cfg.mysql.max_connections = 8;
+    // Generous deadlines: tests share two cores with parallel builds. The outage tests set their
+    // own short ones.
+    cfg.mysql.acquire_timeout_ms = 5000;
+    cfg.redis.timeout_ms = 3000;
     cfg.redis.url = redis_url();
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     cfg.logic.int_listen = any;
@@ -320,6 +324,8 @@ pub enum Call {
 #[derive(Clone, Default)]
 pub struct Recorder {
     pub calls: Arc<Mutex<Vec<Call>>>,
+    /// `x-trace-id` of every call, in order.
+    pub traces: Arc<Mutex<Vec<String>>>,
     /// When set, every call fails (a broken node).
     pub fail: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -373,6 +379,12 @@ impl ConnInt for Recorder {
         r: Request<cpb::DeliverBatchReq>,
     ) -> Result<Response<cpb::DeliverBatchResp>, Status> {
         let n = r.get_ref().targets.len() as u32;
+        if let Some(t) = r.metadata().get(gim_common::TRACE_ID_HEADER) {
+            self.traces
+                .lock()
+                .unwrap()
+                .push(t.to_str().unwrap().to_string());
+        }
         self.record(Call::Deliver(r.into_inner()))?;
         Ok(Response::new(cpb::DeliverBatchResp {
             delivered: n,
