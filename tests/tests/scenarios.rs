@@ -387,3 +387,28 @@ async fn tenants_never_see_each_other() {
         .unwrap_err();
     assert_eq!(code(&err), Some(1009), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_node_moves_clients_to_another_node() {
+    let mut cl = Cluster::start(2).await;
+    let app = cl.new_app().await;
+    app.users(&[1, 2]).await;
+    let endpoints = vec![cl.conns[0].tcp(), cl.conns[1].ws()];
+    let mut b = app.client(2, endpoints).await;
+    assert_eq!(b.client.endpoint(), Some(cl.conns[0].tcp()));
+    let mut api = app.api(&app.device(1).await);
+    send_retrying(&mut api, text_req(ReceiverType::User, 2, "before drain", 1)).await;
+    b.wait_text("before drain").await;
+
+    // Node a drains: it tells its clients to reconnect elsewhere, then closes them.
+    cl.conns[0].stop().await;
+    b.wait_until(|c| c.connects >= 2).await;
+    assert_eq!(b.client.endpoint(), Some(cl.conns[1].ws()));
+    send_retrying(&mut api, text_req(ReceiverType::User, 2, "after drain", 2)).await;
+    b.wait_text("after drain").await;
+    assert_exactly_once_in_order(
+        "user 2",
+        &b.messages,
+        &["before drain".into(), "after drain".into()],
+    );
+}
