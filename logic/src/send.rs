@@ -101,10 +101,11 @@ impl State {
             ));
         }
         let (sender_type, sender_id, sender_device) = sender_parts(sender);
+        let idem = idempotency_key(sender_device, req.client_request_id);
         if req.is_persist
             && req.client_request_id != 0
             && let Some(first) = self
-                .first_result(app, (sender_type as i8, sender_id, req.client_request_id))
+                .first_result(app, (sender_type as i8, sender_id, idem))
                 .await?
         {
             // A retry: answer from the first send before allocating anything, so retries leave
@@ -161,11 +162,8 @@ impl State {
                         .unwrap_or(0),
                     Sender::Business { .. } => 0,
                 };
-                let req_key = (req.client_request_id != 0).then_some((
-                    sender_type as i8,
-                    sender_id,
-                    req.client_request_id,
-                ));
+                let req_key =
+                    (req.client_request_id != 0).then_some((sender_type as i8, sender_id, idem));
                 if let Some(first) = self
                     .store_user_rows(app, &item, &mentions, &body, &rows, req_key, sender_seq)
                     .await?
@@ -185,11 +183,8 @@ impl State {
             Target::Group(gid) => {
                 let seq = self.seqs.alloc(&[(ListId::Group(app, *gid), 1)]).await?[0];
                 item.seq = seq;
-                let req_key = (req.client_request_id != 0).then_some((
-                    sender_type as i8,
-                    sender_id,
-                    req.client_request_id,
-                ));
+                let req_key =
+                    (req.client_request_id != 0).then_some((sender_type as i8, sender_id, idem));
                 if let Some(first) = self
                     .store_group_row(app, *gid, &item, &mentions, &body, req_key)
                     .await?
@@ -614,6 +609,23 @@ impl State {
         };
         Ok(self.nodes.broadcast_app(app, item).await? as i32)
     }
+}
+
+/// The `send_request` key of a client request id. A retry always comes from the device that
+/// sent first, and two devices of one user may well pick the same ids (counters seeded from the
+/// clock), so a user's key is scoped to the device: the id is mixed with the device id (the
+/// schema keys on the sender only). Business senders (device 0) keep the id as given.
+fn idempotency_key(device: i64, request_id: i64) -> i64 {
+    if device == 0 || request_id == 0 {
+        return request_id;
+    }
+    // splitmix64 finaliser over (device, id): distinct pairs collide with probability ~2^-63.
+    let mut z = (request_id as u64) ^ (device as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    // Never 0 (0 means "no key").
+    ((z >> 1) as i64).max(1)
 }
 
 fn sender_parts(s: Sender) -> (gim_proto::connect::v1::SenderType, i64, i64) {

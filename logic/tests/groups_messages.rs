@@ -338,6 +338,20 @@ async fn user_to_user_stores_two_copies_and_retry_is_idempotent() {
         results.into_iter().map(|r| r.unwrap().message_id).collect();
     assert_eq!(firsts.len(), 1);
     assert_eq!(ctx.sync(2, d2, 0, 0).await.messages.len(), 3);
+    // The same request id from another device of the sender is another message (keys are per
+    // device: clients seed their counters from the clock).
+    let d1b = ctx.register_device().await;
+    let other = ctx
+        .send_text(1, d1b, ReceiverType::User, 2, "other device", 44)
+        .await
+        .unwrap();
+    assert!(!firsts.contains(&other.message_id));
+    let again = ctx
+        .send_text(1, d1b, ReceiverType::User, 2, "other device", 44)
+        .await
+        .unwrap();
+    assert_eq!(again, other);
+    assert_eq!(ctx.sync(2, d2, 0, 0).await.messages.len(), 4);
     // Unknown receiver: 1010; bad inputs: 1006 naming the field, nothing stored.
     let r = ctx.send_text(1, d1, ReceiverType::User, 99, "x", 0).await;
     assert_eq!(code(r), GimCode::UserNotFound);
@@ -359,7 +373,7 @@ async fn user_to_user_stores_two_copies_and_retry_is_idempotent() {
     let mut bad = send_req(ReceiverType::User, 2, "x", 0);
     bad.sender_id = 5;
     assert!(gim_msg(c.send_message(ctx.creq(bad, 1, d1)).await).contains("sender_id"));
-    assert_eq!(ctx.sync(2, d2, 0, 0).await.messages.len(), 3);
+    assert_eq!(ctx.sync(2, d2, 0, 0).await.messages.len(), 4);
 }
 
 #[tokio::test]
