@@ -55,18 +55,14 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum AppCmd {
-    /// Create an app: prints its id and private key (shown once; gim stores only the public key).
-    /// Delegates to `gim-logic app create`, which owns the database.
+    /// Create an app: prints its id and private key (shown once; gim stores only the public key)
     Create {
         /// App name (unique)
         #[arg(long)]
         name: String,
-        /// The gim-logic binary to run
-        #[arg(long, default_value = "gim-logic")]
-        logic_bin: String,
-        /// gim-logic config file
-        #[arg(long)]
-        config: Option<String>,
+        /// The gim database
+        #[arg(long, default_value = "mysql://gim:gim@127.0.0.1:3306/gim")]
+        mysql_url: String,
     },
 }
 
@@ -303,23 +299,20 @@ pub fn endpoints(raw: &[String]) -> Result<Vec<Endpoint>> {
 
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
-        Command::App(AppCmd::Create {
-            name,
-            logic_bin,
-            config,
-        }) => {
-            let mut cmd = tokio::process::Command::new(&logic_bin);
-            if let Some(c) = config {
-                cmd.arg("--config").arg(c);
-            }
-            let status = cmd
-                .args(["app", "create", "--name", &name])
-                .status()
+        Command::App(AppCmd::Create { name, mysql_url }) => {
+            let cfg = gim_common::config::MysqlConfig {
+                url: mysql_url,
+                max_connections: 1,
+                ..Default::default()
+            };
+            let pool = gim_logic::mysql_pool(&cfg).context("mysql url")?;
+            let (app, key) = gim_logic::create_app(&pool, &name)
                 .await
-                .with_context(|| format!("cannot run {logic_bin} (is it built and on PATH?)"))?;
-            if !status.success() {
-                bail!("{logic_bin} app create failed ({status})");
-            }
+                .map_err(|e| anyhow::anyhow!("cannot create the app: {}", e.chain()))?;
+            pool.close().await;
+            println!("app_id: {app}");
+            println!("private_key: {}", key.private_b64());
+            eprintln!("keep the private key secret: gim stores only the public key");
             Ok(())
         }
         Command::Token(TokenCmd::Device {
