@@ -9,6 +9,7 @@
 # group and a large group, and keeps its private key and ids in .local/demo.env (git-ignored), so a
 # second run reuses them. Stops everything it started on Ctrl-C. Logs: .local/logs/.
 # With RUN_LOCAL_READY_FILE=path it writes that file once the cluster is up (used by the browser test).
+# Started in the background, stop it with SIGTERM (background jobs of scripts ignore SIGINT).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/gim-target}
