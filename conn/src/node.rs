@@ -33,6 +33,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+/// How long the gRPC and admin servers get to finish in-flight calls at the end of a drain.
+const SERVER_STOP_GRACE: Duration = Duration::from_secs(3);
+
 /// A running node, as `start` returns it.
 #[derive(Debug)]
 pub struct ConnHandle {
@@ -236,12 +239,22 @@ pub async fn start_with_logic(
                 warn!(error = %e, "deregistration failed; the lease will expire");
             }
             stop_servers.cancel();
-            match grpc_task.await {
-                Ok(Err(e)) => warn!(error = %e, "ConnInt server failed"),
-                Err(e) => warn!(error = %e, "ConnInt server task failed"),
-                Ok(Ok(())) => {}
+            // Graceful stops wait for open HTTP/2 connections to wind down; bounded so the
+            // process always exits inside its grace period.
+            let servers = async {
+                match grpc_task.await {
+                    Ok(Err(e)) => warn!(error = %e, "ConnInt server failed"),
+                    Err(e) => warn!(error = %e, "ConnInt server task failed"),
+                    Ok(Ok(())) => {}
+                }
+                let _ = admin_task.await;
+            };
+            if tokio::time::timeout(SERVER_STOP_GRACE, servers)
+                .await
+                .is_err()
+            {
+                warn!("servers did not stop in time; exiting anyway");
             }
-            let _ = admin_task.await;
             info!(%node_id, "drained");
         }
     });
@@ -381,4 +394,291 @@ async fn handle(node: &Node, stream: TcpStream, peer: SocketAddr, kind: Transpor
         }
     }
     io.connections.dec();
+}
+
+#[cfg(test)]
+mod tests {
+    //! A node over real sockets and the real Redis registry, with the in-memory fake logic.
+    use super::*;
+    use crate::session::tests::{Call, FakeLogic, sign_in_input};
+    use bytes::BytesMut;
+    use futures::{SinkExt, StreamExt};
+    use gim_common::keys::{self, NodeInfo};
+    use gim_proto::connect::v1::{Input, Output, PackageType};
+    use gim_proto::frame::FrameCodec;
+    use prost::Message as _;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::sync::mpsc;
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+    use tokio_util::codec::Decoder;
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    fn redis_url() -> String {
+        std::env::var("GIM_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/9".into())
+    }
+
+    async fn node(
+        tweak: impl FnOnce(&mut ConnConfig),
+    ) -> (ConnHandle, Shutdown, mpsc::UnboundedReceiver<Call>) {
+        let mut cfg = ConnConfig::default();
+        cfg.redis.url = redis_url();
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        cfg.conn.node_name = "unit".into();
+        cfg.conn.tcp_listen = any;
+        cfg.conn.ws_listen = any;
+        cfg.conn.grpc_listen = any;
+        cfg.conn.admin_listen = any;
+        cfg.conn.drain_window_secs = 0;
+        tweak(&mut cfg);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shutdown = Shutdown::new();
+        let h = start_with_logic(cfg, shutdown.clone(), Arc::new(FakeLogic { calls: tx }))
+            .await
+            .unwrap();
+        (h, shutdown, rx)
+    }
+
+    fn envelope(ty: PackageType, request_id: i64, data: impl prost::Message) -> Vec<u8> {
+        Input {
+            r#type: ty as i32,
+            request_id,
+            data: data.encode_to_vec().into(),
+        }
+        .encode_to_vec()
+    }
+
+    async fn tcp_send(s: &mut TcpStream, payload: &[u8]) {
+        let mut b = BytesMut::new();
+        gim_proto::frame::put_frame(&mut b, payload).unwrap();
+        s.write_all(&b).await.unwrap();
+    }
+
+    /// The next frame, or None at EOF.
+    async fn tcp_recv(s: &mut TcpStream, buf: &mut BytesMut) -> Option<Output> {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                if let Some(f) = FrameCodec::default().decode(buf).unwrap() {
+                    return Some(Output::decode(f).unwrap());
+                }
+                if s.read_buf(buf).await.unwrap_or(0) == 0 {
+                    return None;
+                }
+            }
+        })
+        .await
+        .expect("answered in time")
+    }
+
+    async fn http_get(addr: SocketAddr, path: &str) -> String {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    async fn lease(node_id: &str) -> Option<NodeInfo> {
+        let client = redis::Client::open(redis_url()).unwrap();
+        let mut r = client.get_multiplexed_async_connection().await.unwrap();
+        let v: Option<String> = redis::cmd("GET")
+            .arg(keys::node_key(node_id))
+            .query_async(&mut r)
+            .await
+            .unwrap();
+        v.map(|s| serde_json::from_str(&s).unwrap())
+    }
+
+    #[tokio::test]
+    async fn tcp_sign_in_registry_metrics_and_drain() {
+        let (h, shutdown, mut calls) = node(|c| {
+            c.conn.lease_secs = 3;
+            c.conn.drain_window_secs = 4;
+        })
+        .await;
+        let info = lease(&h.node_id).await.expect("registered");
+        assert_eq!(info.grpc_addr, h.advertised_addr);
+        assert_eq!(info.grpc_addr, h.grpc_addr.to_string());
+        assert!(info.accepting);
+
+        let mut s = TcpStream::connect(h.tcp_addr).await.unwrap();
+        let mut buf = BytesMut::new();
+        tcp_send(
+            &mut s,
+            &envelope(PackageType::SignIn, 1, sign_in_input("good")),
+        )
+        .await;
+        let r = tcp_recv(&mut s, &mut buf).await.unwrap();
+        assert_eq!((r.r#type, r.request_id, r.code), (1, 1, 0));
+        assert!(matches!(calls.recv().await, Some(Call::SignIn(r, _)) if r.node_id == h.node_id));
+        // Two envelopes in one write, one split across writes.
+        let mut b = BytesMut::new();
+        gim_proto::frame::put_frame(&mut b, &envelope(PackageType::Heartbeat, 2, ())).unwrap();
+        gim_proto::frame::put_frame(&mut b, &envelope(PackageType::Heartbeat, 3, ())).unwrap();
+        s.write_all(&b).await.unwrap();
+        for rid in [2, 3] {
+            assert_eq!(tcp_recv(&mut s, &mut buf).await.unwrap().request_id, rid);
+        }
+
+        // The renewed lease reports the signed-in connection.
+        let deadline = Instant::now() + WAIT;
+        while lease(&h.node_id).await.map(|i| i.connections) != Some(1) {
+            assert!(
+                Instant::now() < deadline,
+                "lease never showed the connection"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let metrics = http_get(h.admin_addr, "/metrics").await;
+        assert!(
+            metrics.contains("gim_conn_sign_ins_total{result=\"ok\"} 1"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("gim_conn_frames_in_total{transport=\"tcp\"} 3"),
+            "{metrics}"
+        );
+        assert!(
+            http_get(h.admin_addr, "/readyz")
+                .await
+                .starts_with("HTTP/1.1 200")
+        );
+        assert!(
+            http_get(h.admin_addr, "/healthz")
+                .await
+                .starts_with("HTTP/1.1 200")
+        );
+
+        let admin = h.admin_addr;
+        let node_id = h.node_id.clone();
+        // A second connection: the drain spreads the two over its window, so it lasts a while.
+        let _quiet = TcpStream::connect(h.tcp_addr).await.unwrap();
+        let deadline = Instant::now() + WAIT;
+        while h.connections() < 2 {
+            assert!(Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        shutdown.trigger();
+        // Admin still answers during the drain, and says not ready.
+        let deadline = Instant::now() + WAIT;
+        while !http_get(admin, "/readyz").await.starts_with("HTTP/1.1 503") {
+            assert!(Instant::now() < deadline, "readiness never went false");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let r = tcp_recv(&mut s, &mut buf).await.unwrap();
+        assert_eq!(r.r#type, PackageType::Reconnect as i32);
+        assert!(
+            tcp_recv(&mut s, &mut buf).await.is_none(),
+            "closed after the notice"
+        );
+        tokio::time::timeout(WAIT, h.wait()).await.unwrap().unwrap();
+        assert!(lease(&node_id).await.is_none(), "deregistered");
+        let offline = loop {
+            match calls.recv().await {
+                Some(Call::Offline(o)) => break o,
+                Some(_) => {}
+                None => panic!("no offline call"),
+            }
+        };
+        assert_eq!(offline.node_id, node_id);
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_the_limit_are_refused_cleanly() {
+        let (h, _shutdown, _calls) = node(|c| c.conn.max_connections = 2).await;
+        let _a = TcpStream::connect(h.tcp_addr).await.unwrap();
+        let _b = TcpStream::connect(h.ws_addr).await.unwrap();
+        let deadline = Instant::now() + WAIT;
+        while h.connections() < 2 {
+            assert!(Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut c = TcpStream::connect(h.tcp_addr).await.unwrap();
+        let mut buf = BytesMut::new();
+        let r = tcp_recv(&mut c, &mut buf).await.unwrap();
+        assert_eq!(r.code, CODE_INTERNAL);
+        assert!(tcp_recv(&mut c, &mut buf).await.is_none());
+        let mut w = TcpStream::connect(h.ws_addr).await.unwrap();
+        let mut out = String::new();
+        w.read_to_string(&mut out).await.unwrap();
+        assert!(out.starts_with("HTTP/1.1 503"), "{out}");
+    }
+
+    async fn ws_client(
+        addr: SocketAddr,
+        path: &str,
+    ) -> Result<WebSocketStream<TcpStream>, tokio_tungstenite::tungstenite::Error> {
+        let s = TcpStream::connect(addr).await.unwrap();
+        tokio_tungstenite::client_async(format!("ws://{addr}{path}"), s)
+            .await
+            .map(|(ws, _)| ws)
+    }
+
+    use tokio_tungstenite::WebSocketStream;
+
+    async fn ws_recv(ws: &mut WebSocketStream<TcpStream>) -> Option<Output> {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                match ws.next().await {
+                    Some(Ok(WsMessage::Binary(b))) => return Some(Output::decode(b).unwrap()),
+                    Some(Ok(WsMessage::Close(_))) | Some(Err(_)) | None => return None,
+                    Some(Ok(_)) => {}
+                }
+            }
+        })
+        .await
+        .expect("answered in time")
+    }
+
+    #[tokio::test]
+    async fn websocket_binary_frames_text_frames_ping_floods_and_bad_paths() {
+        let (h, _shutdown, _calls) = node(|_| {}).await;
+        assert!(
+            ws_client(h.ws_addr, "/other").await.is_err(),
+            "only /ws upgrades"
+        );
+
+        let mut ws = ws_client(
+            h.ws_addr,
+            "/ws?app_id=1&user_id=10&device_id=100&token=good",
+        )
+        .await
+        .unwrap();
+        let r = ws_recv(&mut ws).await.unwrap();
+        assert_eq!((r.r#type, r.request_id, r.code), (1, 0, 0), "query sign-in");
+        ws.send(WsMessage::Binary(
+            envelope(PackageType::Heartbeat, 7, ()).into(),
+        ))
+        .await
+        .unwrap();
+        assert_eq!(ws_recv(&mut ws).await.unwrap().request_id, 7);
+        ws.send(WsMessage::Text("hello".into())).await.unwrap();
+        assert_eq!(ws_recv(&mut ws).await.unwrap().code, 1006);
+        assert!(ws_recv(&mut ws).await.is_none(), "text frame closes");
+
+        let mut ws = ws_client(h.ws_addr, "/ws").await.unwrap();
+        let big = vec![0u8; 70_000];
+        let _ = ws.send(WsMessage::Binary(big.into())).await;
+        let r = ws_recv(&mut ws).await;
+        assert!(
+            r.is_none() || r.unwrap().code == 1006,
+            "oversized message closes"
+        );
+
+        let mut ws = ws_client(h.ws_addr, "/ws").await.unwrap();
+        for _ in 0..100 {
+            if ws.send(WsMessage::Ping(Default::default())).await.is_err() {
+                break;
+            }
+        }
+        while ws_recv(&mut ws).await.is_some() {}
+        let metrics = http_get(h.admin_addr, "/metrics").await;
+        for reason in ["text_frame", "ping_flood"] {
+            assert!(
+                metrics.contains(&format!("reason=\"{reason}\"")),
+                "{reason}: {metrics}"
+            );
+        }
+    }
 }
