@@ -1,0 +1,762 @@
+//! The reconcile loop: one `GimCluster` in, server-side applied children and a status out.
+//!
+//! The controller watches GimClusters as untyped objects and parses each one inside its own
+//! reconcile, so a cluster our types cannot read (an older or hand-edited object) is reported as
+//! `Degraded` on its own status instead of breaking the shared watch for every other cluster.
+
+use crate::apis::ApiSupport;
+use crate::autoscale;
+use crate::crd::{Condition, GimCluster, GimClusterStatus, TierStatus};
+use crate::render::{self, CLUSTER_LABEL, MANAGED_BY, MANAGER, Rendered, Target};
+use crate::validate::{self, Invalid};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Secret, Service};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::core::ApiResource;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("encoding an object: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Tunables; the defaults suit production, tests shorten them.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Periodic re-reconcile (status refresh, connection autoscaling).
+    pub resync: Duration,
+    /// First retry after an error; doubles per consecutive failure of the same object.
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// Re-check interval while a migration Job runs.
+    pub migration_poll: Duration,
+    pub registry_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            resync: Duration::from_secs(30),
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+            migration_poll: Duration::from_secs(5),
+            registry_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+pub struct Context {
+    pub client: Client,
+    pub apis: ApiSupport,
+    pub recorder: Recorder,
+    pub settings: Settings,
+    /// Consecutive failures per (namespace, name): the exponential back-off state.
+    failures: Mutex<HashMap<(String, String), u32>>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("apis", &self.apis)
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        apis: ApiSupport,
+        settings: Settings,
+        instance: Option<String>,
+    ) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: MANAGER.into(),
+                instance,
+            },
+        );
+        Context {
+            client,
+            apis,
+            recorder,
+            settings,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Records one more failure and returns the delay before the next attempt.
+    pub fn backoff(&self, ns: &str, name: &str) -> Duration {
+        let mut f = self.failures.lock().expect("backoff lock");
+        let n = f.entry((ns.to_string(), name.to_string())).or_insert(0);
+        *n = n.saturating_add(1);
+        backoff_delay(&self.settings, *n)
+    }
+
+    fn reset_backoff(&self, ns: &str, name: &str) {
+        self.failures
+            .lock()
+            .expect("backoff lock")
+            .remove(&(ns.to_string(), name.to_string()));
+    }
+}
+
+/// base * 2^(n-1), capped.
+pub fn backoff_delay(s: &Settings, failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(20);
+    s.backoff_base
+        .saturating_mul(1u32 << exp)
+        .min(s.backoff_max)
+}
+
+pub fn gimcluster_resource() -> ApiResource {
+    ApiResource::erase::<GimCluster>(&())
+}
+
+/// Runs the controller until `shutdown` resolves. `namespace` limits the watch (None = all).
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let ar = gimcluster_resource();
+    let (clusters, deployments, jobs) = match &namespace {
+        Some(ns) => (
+            Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar),
+            Api::<Deployment>::namespaced(client.clone(), ns),
+            Api::<Job>::namespaced(client.clone(), ns),
+        ),
+        None => (
+            Api::<DynamicObject>::all_with(client.clone(), &ar),
+            Api::<Deployment>::all(client.clone()),
+            Api::<Job>::all(client.clone()),
+        ),
+    };
+    let owned = watcher::Config::default().labels(&format!("{MANAGED_BY}={MANAGER}"));
+    Controller::new_with(clusters, watcher::Config::default(), ar)
+        .owns(deployments, owned.clone())
+        .owns(jobs, owned)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, _)) => tracing::debug!(cluster = %obj, "reconciled"),
+                Err(e) => tracing::warn!(error = %e, "reconcile failed"),
+            }
+        })
+        .await;
+}
+
+fn error_policy(obj: Arc<DynamicObject>, err: &Error, ctx: Arc<Context>) -> Action {
+    let ns = obj.namespace().unwrap_or_default();
+    let name = obj.name_any();
+    let delay = ctx.backoff(&ns, &name);
+    tracing::warn!(namespace = %ns, name = %name, error = %err, retry_in = ?delay, "reconcile error");
+    Action::requeue(delay)
+}
+
+/// Entry point per object; public for the mocked-API tests.
+pub async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = obj.namespace().unwrap_or_default();
+    let name = obj.name_any();
+    if obj.metadata.deletion_timestamp.is_some() {
+        // Children carry owner references: the garbage collector removes them.
+        return Ok(Action::await_change());
+    }
+    let prev = previous_status(&obj);
+    let generation = obj.metadata.generation;
+    let reference = obj.object_ref(&gimcluster_resource());
+    let mut cx = Cx {
+        ctx: &ctx,
+        ns: &ns,
+        name: &name,
+        generation,
+        prev: &prev,
+        reference,
+    };
+    let gc: GimCluster = match serde_json::to_value(&*obj).and_then(serde_json::from_value) {
+        Ok(gc) => gc,
+        Err(e) => {
+            let inv = Invalid {
+                reason: "MalformedSpec",
+                message: format!("cannot read spec: {e}"),
+            };
+            cx.degrade(inv).await?;
+            ctx.reset_backoff(&ns, &name);
+            return Ok(Action::requeue(ctx.settings.resync * 10));
+        }
+    };
+    let action = cx.reconcile_cluster(&gc).await?;
+    ctx.reset_backoff(&ns, &name);
+    Ok(action)
+}
+
+fn previous_status(obj: &DynamicObject) -> GimClusterStatus {
+    obj.data
+        .get("status")
+        .and_then(|s| serde_json::from_value(s.clone()).ok())
+        .unwrap_or_default()
+}
+
+/// Per-reconcile state.
+struct Cx<'a> {
+    ctx: &'a Context,
+    ns: &'a str,
+    name: &'a str,
+    generation: Option<i64>,
+    prev: &'a GimClusterStatus,
+    reference: ObjectReference,
+}
+
+fn now_rfc3339() -> String {
+    Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// Sets one condition, keeping its transition time when the status did not change.
+pub fn set_condition(
+    conds: &mut Vec<Condition>,
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+) {
+    let status_s = if status { "True" } else { "False" };
+    // The v1.20 API server reads an empty string in a custom resource as null, which the
+    // schema then rejects: never send one.
+    let message = if message.is_empty() { reason } else { message };
+    let now = now_rfc3339();
+    match conds.iter_mut().find(|c| c.type_ == type_) {
+        Some(c) => {
+            if c.status != status_s {
+                c.last_transition_time = now;
+            }
+            c.status = status_s.into();
+            c.reason = reason.into();
+            c.message = message.into();
+            c.observed_generation = generation;
+        }
+        None => conds.push(Condition {
+            type_: type_.into(),
+            status: status_s.into(),
+            reason: reason.into(),
+            message: message.into(),
+            last_transition_time: now,
+            observed_generation: generation,
+        }),
+    }
+}
+
+fn is_true(conds: &[Condition], type_: &str) -> bool {
+    conds.iter().any(|c| c.type_ == type_ && c.status == "True")
+}
+
+impl Cx<'_> {
+    fn client(&self) -> Client {
+        self.ctx.client.clone()
+    }
+
+    async fn event(&self, type_: EventType, reason: &str, action: &str, note: String) {
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.ctx.recorder.publish(&ev, &self.reference).await {
+            tracing::warn!(error = %e, reason, "could not publish event");
+        }
+    }
+
+    async fn patch_status(&self, status: &GimClusterStatus) -> Result<(), Error> {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client(), self.ns, &gimcluster_resource());
+        api.patch_status(
+            self.name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({ "status": status })),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Reports a problem on the cluster's own status and applies nothing.
+    async fn degrade(&mut self, inv: Invalid) -> Result<(), Error> {
+        let mut status = self.prev.clone();
+        let was = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Degraded")
+            .map(|c| (c.status.clone(), c.message.clone()));
+        let g = self.generation;
+        set_condition(
+            &mut status.conditions,
+            "Degraded",
+            true,
+            inv.reason,
+            &inv.message,
+            g,
+        );
+        set_condition(
+            &mut status.conditions,
+            "Ready",
+            false,
+            inv.reason,
+            &inv.message,
+            g,
+        );
+        set_condition(
+            &mut status.conditions,
+            "Progressing",
+            false,
+            inv.reason,
+            "reconciliation is stopped until the spec is fixed",
+            g,
+        );
+        status.observed_generation = g;
+        tracing::warn!(namespace = %self.ns, name = %self.name, reason = inv.reason, message = %inv.message, "degraded");
+        self.patch_status(&status).await?;
+        if was != Some(("True".into(), inv.message.clone())) {
+            self.event(EventType::Warning, inv.reason, "Validate", inv.message)
+                .await;
+        }
+        Ok(())
+    }
+
+    async fn secret_value(
+        &self,
+        what: &str,
+        r: &crate::crd::SecretKeyRef,
+    ) -> Result<Result<String, Invalid>, Error> {
+        let api: Api<Secret> = Api::namespaced(self.client(), self.ns);
+        let Some(secret) = api.get_opt(&r.name).await? else {
+            return Ok(Err(Invalid {
+                reason: "SecretMissing",
+                message: format!("Secret {}/{} (spec.{what}) not found", self.ns, r.name),
+            }));
+        };
+        let value = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(&r.key))
+            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+            .or_else(|| {
+                secret
+                    .string_data
+                    .as_ref()
+                    .and_then(|d| d.get(&r.key))
+                    .cloned()
+            });
+        Ok(match value {
+            Some(v) if !v.trim().is_empty() => Ok(v.trim().to_string()),
+            _ => Err(Invalid {
+                reason: "SecretMissing",
+                message: format!(
+                    "Secret {}/{} (spec.{what}) has no key {:?}",
+                    self.ns, r.name, r.key
+                ),
+            }),
+        })
+    }
+
+    async fn reconcile_cluster(&mut self, gc: &GimCluster) -> Result<Action, Error> {
+        let spec = &gc.spec;
+        if let Err(inv) = validate::check(spec) {
+            self.degrade(inv).await?;
+            return Ok(Action::requeue(self.ctx.settings.resync * 10));
+        }
+        if let Err(inv) = self.secret_value("mysql", &spec.mysql).await? {
+            self.degrade(inv).await?;
+            return Ok(Action::requeue(self.ctx.settings.resync));
+        }
+        let redis_url = match self.secret_value("redis", &spec.redis).await? {
+            Ok(u) => u,
+            Err(inv) => {
+                self.degrade(inv).await?;
+                return Ok(Action::requeue(self.ctx.settings.resync));
+            }
+        };
+        let registry = match autoscale::read_registry(
+            &redis_url,
+            self.ctx.settings.registry_timeout,
+        )
+        .await
+        {
+            Ok(s) => Some(s),
+            Err(e) => {
+                // Status and autoscaling hold their last values; workloads are unaffected.
+                tracing::warn!(namespace = %self.ns, name = %self.name, error = %e, "node registry unreadable");
+                None
+            }
+        };
+
+        let deployments: Api<Deployment> = Api::namespaced(self.client(), self.ns);
+        let live_conn = deployments.get_opt(&render::conn_name(self.name)).await?;
+        let mut status = self.prev.clone();
+        let conn_replicas = match &spec.conn.autoscaling {
+            None => spec.conn.replicas,
+            Some(a) => match live_conn.as_ref().and_then(|d| d.spec.replicas) {
+                // First rollout: size for the load there is, nothing to cool down from.
+                None => match registry {
+                    Some(r) => autoscale::wanted_replicas(a, r.connections),
+                    None => spec.conn.replicas.clamp(a.min_replicas, a.max_replicas),
+                },
+                Some(current) => {
+                    let since = status
+                        .last_conn_scale_time
+                        .as_deref()
+                        .and_then(|t| t.parse::<Timestamp>().ok())
+                        .map(|t| {
+                            Duration::try_from(Timestamp::now().duration_since(t))
+                                .unwrap_or_default()
+                        });
+                    let conns = registry.map(|r| r.connections);
+                    let (n, changed) = autoscale::decide(a, current, conns, since);
+                    if changed {
+                        status.last_conn_scale_time = Some(now_rfc3339());
+                        self.event(
+                            EventType::Normal,
+                            "ScaledConn",
+                            "Scale",
+                            format!(
+                                "conn replicas {current} -> {n} for {} live connections",
+                                conns.map_or("unknown".to_string(), |c| c.to_string())
+                            ),
+                        )
+                        .await;
+                    }
+                    n
+                }
+            },
+        };
+
+        let target = Target::from_cluster(gc, conn_replicas);
+        let rendered = match render::render(&target) {
+            Ok(r) => r,
+            Err(inv) => {
+                self.degrade(inv).await?;
+                return Ok(Action::requeue(self.ctx.settings.resync * 10));
+            }
+        };
+
+        self.apply(&rendered.config_map).await?;
+
+        // Schema migration gates every pod template change: until the Job for the current logic
+        // image has succeeded, Deployments keep running what they run.
+        let jobs: Api<Job> = Api::namespaced(self.client(), self.ns);
+        let job_name = rendered.migrate_job.name_any();
+        let migrated = match jobs.get_opt(&job_name).await? {
+            None => {
+                // Created once and never re-applied: a Job's pod template is immutable.
+                jobs.create(&Default::default(), &rendered.migrate_job)
+                    .await?;
+                self.event(
+                    EventType::Normal,
+                    "MigrationStarted",
+                    "Migrate",
+                    format!(
+                        "Job {job_name} runs gim-logic migrate for {}",
+                        spec.images.logic
+                    ),
+                )
+                .await;
+                false
+            }
+            Some(job) => {
+                let st = job.status.unwrap_or_default();
+                let cond = |t: &str| {
+                    st.conditions
+                        .iter()
+                        .flatten()
+                        .any(|c| c.type_ == t && c.status == "True")
+                };
+                if cond("Failed") {
+                    self.degrade(Invalid {
+                        reason: "MigrationFailed",
+                        message: format!(
+                            "migration Job {job_name} failed; running pods are unchanged. Fix the \
+                             database or delete the Job to retry"
+                        ),
+                    })
+                    .await?;
+                    return Ok(Action::requeue(self.ctx.settings.resync));
+                }
+                cond("Complete") || st.succeeded.unwrap_or(0) > 0
+            }
+        };
+
+        let g = self.generation;
+        if !migrated {
+            set_condition(
+                &mut status.conditions,
+                "Degraded",
+                false,
+                "Reconciling",
+                "spec is valid",
+                g,
+            );
+            set_condition(
+                &mut status.conditions,
+                "Progressing",
+                true,
+                "Migrating",
+                &format!("waiting for migration Job {job_name}"),
+                g,
+            );
+            if !is_true(&status.conditions, "Ready") || live_conn.is_none() {
+                set_condition(
+                    &mut status.conditions,
+                    "Ready",
+                    false,
+                    "Migrating",
+                    "schema migration has not finished",
+                    g,
+                );
+            }
+            status.observed_generation = g;
+            if let Some(r) = registry {
+                status.connections = r.connections as i64;
+            }
+            self.patch_status(&status).await?;
+            return Ok(Action::requeue(self.ctx.settings.migration_poll));
+        }
+
+        let conn = self.apply(&rendered.conn).await?;
+        let logic = self.apply(&rendered.logic).await?;
+        for s in &rendered.services {
+            self.apply(s).await?;
+        }
+        if let Some(ar) = &self.ctx.apis.pdb {
+            for p in &rendered.pdbs {
+                self.apply_as(p, ar).await?;
+            }
+        }
+        let hpa_ar = self.ctx.apis.hpa.clone();
+        match (&rendered.logic_hpa, &hpa_ar) {
+            (Some(h), Some(ar)) => {
+                self.apply_as(h, ar).await?;
+            }
+            (Some(_), None) => tracing::warn!(
+                namespace = %self.ns, name = %self.name,
+                "spec.logic.autoscaling is set but the server has no HPA v2 API: skipped"
+            ),
+            _ => {}
+        }
+        self.prune(&rendered).await?;
+
+        status.conn = tier_status(&conn, self.name, "conn");
+        status.logic = tier_status(&logic, self.name, "logic");
+        if let Some(r) = registry {
+            status.connections = r.connections as i64;
+        }
+        let rolled = |d: &Deployment, t: &TierStatus| {
+            let st = d.status.clone().unwrap_or_default();
+            t.ready_replicas >= t.replicas
+                && st.updated_replicas.unwrap_or(0) >= t.replicas
+                && st.observed_generation >= d.metadata.generation
+        };
+        let ready = rolled(&conn, &status.conn) && rolled(&logic, &status.logic);
+        set_condition(
+            &mut status.conditions,
+            "Degraded",
+            false,
+            "Reconciled",
+            "all objects applied",
+            g,
+        );
+        if ready {
+            set_condition(
+                &mut status.conditions,
+                "Ready",
+                true,
+                "AllReplicasReady",
+                "all replicas ready and up to date",
+                g,
+            );
+            set_condition(
+                &mut status.conditions,
+                "Progressing",
+                false,
+                "Complete",
+                "rollout complete",
+                g,
+            );
+        } else {
+            let msg = format!(
+                "conn {}/{} ready, logic {}/{} ready",
+                status.conn.ready_replicas,
+                status.conn.replicas,
+                status.logic.ready_replicas,
+                status.logic.replicas
+            );
+            set_condition(
+                &mut status.conditions,
+                "Ready",
+                false,
+                "RollingOut",
+                &msg,
+                g,
+            );
+            set_condition(
+                &mut status.conditions,
+                "Progressing",
+                true,
+                "RollingOut",
+                &msg,
+                g,
+            );
+        }
+        status.observed_generation = g;
+        if &status != self.prev {
+            self.patch_status(&status).await?;
+        }
+        if spec.conn.autoscaling.is_some() {
+            // Connection counts change without any watch event: poll.
+            return Ok(Action::requeue(
+                self.ctx.settings.resync.min(Duration::from_secs(15)),
+            ));
+        }
+        Ok(Action::requeue(self.ctx.settings.resync))
+    }
+
+    /// Server-side apply with our field manager. `force` takes over fields another manager set
+    /// (e.g. a `kubectl edit`), which is what a controller owning these objects wants.
+    async fn apply<K>(&self, obj: &K) -> Result<K, Error>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + Serialize
+            + DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let api: Api<K> = Api::namespaced(self.client(), self.ns);
+        Ok(api
+            .patch(
+                &obj.name_any(),
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(obj),
+            )
+            .await?)
+    }
+
+    /// Applies a typed object under another version of the same kind (PDB/HPA on old servers).
+    async fn apply_as<K: Serialize + ResourceExt>(
+        &self,
+        obj: &K,
+        ar: &ApiResource,
+    ) -> Result<(), Error> {
+        let mut v = serde_json::to_value(obj)?;
+        v["apiVersion"] = ar.api_version.clone().into();
+        let api: Api<DynamicObject> = Api::namespaced_with(self.client(), self.ns, ar);
+        api.patch(
+            &obj.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&v),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Deletes children this cluster no longer asks for (found by label, confirmed by owner).
+    async fn prune(&self, r: &Rendered) -> Result<(), Error> {
+        let names = |it: Vec<String>| it.into_iter().collect::<BTreeSet<_>>();
+        let mut kinds: Vec<(ApiResource, BTreeSet<String>)> = vec![
+            (
+                ApiResource::erase::<ConfigMap>(&()),
+                names(vec![r.config_map.name_any()]),
+            ),
+            (
+                ApiResource::erase::<Service>(&()),
+                names(r.services.iter().map(|s| s.name_any()).collect()),
+            ),
+            (
+                ApiResource::erase::<Deployment>(&()),
+                names(vec![r.conn.name_any(), r.logic.name_any()]),
+            ),
+            (
+                ApiResource::erase::<Job>(&()),
+                names(vec![r.migrate_job.name_any()]),
+            ),
+        ];
+        if let Some(ar) = &self.ctx.apis.pdb {
+            kinds.push((
+                ar.clone(),
+                names(r.pdbs.iter().map(|p| p.name_any()).collect()),
+            ));
+        }
+        if let Some(ar) = &self.ctx.apis.hpa {
+            kinds.push((
+                ar.clone(),
+                names(r.logic_hpa.iter().map(|h| h.name_any()).collect()),
+            ));
+        }
+        let selector = format!("{CLUSTER_LABEL}={},{MANAGED_BY}={MANAGER}", self.name);
+        let uid = r
+            .config_map
+            .metadata
+            .owner_references
+            .as_ref()
+            .and_then(|o| o.first())
+            .map(|o| o.uid.clone())
+            .unwrap_or_default();
+        for (ar, keep) in kinds {
+            let api: Api<DynamicObject> = Api::namespaced_with(self.client(), self.ns, &ar);
+            let list = api
+                .list_metadata(&ListParams::default().labels(&selector))
+                .await?;
+            for item in list.items {
+                let name = item.name_any();
+                let ours = item.owner_references().iter().any(|o| o.uid == uid);
+                if keep.contains(&name) || !ours {
+                    continue;
+                }
+                match api.delete(&name, &DeleteParams::background()).await {
+                    Ok(_) => {
+                        self.event(
+                            EventType::Normal,
+                            "Pruned",
+                            "Delete",
+                            format!("deleted {} {name}: no longer part of the spec", ar.kind),
+                        )
+                        .await;
+                    }
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn tier_status(d: &Deployment, cluster: &str, component: &str) -> TierStatus {
+    let replicas = d.spec.replicas.unwrap_or(1);
+    let ready = d
+        .status
+        .as_ref()
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
+    TierStatus {
+        replicas,
+        ready_replicas: ready,
+        summary: Some(format!("{ready}/{replicas}")),
+        selector: Some(render::selector_string(cluster, component)),
+    }
+}
