@@ -234,7 +234,12 @@ cmd_stop() {
   local c
   for c in kube-controller-manager kube-apiserver etcd; do
     if [ -f "$RUN/$c.pid" ]; then
-      kill "$(cat "$RUN/$c.pid")" 2>/dev/null || true
+      local pid i
+      pid=$(cat "$RUN/$c.pid")
+      kill "$pid" 2>/dev/null || true
+      # Wait for it to exit so a following start finds the ports free.
+      for i in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+      kill -9 "$pid" 2>/dev/null || true
       rm -f "$RUN/$c.pid"
     fi
   done
