@@ -3,11 +3,11 @@
 # loopback ports, creates a tenant for the run, and stops everything it started, by pid.
 #
 # Inputs (env): BIN (dir with gim-logic, gim-conn, gim-bench, ws-baseline), WORK (scratch dir),
-# PORT_BASE, CONN_NODES, GIM_BENCH_MYSQL_URL.
+# PORT_BASE (below the ephemeral port range, 32768+), CONN_NODES, GIM_BENCH_MYSQL_URL.
 
 GIM_BENCH_MYSQL_URL=${GIM_BENCH_MYSQL_URL:-mysql://gim:gim@127.0.0.1:3306/gim}
 CONN_NODES=${CONN_NODES:-2}
-PORT_BASE=${PORT_BASE:-41000}
+PORT_BASE=${PORT_BASE:-24000}
 STARTED_PIDS=()
 CONN_PIDS=()
 

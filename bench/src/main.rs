@@ -59,7 +59,7 @@ struct Load {
 }
 
 #[derive(Args, Clone)]
-struct Storm {
+struct StormArgs {
     #[arg(long)]
     conns: usize,
     /// First user index of the fixture to use.
@@ -150,7 +150,7 @@ enum Cmd {
     /// B1 / B2 / B6b: a connection storm over several worker processes.
     Storm {
         #[command(flatten)]
-        storm: Storm,
+        storm: StormArgs,
         #[arg(long, default_value_t = 1)]
         procs: usize,
         /// Conn node pids, for RSS per connection.
@@ -172,7 +172,7 @@ enum Cmd {
     #[command(hide = true)]
     Worker {
         #[command(flatten)]
-        storm: Storm,
+        storm: StormArgs,
         #[arg(long)]
         shard: usize,
         #[arg(long)]
@@ -216,7 +216,7 @@ enum Cmd {
     },
 }
 
-fn storm_spec(s: &Storm, g: &Gim, expect: Option<PathBuf>) -> anyhow::Result<StormSpec> {
+fn storm_spec(s: &StormArgs, g: &Gim, expect: Option<PathBuf>) -> anyhow::Result<StormSpec> {
     Ok(StormSpec {
         fixture: g.fixture.clone(),
         first_user: s.first_user,

@@ -1,0 +1,195 @@
+#!/usr/bin/env bash
+# The full benchmark suite: baselines and B1-B6 against a local gim cluster (release builds, one
+# logic, CONN_NODES conn nodes, each a separate process), then BENCHMARKS.md and the plots.
+# Takes under 20 minutes once the release build is cached. Loopback only.
+#
+#   scripts/bench.sh                 # everything, REPS=3 repetitions of each goal figure
+#   REPS=1 QUICK=1 scripts/bench.sh  # a quicker pass (fewer sweep points, 1 repetition)
+#
+# Results: $WORK/results/<key>.r<n>.json (one per run), BENCHMARKS.md, bench/plots/*.png.
+# A failed correctness check is reported in BENCHMARKS.md and makes the script exit non-zero.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/gim-target}
+BIN=$CARGO_TARGET_DIR/release
+WORK=${WORK:-/tmp/gim-bench-run}
+PORT_BASE=${PORT_BASE:-24000}
+CONN_NODES=${CONN_NODES:-6}
+REPS=${REPS:-3}
+QUICK=${QUICK:-0}
+SECS=${SECS:-8}
+# Scenario sizes (the goals' numbers by default).
+B1_CONNS=${B1_CONNS:-100000}
+B1_PROCS=${B1_PROCS:-6}
+B2_CONNS=${B2_CONNS:-30000}
+B2_RATE=${B2_RATE:-6000}
+B3_PAIRS=${B3_PAIRS:-1000}
+B3_GOAL=${B3_GOAL:-5000}
+B4_RATE=${B4_RATE:-205}
+B5_MEMBERS=${B5_MEMBERS:-10000}
+B5_GOAL=${B5_GOAL:-50}
+B6_USERS=${B6_USERS:-200}
+B6_RECONNECT=${B6_RECONNECT:-20000}
+B6_RECONNECT_MSGS=${B6_RECONNECT_MSGS:-10}
+BASE_CONNS=${BASE_CONNS:-10000}
+if [ "$QUICK" = 1 ]; then
+  B3_SWEEP=${B3_SWEEP:-"1000 2500"}; B5_SWEEP=${B5_SWEEP:-"10 25"}
+else
+  B3_SWEEP=${B3_SWEEP:-"1000 2500 7500"}; B5_SWEEP=${B5_SWEEP:-"5 10 25 75"}
+fi
+source scripts/bench-lib.sh
+trap stop_all EXIT
+
+R=$WORK/results
+rm -rf "$R"; mkdir -p "$R"
+G="$BIN/gim-bench"
+FAILED=()
+SUITE_START=$(date +%s)
+
+# run KEY REP command...: one measured run; its JSON goes to $R/KEY.rREP.json.
+run() {
+  local key=$1 rep=$2; shift 2
+  log "$key (run $rep)"
+  if ! "$@" --out "$R/$key.r$rep.json" >"$WORK/last-run.log" 2>&1; then
+    log "FAILED: $key run $rep (see $R/$key.r$rep.json)"; tail -3 "$WORK/last-run.log" >&2
+    FAILED+=("$key.r$rep")
+  fi
+}
+
+log "building release binaries"
+cargo build --release --locked -q -p gim-logic -p gim-conn -p gim-bench
+(cd bench/baselines/node && npm ci --no-audit --no-fund --silent >/dev/null)
+
+{
+  echo "date:     $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo "cpu:      $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //') x $(nproc)"
+  echo "memory:   $(free -g | awk '/Mem:/{print $2}') GiB"
+  echo "kernel:   $(uname -r)"
+  echo "limits:   $(ulimit -n) open files per process, ephemeral ports $(cat /proc/sys/net/ipv4/ip_local_port_range | tr '\t' '-')"
+  echo "rustc:    $(rustc -V)"
+  echo "node:     $(node -v), ws $(node -p 'require("./bench/baselines/node/node_modules/ws/package.json").version')"
+  echo "mariadb:  $(mariadb --version | head -1)"
+  echo "redis:    $(redis-server --version | head -1)"
+  echo "load:     $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min load average when the suite started; the machine is shared)"
+  echo "cluster:  1 gim-logic, $CONN_NODES gim-conn, 1 redis-server, MariaDB; generator on the same host"
+} >"$R/machine.txt"
+
+# ---- baselines ----------------------------------------------------------------------------------
+start_baseline() { # $1 = rust|node; sets BASE_PID, BASE_PORT
+  local out=$WORK/baseline-$1.out
+  if [ "$1" = rust ]; then "$BIN/ws-baseline" 0 >"$out" & else node bench/baselines/node/server.js 0 >"$out" & fi
+  BASE_PID=$!; STARTED_PIDS+=($BASE_PID)
+  for _ in $(seq 1 100); do grep -q listening "$out" 2>/dev/null && break; sleep 0.1; done
+  BASE_PORT=$(awk '/listening/{print $2}' "$out")
+}
+stop_baseline() { kill "$BASE_PID" 2>/dev/null || true; wait "$BASE_PID" 2>/dev/null || true; }
+
+for server in rust node; do
+  for rep in $(seq 1 "$REPS"); do
+    # A fresh server per run: RSS growth is measured from an idle process.
+    start_baseline $server
+    run "base-idle.$server" "$rep" "$G" base-idle --target "127.0.0.1:$BASE_PORT" --pid "$BASE_PID" --conns "$BASE_CONNS"
+    stop_baseline
+  done
+  start_baseline $server
+  for rate in $B5_SWEEP; do
+    run "base-fanout.$server.sweep.$rate" 1 "$G" base-fanout --target "127.0.0.1:$BASE_PORT" --conns "$B5_MEMBERS" --rate "$rate" --secs "$SECS"
+  done
+  for rep in $(seq 1 "$REPS"); do
+    run "base-fanout.$server.goal" "$rep" "$G" base-fanout --target "127.0.0.1:$BASE_PORT" --conns "$B5_MEMBERS" --rate "$B5_GOAL" --secs "$SECS"
+  done
+  stop_baseline
+done
+
+# ---- gim ----------------------------------------------------------------------------------------
+start_cluster
+t=$(date +%s)
+make_fixture "$B1_CONNS" 10 200 "$B5_MEMBERS"
+log "fixture ready in $(( $(date +%s) - t )) s"
+F=(--fixture "$WORK/fixture.json")
+T=(--targets "$TCP_TARGETS")
+SRV=(--server-url "http://127.0.0.1:$LOGIC_SERVER")
+
+# B1 first, while the conn nodes are fresh (RSS growth per connection from an idle process).
+run b1 1 "$G" storm --name b1 "${F[@]}" "${T[@]}" --conns "$B1_CONNS" --procs "$B1_PROCS" --rate 5000 \
+  --hold-secs 30 --heartbeat-secs 10 --conn-pids "$CONN_PID_LIST"
+for rep in $(seq 1 "$REPS"); do
+  run b2 "$rep" "$G" storm --name b2 "${F[@]}" "${T[@]}" --conns "$B2_CONNS" --procs 2 --rate "$B2_RATE"
+done
+
+for rate in $B3_SWEEP; do
+  run "b3.sweep.$rate" 1 "$G" b3 "${F[@]}" "${T[@]}" --pairs "$B3_PAIRS" --rate "$rate" --secs "$SECS"
+done
+for rep in $(seq 1 "$REPS"); do
+  run b3.goal "$rep" "$G" b3 "${F[@]}" "${T[@]}" --pairs "$B3_PAIRS" --rate "$B3_GOAL" --secs "$SECS"
+  run b3.low "$rep" "$G" b3 "${F[@]}" "${T[@]}" --pairs "$B3_PAIRS" --rate $((B3_GOAL / 10)) --secs "$SECS"
+done
+# The goal and 10 % runs are sweep points too.
+for f in "$R"/b3.goal.r*.json; do [ -e "$f" ] && cp "$f" "$R/b3.sweep.$B3_GOAL.${f##*.goal.}"; done
+for f in "$R"/b3.low.r*.json; do [ -e "$f" ] && cp "$f" "$R/b3.sweep.$((B3_GOAL / 10)).${f##*.low.}"; done
+
+for rep in $(seq 1 "$REPS"); do
+  run b4 "$rep" "$G" b4 "${F[@]}" "${T[@]}" --rate "$B4_RATE" --secs "$SECS"
+done
+
+for rate in $B5_SWEEP; do
+  run "b5.sweep.$rate" 1 "$G" b5 "${F[@]}" "${T[@]}" --members "$B5_MEMBERS" --rate "$rate" --secs "$SECS"
+done
+for rep in $(seq 1 "$REPS"); do
+  run b5.goal "$rep" "$G" b5 "${F[@]}" "${T[@]}" --members "$B5_MEMBERS" --rate "$B5_GOAL" --secs "$SECS"
+done
+for f in "$R"/b5.goal.r*.json; do [ -e "$f" ] && cp "$f" "$R/b5.sweep.$B5_GOAL.${f##*.goal.}"; done
+for s in rust node; do
+  for f in "$R"/base-fanout.$s.goal.r*.json; do [ -e "$f" ] && cp "$f" "$R/base-fanout.$s.sweep.$B5_GOAL.${f##*.goal.}"; done
+done
+
+for rep in $(seq 1 "$REPS"); do
+  run b6-sync "$rep" "$G" b6-sync "${F[@]}" "${T[@]}" "${SRV[@]}" --users "$B6_USERS" --per-user 100 --rate 1000 --secs "$SECS"
+done
+for rep in $(seq 1 "$(( REPS < 2 ? REPS : 2 ))"); do
+  run b6-reconnect "$rep" "$G" storm --name b6-reconnect "${F[@]}" "${T[@]}" "${SRV[@]}" --conns "$B6_RECONNECT" \
+    --procs 2 --rate $((B6_RECONNECT / 10)) --sync-per-user "$B6_RECONNECT_MSGS"
+done
+
+# ---- profiles (not measured runs: perf adds overhead) -----------------------------------------
+if command -v perf >/dev/null && [ "${PROFILE:-1}" = 1 ]; then
+  P=$WORK/profile; mkdir -p "$P"
+  profile() { # $1 = name, $2 = pid, then the load command
+    local name=$1 pid=$2; shift 2
+    perf record -e cpu-clock -F 499 -g -p "$pid" -o "$P/$name.data" -- sleep "$SECS" >/dev/null 2>&1 &
+    local perf_pid=$!
+    "$@" --out "$P/$name.json" >/dev/null 2>&1 || true
+    wait "$perf_pid" || true
+    {
+      echo "### perf: $name (pid $pid, cpu-clock, $SECS s)"
+      echo; echo '```'
+      perf report -i "$P/$name.data" --stdio --no-children --sort dso,symbol --percent-limit 1.5 2>/dev/null \
+        | grep -E '^ +[0-9]' | head -25
+      echo '```'; echo
+    } >>"$R/profile.md"
+  }
+  : >"$R/profile.md"
+  echo "Profiles taken with \`perf record -e cpu-clock -g\` (hardware counters are not available on this VM) during one extra run of each load; top symbols by self time." >>"$R/profile.md"
+  echo >>"$R/profile.md"
+  profile b3-logic "$LOGIC_PID" "$G" b3 "${F[@]}" "${T[@]}" --pairs "$B3_PAIRS" --rate "$B3_GOAL" --secs "$SECS"
+  profile b3-conn0 "${CONN_PIDS[0]}" "$G" b3 "${F[@]}" "${T[@]}" --pairs "$B3_PAIRS" --rate "$B3_GOAL" --secs "$SECS"
+  profile b5-conn0 "${CONN_PIDS[0]}" "$G" b5 "${F[@]}" "${T[@]}" --members "$B5_MEMBERS" --rate "$B5_GOAL" --secs "$SECS"
+  mysql_pid=$(pgrep -o -x mariadbd || pgrep -o -x mysqld || true)
+  if [ -n "$mysql_pid" ]; then
+    profile b3-mariadb "$mysql_pid" "$G" b3 "${F[@]}" "${T[@]}" --pairs "$B3_PAIRS" --rate "$B3_GOAL" --secs "$SECS"
+  fi
+fi
+stop_all
+
+# ---- report -------------------------------------------------------------------------------------
+[ -f bench/NOTES.md ] && cp bench/NOTES.md "$R/notes.md"
+if [ -x "$HOME/.cache/gim-bench-venv/bin/python" ] || python3 -m venv "$HOME/.cache/gim-bench-venv" >/dev/null 2>&1; then
+  "$HOME/.cache/gim-bench-venv/bin/pip" install -q matplotlib >/dev/null 2>&1 || true
+  "$HOME/.cache/gim-bench-venv/bin/python" bench/plot.py "$R" bench/plots || log "plots failed"
+fi
+"$G" report --results "$R" --out BENCHMARKS.md
+log "suite took $(( $(date +%s) - SUITE_START )) s; BENCHMARKS.md written"
+if [ ${#FAILED[@]} -gt 0 ]; then
+  log "failed runs: ${FAILED[*]}"; exit 1
+fi
