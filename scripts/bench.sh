@@ -12,7 +12,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/gim-target}
-BIN=$CARGO_TARGET_DIR/release
+# BENCH_PROFILE=debug measures debug binaries (only to try the pipeline: figures are not representative).
+BENCH_PROFILE=${BENCH_PROFILE:-release}
+BIN=$CARGO_TARGET_DIR/$BENCH_PROFILE
 WORK=${WORK:-/tmp/gim-bench-run}
 PORT_BASE=${PORT_BASE:-24000}
 CONN_NODES=${CONN_NODES:-6}
@@ -57,8 +59,11 @@ run() {
   fi
 }
 
-log "building release binaries"
-cargo build --release --locked -q -p gim-logic -p gim-conn -p gim-bench
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+  log "building $BENCH_PROFILE binaries"
+  if [ "$BENCH_PROFILE" = release ]; then rel=--release; else rel=; fi
+  cargo build $rel --locked -q -p gim-logic -p gim-conn -p gim-bench
+fi
 (cd bench/baselines/node && npm ci --no-audit --no-fund --silent >/dev/null)
 
 {
@@ -72,6 +77,8 @@ cargo build --release --locked -q -p gim-logic -p gim-conn -p gim-bench
   echo "mariadb:  $(mariadb --version | head -1)"
   echo "redis:    $(redis-server --version | head -1)"
   echo "load:     $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min load average when the suite started; the machine is shared)"
+  echo "build:    $BENCH_PROFILE profile$([ "$BENCH_PROFILE" = release ] || echo ' (NOT representative: unoptimised binaries)')"
+  echo "sizes:    B1 $B1_CONNS conns / $B1_PROCS procs, B2 $B2_CONNS at $B2_RATE/s, B3 $B3_PAIRS pairs, B5 $B5_MEMBERS members, B6 $B6_RECONNECT reconnects, baselines $BASE_CONNS conns, $REPS repetitions, $SECS s per run"
   echo "cluster:  1 gim-logic, $CONN_NODES gim-conn, 1 redis-server, MariaDB; generator on the same host"
 } >"$R/machine.txt"
 
