@@ -21,6 +21,10 @@ use std::path::Path;
 /// Prefix of the environment variables read as config.
 pub const ENV_PREFIX: &str = "GIM_";
 
+/// `GIM_` variables that are not config keys: the binaries read the config file's path from it,
+/// so the loader must not treat it as an unknown key.
+pub const ENV_NOT_KEYS: &[&str] = &["GIM_CONFIG_FILE"];
+
 /// A config problem, always naming the key it is about.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("config error: {key}: {reason}")]
@@ -61,7 +65,10 @@ where
         })?;
         merge(&mut merged, from_file);
     }
-    let mut keys: Vec<&String> = env.keys().filter(|k| k.starts_with(ENV_PREFIX)).collect();
+    let mut keys: Vec<&String> = env
+        .keys()
+        .filter(|k| k.starts_with(ENV_PREFIX) && !ENV_NOT_KEYS.contains(&k.as_str()))
+        .collect();
     keys.sort();
     for key in keys {
         apply_env(&mut merged, key, &env[key])?;
@@ -311,7 +318,11 @@ mod tests {
         .unwrap();
         let cfg: LogicConfig = load(
             Some(&path),
-            &env(&[("GIM_MYSQL__MAX_CONNECTIONS", "9"), ("OTHER", "x")]),
+            &env(&[
+                ("GIM_MYSQL__MAX_CONNECTIONS", "9"),
+                ("OTHER", "x"),
+                ("GIM_CONFIG_FILE", "/elsewhere.toml"),
+            ]),
         )
         .unwrap();
         assert_eq!(cfg.mysql.url, "mysql://a@h/db", "file over default");
