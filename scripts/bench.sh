@@ -162,6 +162,10 @@ done
 # ---- profiles (not measured runs: perf adds overhead) -----------------------------------------
 if command -v perf >/dev/null && [ "${PROFILE:-1}" = 1 ]; then
   P=$WORK/profile; mkdir -p "$P"
+  perf_top() { # top symbols by self time, one line each
+    perf report -i "$1" --stdio --no-children -g none --sort dso,symbol --percent-limit 1.5 2>/dev/null \
+      | grep -E '^ +[0-9]+\.[0-9]+%' | cut -c1-150 | sed -E 's/[[:space:]]+$//' | head -25
+  }
   profile() { # $1 = name, $2 = pid, then the load command
     local name=$1 pid=$2; shift 2
     perf record -e cpu-clock -F 499 -g -p "$pid" -o "$P/$name.data" -- sleep "$SECS" >/dev/null 2>&1 &
@@ -171,8 +175,7 @@ if command -v perf >/dev/null && [ "${PROFILE:-1}" = 1 ]; then
     {
       echo "### perf: $name (pid $pid, cpu-clock, $SECS s)"
       echo; echo '```'
-      perf report -i "$P/$name.data" --stdio --no-children --sort dso,symbol --percent-limit 1.5 2>/dev/null \
-        | grep -E '^ +[0-9]' | head -25
+      perf_top "$P/$name.data"
       echo '```'; echo
     } >>"$R/profile.md"
   }

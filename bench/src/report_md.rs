@@ -122,8 +122,8 @@ pub fn write(dir: &Path, out: &Path) -> anyhow::Result<()> {
         "- Open loop: sends (and connects, syncs) happen on a fixed schedule whatever the server \
          does; latency runs from the *scheduled* time to the event, so a stalled server shows up \
          as latency instead of a lower offered load (no coordinated omission).\n\
-         - The cluster is one `gim-logic`, several `gim-conn` nodes (separate processes, release \
-         build), MariaDB and a dedicated `redis-server`, all on this host, with the generator on \
+         - The cluster is one `gim-logic`, several `gim-conn` nodes (separate processes; the build \
+         profile is in *Machine*), MariaDB and a dedicated `redis-server`, all on this host, with the generator on \
          the same 2 cores: every figure includes the generator's own CPU use.\n\
          - Connections are spread over 127.0.0.10-17 source addresses and every conn node; large \
          storms use several generator processes (20 000 open files per process).\n\
@@ -296,6 +296,7 @@ pub fn write(dir: &Path, out: &Path) -> anyhow::Result<()> {
         let g = r.med(row.key, row.ptr);
         let met = match g {
             None => "not run",
+            Some(_) if r.all_ok(row.key) == Some(false) => "**no** (check failed)",
             Some(v) if (row.at_least && v >= row.limit) || (!row.at_least && v <= row.limit) => {
                 "yes"
             }
