@@ -239,6 +239,18 @@ impl Hub {
         self.conns_read().values().cloned().collect()
     }
 
+    /// Every connection whose sign-in logic accepted, with its identity (for restoring routes).
+    pub fn signed_in_routes(&self) -> Vec<(Identity, Arc<Conn>)> {
+        let ids: Vec<ConnId> = self.index().by_user.values().flatten().copied().collect();
+        let conns = self.conns_read();
+        ids.iter()
+            .filter_map(|id| {
+                let c = conns.get(id)?;
+                Some((c.identity()?, c.clone()))
+            })
+            .collect()
+    }
+
     /// Indexes a connection whose sign-in logic accepted.
     pub fn signed_in(&self, conn: &Conn, who: Identity, large_groups: &[i64]) {
         conn.set_identity(Some(who));

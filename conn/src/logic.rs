@@ -8,7 +8,8 @@ use gim_common::TRACE_ID_HEADER;
 use gim_proto::logic::v1::logic_int_client::LogicIntClient;
 use gim_proto::logic::v1::{
     GroupSyncReq, GroupSyncResp, IntSendMessageReq, MessageAckReq, MessageAckResp, OfflineReq,
-    OfflineResp, SendMessageResp, SignInReq, SignInResp, SyncReq, SyncResp,
+    OfflineResp, RestoreRoutesReq, RestoreRoutesResp, SendMessageResp, SignInReq, SignInResp,
+    SyncReq, SyncResp,
 };
 use std::future::Future;
 use std::pin::Pin;
@@ -31,6 +32,12 @@ pub trait LogicApi: Send + Sync + 'static {
         trace_id: String,
     ) -> LogicFuture<SendMessageResp>;
     fn group_sync(&self, req: GroupSyncReq, trace_id: String) -> LogicFuture<GroupSyncResp>;
+    /// Re-records this node's routes after Redis lost them (logic sets only absent ones).
+    fn restore_routes(
+        &self,
+        req: RestoreRoutesReq,
+        trace_id: String,
+    ) -> LogicFuture<RestoreRoutesResp>;
 }
 
 /// `LogicInt` over gRPC. The channel connects lazily and reconnects by itself, so conn starts
@@ -95,5 +102,12 @@ impl LogicApi for GrpcLogic {
     }
     fn group_sync(&self, req: GroupSyncReq, trace_id: String) -> LogicFuture<GroupSyncResp> {
         call!(self, group_sync, req, trace_id)
+    }
+    fn restore_routes(
+        &self,
+        req: RestoreRoutesReq,
+        trace_id: String,
+    ) -> LogicFuture<RestoreRoutesResp> {
+        call!(self, restore_routes, req, trace_id)
     }
 }

@@ -21,6 +21,7 @@ use gim_common::error::CODE_INTERNAL;
 use gim_common::shutdown::Shutdown;
 use gim_common::telemetry::new_trace_id;
 use gim_proto::conn::v1::conn_int_server::ConnIntServer;
+use gim_proto::logic::v1::{OfflineReq, RestoreRoutesReq, RouteEntry};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -199,6 +200,7 @@ pub async fn start_with_logic(
     let lease_task = tokio::spawn(renew_loop(
         reg.clone(),
         hub.clone(),
+        node.ctx.logic.clone(),
         accepting.clone(),
         stop_lease.clone(),
     ));
@@ -285,25 +287,97 @@ async fn drain(hub: &Hub, window: Duration) {
     }
 }
 
+/// Routes per `RestoreRoutes` call, so one call stays well under the gRPC message limit.
+const RESTORE_CHUNK: usize = 1000;
+
+/// Renews the lease every third of it. When the lease key had vanished (Redis restarted or was
+/// flushed) or renewals had been failing, the routes logic keeps for this node's connections may
+/// be gone too, and those devices would get no pushes until they reconnect: the renewal has
+/// already re-registered the node, so the routes are restored next (retried every tick until
+/// logic accepts them all).
 async fn renew_loop(
     mut reg: Registration,
     hub: Arc<Hub>,
+    logic: Arc<dyn LogicApi>,
     accepting: Arc<AtomicBool>,
     stop: CancellationToken,
 ) {
     let period = reg.lease / 3;
     let mut tick = tokio::time::interval_at(Instant::now() + period, period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    let mut restore_pending = false;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
         let accepting = accepting.load(Ordering::Relaxed);
-        if let Err(e) = reg.renew(hub.signed_in_count(), accepting).await {
-            warn!(error = %e, "registry lease renewal failed");
+        match reg.renew(hub.signed_in_count(), accepting).await {
+            Ok(existed) => {
+                if !existed || failing {
+                    warn!(
+                        node_id = %reg.node_id, lease_was_missing = !existed,
+                        "registry lease re-established; restoring routes"
+                    );
+                    restore_pending = true;
+                }
+                failing = false;
+            }
+            Err(e) => {
+                failing = true;
+                warn!(error = %e, "registry lease renewal failed");
+                continue;
+            }
+        }
+        if restore_pending {
+            restore_pending = !restore_routes(&reg.node_id, &hub, logic.as_ref()).await;
         }
     }
+}
+
+/// Sends every signed-in connection's route to logic; true when all chunks were accepted.
+async fn restore_routes(node_id: &str, hub: &Hub, logic: &dyn LogicApi) -> bool {
+    let conns = hub.signed_in_routes();
+    let mut restored = 0u64;
+    for chunk in conns.chunks(RESTORE_CHUNK) {
+        let req = RestoreRoutesReq {
+            node_id: node_id.to_string(),
+            routes: chunk
+                .iter()
+                .map(|(who, c)| RouteEntry {
+                    app_id: who.app.get(),
+                    user_id: who.user.get(),
+                    device_id: who.device.get(),
+                    conn_id: c.id.get(),
+                })
+                .collect(),
+        };
+        let trace_id = new_trace_id();
+        match logic.restore_routes(req, trace_id.clone()).await {
+            Ok(r) => restored += u64::from(r.restored),
+            Err(status) => {
+                warn!(%trace_id, error = %status.message(), "route restore failed; retrying next renewal");
+                return false;
+            }
+        }
+    }
+    // A connection that closed while its route was being restored already sent its Offline,
+    // possibly before the restore wrote the route back: remove such routes again (Offline only
+    // deletes a route that still names this node and connection).
+    for (who, c) in conns.iter().filter(|(_, c)| c.is_closed()) {
+        let req = OfflineReq {
+            app_id: who.app.get(),
+            user_id: who.user.get(),
+            device_id: who.device.get(),
+            node_id: node_id.to_string(),
+            conn_id: c.id.get(),
+            client_addr: String::new(),
+        };
+        let _ = logic.offline(req, new_trace_id()).await;
+    }
+    info!(connections = conns.len(), restored, "routes restored");
+    true
 }
 
 async fn accept_loop(
@@ -488,6 +562,67 @@ mod tests {
             .await
             .unwrap();
         v.map(|s| serde_json::from_str(&s).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_vanished_lease_is_re_registered_and_the_routes_restored() {
+        let (h, shutdown, mut calls) = node(|c| c.conn.lease_secs = 3).await;
+        let mut s = TcpStream::connect(h.tcp_addr).await.unwrap();
+        let mut buf = BytesMut::new();
+        tcp_send(
+            &mut s,
+            &envelope(PackageType::SignIn, 1, sign_in_input("good")),
+        )
+        .await;
+        assert_eq!(tcp_recv(&mut s, &mut buf).await.unwrap().code, 0);
+        let conn_id = match calls.recv().await {
+            Some(Call::SignIn(r, _)) => r.conn_id,
+            other => panic!("expected the sign-in, got {other:?}"),
+        };
+        // As after a Redis restart or flush: this node's lease key is gone (only this node's key;
+        // the shared Redis is never flushed).
+        let client = redis::Client::open(redis_url()).unwrap();
+        let mut r = client.get_multiplexed_async_connection().await.unwrap();
+        let _: () = redis::cmd("DEL")
+            .arg(keys::node_key(&h.node_id))
+            .query_async(&mut r)
+            .await
+            .unwrap();
+        let restore = tokio::time::timeout(WAIT, async {
+            loop {
+                match calls.recv().await {
+                    Some(Call::Restore(req)) => return req,
+                    Some(_) => {}
+                    None => panic!("fake logic gone"),
+                }
+            }
+        })
+        .await
+        .expect("routes restored in time");
+        assert_eq!(restore.node_id, h.node_id);
+        let si = sign_in_input("good");
+        assert_eq!(
+            restore
+                .routes
+                .iter()
+                .map(|e| (e.app_id, e.user_id, e.device_id, e.conn_id))
+                .collect::<Vec<_>>(),
+            vec![(si.app_id, si.user_id, si.device_id, conn_id)]
+        );
+        let info = lease(&h.node_id).await.expect("re-registered");
+        assert_eq!(info.connections, 1);
+        // Once restored, ordinary renewals do not restore again.
+        let quiet = tokio::time::timeout(Duration::from_millis(2500), async {
+            loop {
+                if let Some(Call::Restore(_)) | None = calls.recv().await {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(quiet.is_err(), "restored again without a new loss");
+        shutdown.trigger();
+        tokio::time::timeout(WAIT, h.wait()).await.unwrap().unwrap();
     }
 
     #[tokio::test]

@@ -76,8 +76,10 @@ impl Registration {
     }
 
     /// Writes (or renews) the lease. Also re-adds the id to the set, which a reader may have
-    /// pruned while Redis was unreachable and the lease lapsed.
-    pub async fn renew(&mut self, connections: u64, accepting: bool) -> redis::RedisResult<()> {
+    /// pruned while Redis was unreachable and the lease lapsed. Returns whether the lease key
+    /// still existed: false after a Redis restart or flush (or a lapsed lease), which means the
+    /// routes logic kept for this node's connections are likely gone too.
+    pub async fn renew(&mut self, connections: u64, accepting: bool) -> redis::RedisResult<bool> {
         let info = NodeInfo {
             node_id: self.node_id.clone(),
             grpc_addr: self.grpc_addr.clone(),
@@ -88,6 +90,8 @@ impl Registration {
         let json = serde_json::to_string(&info).expect("NodeInfo serializes");
         let mut pipe = redis::pipe();
         pipe.atomic()
+            .cmd("EXISTS")
+            .arg(keys::node_key(&self.node_id))
             .cmd("SET")
             .arg(keys::node_key(&self.node_id))
             .arg(json)
@@ -98,7 +102,8 @@ impl Registration {
             .arg(keys::NODES_SET)
             .arg(&self.node_id)
             .ignore();
-        self.redis.query::<()>(&pipe).await
+        let (existed,): (bool,) = self.redis.query(&pipe).await?;
+        Ok(existed)
     }
 
     pub async fn deregister(&mut self) -> redis::RedisResult<()> {

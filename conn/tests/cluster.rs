@@ -81,9 +81,10 @@ impl Drop for Cluster {
     }
 }
 
-async fn start_node(logic_int: SocketAddr, name: &str) -> Node {
+async fn start_node(logic_int: SocketAddr, name: &str, redis: &str, lease_secs: u64) -> Node {
     let mut cfg = ConnConfig::default();
-    cfg.redis.url = redis_url();
+    cfg.redis.url = redis.into();
+    cfg.conn.lease_secs = lease_secs;
     cfg.conn.node_name = name.into();
     cfg.conn.tcp_listen = any();
     cfg.conn.ws_listen = any();
@@ -104,11 +105,15 @@ async fn start_node(logic_int: SocketAddr, name: &str) -> Node {
 
 impl Cluster {
     async fn start() -> Cluster {
+        Self::start_on(&redis_url(), ConnConfig::default().conn.lease_secs).await
+    }
+
+    async fn start_on(redis: &str, lease_secs: u64) -> Cluster {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut lc = LogicConfig::default();
         lc.mysql.url = mysql_url();
         lc.mysql.max_connections = 8;
-        lc.redis.url = redis_url();
+        lc.redis.url = redis.into();
         lc.logic.int_listen = any();
         lc.logic.client_listen = any();
         lc.logic.server_listen = any();
@@ -140,8 +145,8 @@ impl Cluster {
             .insert("app_id", app.get().to_string().parse().unwrap());
         req.metadata_mut().insert("token", tok.parse().unwrap());
         server_ext.import_users(req).await.unwrap();
-        let a = start_node(logic.int_addr, "conn-a").await;
-        let b = start_node(logic.int_addr, "conn-b").await;
+        let a = start_node(logic.int_addr, "conn-a", redis, lease_secs).await;
+        let b = start_node(logic.int_addr, "conn-b", redis, lease_secs).await;
         // The logic task keeps running in the background until the cluster is dropped.
         tokio::spawn(logic.wait());
         Cluster {
@@ -526,4 +531,111 @@ async fn a_draining_node_sends_its_clients_to_the_other_node_without_loss_or_dup
 
     let last = bob.send_text(1, "on the new node").await;
     alice.push(|m| m.message_id == last.message_id).await;
+}
+
+/// A throwaway redis-server on a free port (this test flushes it), killed on drop.
+struct OwnRedis {
+    child: std::process::Child,
+    url: String,
+}
+
+impl OwnRedis {
+    async fn start() -> OwnRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH");
+        let r = OwnRedis {
+            child,
+            url: format!("redis://127.0.0.1:{port}/"),
+        };
+        let deadline = Instant::now() + WAIT;
+        while r.conn().await.is_none() {
+            assert!(Instant::now() < deadline, "redis-server did not answer");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        r
+    }
+
+    async fn conn(&self) -> Option<redis::aio::MultiplexedConnection> {
+        let c = redis::Client::open(self.url.as_str()).ok()?;
+        let mut conn = c.get_multiplexed_async_connection().await.ok()?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .ok()?;
+        Some(conn)
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_redis_flush_nodes_restore_their_lease_and_routes_and_pushes_resume() {
+    let redis = OwnRedis::start().await;
+    // Lease 3 s: renewed every second, so the loss is noticed within a second.
+    let c = Cluster::start_on(&redis.url, 3).await;
+    let (d1, d2) = (c.device().await, c.device().await);
+    let mut alice = Client::tcp(c.a.tcp).await;
+    alice.sign_in(&c.sign_in(1, d1)).await;
+    let mut bob = Client::tcp(c.b.tcp).await;
+    bob.sign_in(&c.sign_in(2, d2)).await;
+    let before = alice.send_text(2, "before").await;
+    bob.push(|m| m.message_id == before.message_id).await;
+
+    let mut r = redis.conn().await.unwrap();
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut r).await.unwrap();
+
+    // Both leases and both routes come back while the clients stay connected.
+    let route = |user: i64| keys::route_key(gim_common::AppId(c.app), gim_common::UserId(user));
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (na, nb): (Option<String>, Option<String>) = redis::pipe()
+            .get(keys::node_key(&c.a.id))
+            .get(keys::node_key(&c.b.id))
+            .query_async(&mut r)
+            .await
+            .unwrap();
+        let (ra, rb): (Option<String>, Option<String>) = redis::pipe()
+            .hget(route(1), d1)
+            .hget(route(2), d2)
+            .query_async(&mut r)
+            .await
+            .unwrap();
+        if let (Some(_), Some(_), Some(ra), Some(rb)) = (&na, &nb, &ra, &rb) {
+            assert_eq!(keys::parse_route_value(ra).unwrap().0, c.a.id);
+            assert_eq!(keys::parse_route_value(rb).unwrap().0, c.b.id);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "lease/routes not restored: a={na:?} b={nb:?} alice={ra:?} bob={rb:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let members: HashSet<String> = redis::cmd("SMEMBERS")
+        .arg(keys::NODES_SET)
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    assert!(members.contains(&c.a.id) && members.contains(&c.b.id));
+
+    // Real-time push works again, both ways, on the same connections.
+    let after = alice.send_text(2, "after the flush").await;
+    let got = bob.push(|m| m.message_id == after.message_id).await;
+    assert_eq!(text_of(&got), "after the flush");
+    let reply = bob.send_text(1, "got it").await;
+    alice.push(|m| m.message_id == reply.message_id).await;
 }

@@ -129,6 +129,20 @@ impl pb::logic_int_server::LogicInt for IntService {
         .await
     }
 
+    async fn restore_routes(
+        &self,
+        r: Request<pb::RestoreRoutesReq>,
+    ) -> Result<Response<pb::RestoreRoutesResp>, Status> {
+        let (meta, _, req) = r.into_parts();
+        handle(&self.0, "LogicInt.RestoreRoutes", &meta, async {
+            self.0
+                .restore_routes(req)
+                .await
+                .map(|restored| pb::RestoreRoutesResp { restored })
+        })
+        .await
+    }
+
     async fn send_message(
         &self,
         r: Request<pb::IntSendMessageReq>,

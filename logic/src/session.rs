@@ -140,6 +140,41 @@ impl State {
         Ok(())
     }
 
+    /// Re-records a node's routes after Redis lost them. HSETNX per device: a route that exists
+    /// (a newer sign-in, possibly on another node) is left alone. One pipeline per hash slot on a
+    /// cluster. Push reads routes straight from Redis (no route cache), so nothing to invalidate.
+    pub async fn restore_routes(&self, req: pb::RestoreRoutesReq) -> Result<u32> {
+        if req.node_id.is_empty() {
+            return Err(Error::bad_request("node_id", "must not be empty"));
+        }
+        if req.routes.iter().any(|r| r.conn_id < 0) {
+            return Err(Error::bad_request("routes.conn_id", "must not be negative"));
+        }
+        let mut groups: std::collections::BTreeMap<u16, redis::Pipeline> = Default::default();
+        for r in &req.routes {
+            let key = keys::route_key(AppId(r.app_id), UserId(r.user_id));
+            let s = if self.redis.is_cluster() {
+                crate::rds::slot(&key)
+            } else {
+                0
+            };
+            groups
+                .entry(s)
+                .or_insert_with(redis::pipe)
+                .cmd("HSETNX")
+                .arg(&key)
+                .arg(r.device_id)
+                .arg(keys::route_value(&req.node_id, r.conn_id));
+        }
+        let calls = groups
+            .values()
+            .map(|p| async move { self.redis.pipe::<Vec<i64>>(p).await });
+        let results = futures::future::try_join_all(calls).await?;
+        let restored = results.iter().flatten().filter(|&&v| v == 1).count() as u32;
+        tracing::info!(node = %req.node_id, asked = req.routes.len(), restored, "routes restored");
+        Ok(restored)
+    }
+
     fn page_limit(&self, limit: i32) -> Result<i64> {
         if limit < 0 {
             return Err(Error::bad_request("limit", "must not be negative"));

@@ -378,3 +378,98 @@ async fn push_to_users_and_broadcast_from_the_business_server() {
     .await;
     assert_eq!(app.app_id, ctx.app.0);
 }
+
+/// Redis lost the routes (restart or flush) while devices stayed connected: the node restores
+/// them; a route a newer sign-in wrote meanwhile is kept, and pushes reach the restored ones.
+#[tokio::test]
+async fn restore_routes_sets_only_missing_routes_and_pushes_resume() {
+    let ctx = Ctx::start().await;
+    let (n1, n2) = (
+        FakeNode::start(&redis_url()).await,
+        FakeNode::start(&redis_url()).await,
+    );
+    ctx.import_users(&[1, 2]).await;
+    let (d1, d2a, d2b) = (
+        ctx.register_device().await,
+        ctx.register_device().await,
+        ctx.register_device().await,
+    );
+    ctx.sign_in(1, d1, &n1.node_id, 11).await;
+    ctx.sign_in(2, d2a, &n1.node_id, 21).await;
+    ctx.sign_in(2, d2b, &n1.node_id, 22).await;
+    // Redis loses this tenant's routes (only this app's keys: the shared Redis is never flushed).
+    let route_key = |u| gim_common::keys::route_key(ctx.app, gim_common::UserId(u));
+    let mut r = redis_conn(&redis_url()).await;
+    let _: () = redis::cmd("DEL")
+        .arg(route_key(1))
+        .arg(route_key(2))
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    // Meanwhile d2b signs in again on node 2: its newer route must survive the restore.
+    ctx.sign_in(2, d2b, &n2.node_id, 99).await;
+    let entry = |user, device_id, conn_id| pb::RouteEntry {
+        app_id: ctx.app.0,
+        user_id: user,
+        device_id,
+        conn_id,
+    };
+    let mut int = ctx.int.clone();
+    let resp = int
+        .restore_routes(pb::RestoreRoutesReq {
+            node_id: n1.node_id.clone(),
+            routes: vec![entry(1, d1, 11), entry(2, d2a, 21), entry(2, d2b, 22)],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        resp.restored, 2,
+        "d1 and d2a; d2b already had a newer route"
+    );
+    let routes: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(route_key(2))
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    assert_eq!(
+        routes[&d2a.to_string()],
+        gim_common::keys::route_value(&n1.node_id, 21)
+    );
+    assert_eq!(
+        routes[&d2b.to_string()],
+        gim_common::keys::route_value(&n2.node_id, 99)
+    );
+    // Restoring again is a no-op.
+    let again = int
+        .restore_routes(pb::RestoreRoutesReq {
+            node_id: n1.node_id.clone(),
+            routes: vec![entry(1, d1, 11), entry(2, d2a, 21)],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.restored, 0);
+    // Pushes reach the restored route again.
+    ctx.send_text(1, d1, ReceiverType::User, 2, "back", 0)
+        .await
+        .unwrap();
+    let b = eventually("node 1 delivery", || async { n1.rec.delivers().pop() }).await;
+    assert_eq!(
+        b.targets
+            .iter()
+            .map(|t| (t.device_id, t.conn_id))
+            .collect::<Vec<_>>(),
+        vec![(d2a, 21)]
+    );
+    let b2 = eventually("node 2 delivery", || async { n2.rec.delivers().pop() }).await;
+    assert_eq!((b2.targets[0].device_id, b2.targets[0].conn_id), (d2b, 99));
+    // An empty node id is refused.
+    let bad = int
+        .restore_routes(pb::RestoreRoutesReq {
+            node_id: String::new(),
+            routes: vec![entry(1, d1, 11)],
+        })
+        .await;
+    assert!(bad.is_err());
+}

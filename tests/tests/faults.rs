@@ -61,8 +61,14 @@ async fn clients(app: &TestApp, endpoints: &[Endpoint]) -> Vec<TestClient> {
 }
 
 /// Runs the traffic with `fault` injected at a third of it, then checks every list strictly.
-async fn traffic_with_fault<F, Fut>(app: &TestApp, mut clients: Vec<TestClient>, fault: F)
-where
+/// With `pushes_resume`, every still-connected client must also get a message sent after the
+/// fault by push alone (no resync): the conn nodes restore their routes after Redis lost them.
+async fn traffic_with_fault<F, Fut>(
+    app: &TestApp,
+    mut clients: Vec<TestClient>,
+    pushes_resume: bool,
+    fault: F,
+) where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
@@ -111,6 +117,39 @@ where
     }
     assert_eq!(progress.sent.load(Ordering::Acquire), total);
 
+    if pushes_resume {
+        // The nodes notice the loss at their next lease renewal (a second here) and restore the
+        // routes; a message sent before that is only reachable by sync, so send fresh ones until
+        // one arrives by push. Bounded by WAIT overall; the extra messages are not in `expected`.
+        for c in &mut clients {
+            let u = c.user();
+            let deadline = tokio::time::Instant::now() + WAIT;
+            let mut k = 0;
+            loop {
+                let marker = format!("push after the fault for {u} #{k}");
+                app.server
+                    .clone()
+                    .send_message(text_req(
+                        ReceiverType::User,
+                        u,
+                        &marker,
+                        8_000 + u * 100 + k,
+                    ))
+                    .await
+                    .unwrap();
+                let wait = tokio::time::timeout(Duration::from_secs(1), c.wait_text(&marker));
+                if wait.await.is_ok() {
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "user {u}: no push arrived after the fault"
+                );
+                k += 1;
+            }
+        }
+    }
+
     // Pushes are best effort: an application syncs when it comes back to the foreground.
     for c in &clients {
         c.client.resync().await;
@@ -122,8 +161,7 @@ where
         expected.extend((0..PER_SENDER).map(|i| text(u, i)));
         c.wait_all(&expected).await;
         // One more message and sync after everything arrived, so a late duplicate would show up
-        // before the check. (After a Redis restart the routes are gone until clients reconnect,
-        // so the marker comes by sync, not by push.)
+        // before the check.
         let marker = format!("marker for {u}");
         app.server
             .clone()
@@ -161,7 +199,7 @@ async fn kill_9_a_conn_node_mid_traffic_loses_nothing() {
     .await;
     let clients = clients(&app, &endpoints).await;
     let victim = &mut nodes[0];
-    traffic_with_fault(&app, clients, || async move {
+    traffic_with_fault(&app, clients, false, || async move {
         victim.kill9().await;
     })
     .await;
@@ -174,7 +212,7 @@ async fn restart_redis_mid_traffic_loses_nothing() {
     let app = cl.new_app().await;
     let endpoints = vec![cl.conns[0].tcp(), cl.conns[1].ws()];
     let clients = clients(&app, &endpoints).await;
-    traffic_with_fault(&app, clients, || async {
+    traffic_with_fault(&app, clients, true, || async {
         redis.restart(Duration::from_millis(500)).await;
     })
     .await;
@@ -187,7 +225,7 @@ async fn restart_logic_mid_traffic_loses_nothing() {
     let endpoints = vec![cl.conns[0].ws(), cl.conns[1].tcp()];
     let clients = clients(&app, &endpoints).await;
     let logic = &mut cl.logic;
-    traffic_with_fault(&app, clients, || async move {
+    traffic_with_fault(&app, clients, false, || async move {
         logic.restart().await;
     })
     .await;

@@ -5,7 +5,10 @@ use crate::hub::Hub;
 use crate::logic::LogicFuture;
 use gim_common::GroupId;
 use gim_proto::connect::v1::{Message as PushMessage, MessageItem};
-use gim_proto::logic::v1::{GroupSyncResp, MessageAckResp, OfflineResp, SendMessageResp, SyncResp};
+use gim_proto::logic::v1::{
+    GroupSyncResp, MessageAckResp, OfflineResp, RestoreRoutesReq, RestoreRoutesResp,
+    SendMessageResp, SyncResp,
+};
 use std::collections::VecDeque;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -19,6 +22,7 @@ pub(crate) enum Call {
     Offline(OfflineReq),
     Send(IntSendMessageReq, String),
     GroupSync(GroupSyncReq),
+    Restore(RestoreRoutesReq),
 }
 
 /// Accepts token "good" (large groups [7]); a send to receiver 0 fails as if the store were down.
@@ -78,6 +82,11 @@ impl LogicApi for FakeLogic {
     fn group_sync(&self, req: GroupSyncReq, _: String) -> LogicFuture<GroupSyncResp> {
         let _ = self.calls.send(Call::GroupSync(req));
         ready(Ok(GroupSyncResp::default()))
+    }
+    fn restore_routes(&self, req: RestoreRoutesReq, _: String) -> LogicFuture<RestoreRoutesResp> {
+        let restored = req.routes.len() as u32;
+        let _ = self.calls.send(Call::Restore(req));
+        ready(Ok(RestoreRoutesResp { restored }))
     }
 }
 
