@@ -110,6 +110,8 @@ fn user_from(t: UserTuple) -> pb::User {
     }
 }
 
+/// A stored message as sync selects it: the message columns, then a 1/0 flag telling whether the
+/// row was written moments ago (used by sync's gap wait, ignored by [`item_from`]).
 pub(crate) type MsgTuple = (
     i64,
     i64,
@@ -123,6 +125,7 @@ pub(crate) type MsgTuple = (
     Vec<u8>,
     i64,
     i8,
+    i64,
 );
 
 pub(crate) fn item_from(t: MsgTuple) -> Result<MessageItem> {

@@ -21,21 +21,7 @@ const YOUNG: &str = "CAST(created_at >= NOW(3) - INTERVAL 2 SECOND AS SIGNED)";
 /// How long a sync waits for an in-flight send to fill a gap before answering anyway.
 const GAP_WAIT: Duration = Duration::from_secs(1);
 
-type Row = (
-    i64,
-    i64,
-    i64,
-    i8,
-    i64,
-    i64,
-    i8,
-    i64,
-    String,
-    Vec<u8>,
-    i64,
-    i8,
-    i64,
-);
+type Row = crate::core::MsgTuple;
 
 /// A gap in the seqs just before a row written moments ago is most likely a concurrent send
 /// whose seq was allocated first but whose insert has not committed yet. Answering now would let
@@ -71,10 +57,7 @@ impl State {
                 .fetch_all(&self.pool)
                 .await?;
             if !young_gap(from, &rows) || tokio::time::Instant::now() >= deadline {
-                return Ok(rows
-                    .into_iter()
-                    .map(|r| (r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7, r.8, r.9, r.10, r.11))
-                    .collect());
+                return Ok(rows);
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
