@@ -31,6 +31,10 @@ use tokio::time::Instant;
 const CMD_QUEUE: usize = 1024;
 /// How long after the last scheduled send a run waits for outstanding pushes.
 const DRAIN: Duration = Duration::from_secs(10);
+/// Every send's reply is awaited before the check (an unanswered send may still be stored):
+/// an overloaded server answers late, and checking before it did would report its in-flight
+/// messages as lost.
+const ACK_DRAIN: Duration = Duration::from_secs(120);
 
 #[derive(Debug, Default)]
 struct Counters {
@@ -507,7 +511,7 @@ pub async fn run_messages(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Replies to the last sends may trail the pushes.
-    let deadline = Instant::now() + DRAIN;
+    let deadline = Instant::now() + ACK_DRAIN;
     while run.c.send_acked.load(Relaxed) + run.c.send_errors.load(Relaxed) < messages
         && Instant::now() < deadline
     {

@@ -1,12 +1,14 @@
 //! The business logic behind the three gRPC services: tenants and auth, users, devices, groups,
 //! sends, sync, acks and routes. The service modules only translate requests and identities.
 
+use crate::batch::Batcher;
 use crate::cache::TtlCache;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::push::Nodes;
 use crate::rds::{Redis, Scripts};
 use crate::seq::{Segment, SeqAllocator};
+use crate::store::{self, ReqKey, StoreJob, StoreResult};
 use crate::validate::{self, EXTRA_MAX, IDS_MAX, INTRO_MAX, NAME_MAX, URL_MAX};
 use gim_common::config::LogicSection;
 use gim_common::token::{self, AppKey};
@@ -168,6 +170,16 @@ pub struct State {
     /// Tokens already verified for exactly (app, user, device) -> expiry: an Ed25519 verify per
     /// call is the largest CPU cost of a send; the key includes the identity the caller claims.
     verified: TtlCache<(bool, AppId, UserId, DeviceId, String), i64>,
+    /// Message rows of concurrent sends, stored in shared transactions.
+    pub(crate) stores: Batcher<StoreJob, StoreResult>,
+    /// Idempotency pre-checks of concurrent sends, one query for many keys.
+    pub(crate) firsts: Batcher<(AppId, ReqKey), StoreResult>,
+    /// Large groups of users signing in, one query for many users.
+    pub(crate) large_of: Batcher<(AppId, UserId), Result<Vec<i64>>>,
+    /// (app, user) of devices, one query for many devices.
+    device_rows: Batcher<DeviceId, Result<Option<(i64, i64)>>>,
+    /// First bindings of devices to users, one statement for many devices.
+    device_binds: Batcher<(DeviceId, UserId), Result<()>>,
 }
 
 impl std::fmt::Debug for State {
@@ -195,6 +207,79 @@ pub async fn create_app(pool: &MySqlPool, name: &str) -> Result<(AppId, AppKey)>
     }
 }
 
+/// `(app_id, user_id)` of each device (user 0: not bound yet): one query for the batch, or one
+/// per device when that fails (so each caller gets its own error).
+async fn device_rows(pool: MySqlPool, ids: Vec<DeviceId>) -> Vec<Result<Option<(i64, i64)>>> {
+    if ids.len() > 1 {
+        let mut qb = QueryBuilder::<MySql>::new(
+            "SELECT device_id, app_id, user_id FROM device WHERE device_id IN (",
+        );
+        let mut sep = qb.separated(", ");
+        for d in &ids {
+            sep.push_bind(d.0);
+        }
+        qb.push(")");
+        if let Ok(rows) = qb
+            .build_query_as::<(i64, i64, i64)>()
+            .persistent(false)
+            .fetch_all(&pool)
+            .await
+        {
+            let m: std::collections::HashMap<i64, (i64, i64)> =
+                rows.into_iter().map(|(d, a, u)| (d, (a, u))).collect();
+            return ids.iter().map(|d| Ok(m.get(&d.0).copied())).collect();
+        }
+    }
+    let each = ids.iter().map(|d| {
+        let pool = &pool;
+        async move {
+            Ok(
+                sqlx::query_as("SELECT app_id, user_id FROM device WHERE device_id = ?")
+                    .bind(d.0)
+                    .fetch_optional(pool)
+                    .await?,
+            )
+        }
+    });
+    futures::future::join_all(each).await
+}
+
+/// Binds each unbound device to its user (`user_id = 0` only: a device bound first to someone
+/// else stays theirs; the caller re-reads to find out who won): one statement for the batch, or
+/// one per device when that fails.
+async fn bind_devices(pool: MySqlPool, binds: Vec<(DeviceId, UserId)>) -> Vec<Result<()>> {
+    if binds.len() > 1 {
+        let mut qb = QueryBuilder::<MySql>::new("UPDATE device SET user_id = CASE device_id");
+        for (d, u) in &binds {
+            qb.push(" WHEN ")
+                .push_bind(d.0)
+                .push(" THEN ")
+                .push_bind(u.0);
+        }
+        qb.push(" ELSE user_id END WHERE user_id = 0 AND device_id IN (");
+        let mut sep = qb.separated(", ");
+        for (d, _) in &binds {
+            sep.push_bind(d.0);
+        }
+        qb.push(")");
+        if qb.build().persistent(false).execute(&pool).await.is_ok() {
+            return binds.iter().map(|_| Ok(())).collect();
+        }
+    }
+    let each = binds.iter().map(|(d, u)| {
+        let pool = &pool;
+        async move {
+            sqlx::query("UPDATE device SET user_id = ? WHERE device_id = ? AND user_id = 0")
+                .bind(u.0)
+                .bind(d.0)
+                .execute(pool)
+                .await?;
+            Ok(())
+        }
+    });
+    futures::future::join_all(each).await
+}
+
 fn is_duplicate(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
@@ -211,6 +296,36 @@ impl State {
         );
         let nodes = Arc::new(Nodes::new(redis.clone(), metrics.clone()));
         let short = Duration::from_secs(5);
+        let stores = {
+            let pool = pool.clone();
+            Batcher::spawn(store::BATCH_MAX, store::BATCH_CONCURRENCY, move |jobs| {
+                store::store_batch(pool.clone(), jobs)
+            })
+        };
+        let firsts = {
+            let pool = pool.clone();
+            Batcher::spawn(store::BATCH_MAX, store::BATCH_CONCURRENCY, move |keys| {
+                store::first_results(pool.clone(), keys)
+            })
+        };
+        let large_of = {
+            let pool = pool.clone();
+            Batcher::spawn(store::BATCH_MAX, store::BATCH_CONCURRENCY, move |users| {
+                crate::session::large_groups_of(pool.clone(), users)
+            })
+        };
+        let device_rows = {
+            let pool = pool.clone();
+            Batcher::spawn(store::BATCH_MAX, store::BATCH_CONCURRENCY, move |ids| {
+                device_rows(pool.clone(), ids)
+            })
+        };
+        let device_binds = {
+            let pool = pool.clone();
+            Batcher::spawn(store::BATCH_MAX, store::BATCH_CONCURRENCY, move |binds| {
+                bind_devices(pool.clone(), binds)
+            })
+        };
         Self {
             cfg,
             pool,
@@ -234,6 +349,11 @@ impl State {
             devices: TtlCache::new(Duration::from_secs(3600), 500_000),
             // As long as the app-key cache: a replaced key stops old tokens within a minute.
             verified: TtlCache::new(Duration::from_secs(60), 200_000),
+            stores,
+            firsts,
+            large_of,
+            device_rows,
+            device_binds,
         }
     }
 
@@ -305,22 +425,20 @@ impl State {
             };
         }
         for _ in 0..2 {
-            let row: Option<(i64, i64)> =
-                sqlx::query_as("SELECT app_id, user_id FROM device WHERE device_id = ?")
-                    .bind(device.0)
-                    .fetch_optional(&self.pool)
-                    .await?;
+            // Both statements are batched with concurrent sign-ins (a first-sign-in storm).
+            let row = self
+                .device_rows
+                .call(device)
+                .await
+                .unwrap_or_else(|| Err(Error::Internal("device batcher stopped".into())))?;
             match row {
                 None => return not_bound("device is not registered"),
                 Some((a, _)) if a != app.0 => return not_bound("device is not registered"),
                 Some((_, 0)) => {
-                    sqlx::query(
-                        "UPDATE device SET user_id = ? WHERE device_id = ? AND user_id = 0",
-                    )
-                    .bind(user.0)
-                    .bind(device.0)
-                    .execute(&self.pool)
-                    .await?;
+                    self.device_binds
+                        .call((device, user))
+                        .await
+                        .unwrap_or_else(|| Err(Error::Internal("device batcher stopped".into())))?;
                     // Re-read: a concurrent first sign-in of another user may have won.
                 }
                 Some((_, u)) if u == user.0 => {

@@ -10,6 +10,7 @@
 //! [`validate`], [`metrics`], [`error`], [`inval`] (cross-process cache invalidation).
 
 pub mod api;
+pub mod batch;
 pub mod cache;
 pub mod core;
 pub mod error;
@@ -20,6 +21,7 @@ pub mod rds;
 mod send;
 pub mod seq;
 mod session;
+pub mod store;
 pub mod validate;
 
 pub use crate::core::{Sender, State, create_app};

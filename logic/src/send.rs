@@ -13,7 +13,7 @@ use gim_proto::logic::v1 as pb;
 use prost::Message as _;
 use sqlx::{MySql, QueryBuilder};
 
-const INSERT_CHUNK: usize = 2000;
+use crate::store::INSERT_CHUNK;
 
 /// Where the copies of one send go.
 enum Target {
@@ -164,10 +164,20 @@ impl State {
                 };
                 let req_key =
                     (req.client_request_id != 0).then_some((sender_type as i8, sender_id, idem));
-                if let Some(first) = self
-                    .store_user_rows(app, &item, &mentions, &body, &rows, req_key, sender_seq)
-                    .await?
-                {
+                let job = crate::store::StoreJob {
+                    app,
+                    item: MessageItem {
+                        message_body: None,
+                        to_user_ids: vec![],
+                        ..item.clone()
+                    },
+                    mentions,
+                    body,
+                    rows: rows.clone(),
+                    req_key,
+                    sender_seq,
+                };
+                if let Some(first) = self.store_user_rows(job).await? {
                     return Ok(first);
                 }
                 self.metrics
@@ -201,71 +211,6 @@ impl State {
         }
     }
 
-    /// Stores `rows` (owner, seq) of one message. With a request key, inside a transaction that
-    /// first claims the key: a retry finds it taken and gets the first result back (`Some`),
-    /// storing nothing.
-    #[allow(clippy::too_many_arguments)]
-    async fn store_user_rows(
-        &self,
-        app: AppId,
-        item: &MessageItem,
-        mentions: &str,
-        body: &[u8],
-        rows: &[(UserId, i64)],
-        req_key: Option<(i8, i64, i64)>,
-        sender_seq: i64,
-    ) -> Result<Option<pb::SendMessageResp>> {
-        let build = |chunk: &[(UserId, i64)]| {
-            let mut qb = QueryBuilder::<MySql>::new(
-                "INSERT INTO user_message (app_id, user_id, seq, message_id, request_id, sender_type, sender_id, \
-                 sender_device_id, receiver_type, receiver_id, to_user_ids, body, send_time, status) ",
-            );
-            qb.push_values(chunk, |mut b, (u, seq)| {
-                b.push_bind(app.0)
-                    .push_bind(u.0)
-                    .push_bind(*seq)
-                    .push_bind(item.message_id)
-                    .push_bind(item.request_id)
-                    .push_bind(item.sender_type as i8)
-                    .push_bind(item.sender_id)
-                    .push_bind(item.sender_device_id)
-                    .push_bind(item.receiver_type as i8)
-                    .push_bind(item.receiver_id)
-                    .push_bind(mentions.to_string())
-                    .push_bind(body.to_vec())
-                    .push_bind(item.send_time)
-                    .push_bind(item.status as i8);
-            });
-            qb
-        };
-        if req_key.is_none() && rows.len() <= INSERT_CHUNK {
-            // One statement is atomic on its own: no transaction round trips.
-            build(rows)
-                .build()
-                .persistent(rows.len() <= 2)
-                .execute(&self.pool)
-                .await?;
-            return Ok(None);
-        }
-        let mut tx = self.pool.begin().await?;
-        if let Some(k) = req_key
-            && let Some(first) = self
-                .claim_request(&mut tx, app, k, item.message_id, sender_seq)
-                .await?
-        {
-            return Ok(Some(first));
-        }
-        for chunk in rows.chunks(INSERT_CHUNK) {
-            build(chunk)
-                .build()
-                .persistent(chunk.len() <= 2)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(None)
-    }
-
     async fn store_group_row(
         &self,
         app: AppId,
@@ -296,9 +241,7 @@ impl State {
             return Ok(None);
         };
         let mut tx = self.pool.begin().await?;
-        if let Some(first) = self
-            .claim_request(&mut tx, app, k, item.message_id, item.seq)
-            .await?
+        if let Some(first) = crate::store::claim(&mut tx, app, k, item.message_id, item.seq).await?
         {
             return Ok(Some(first));
         }
@@ -307,65 +250,31 @@ impl State {
         Ok(None)
     }
 
+    /// The first result of a request key, if it was used before (batched with concurrent sends).
     async fn first_result(
         &self,
         app: AppId,
-        (sender_type, sender_id, req_id): (i8, i64, i64),
+        key: crate::store::ReqKey,
     ) -> Result<Option<pb::SendMessageResp>> {
-        let first: Option<(i64, i64)> = sqlx::query_as(
-            "SELECT message_id, sender_seq FROM send_request \
-             WHERE app_id = ? AND sender_type = ? AND sender_id = ? AND client_request_id = ?",
-        )
-        .bind(app.0)
-        .bind(sender_type)
-        .bind(sender_id)
-        .bind(req_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(first.map(|(message_id, seq)| pb::SendMessageResp { seq, message_id }))
+        self.firsts
+            .call((app, key))
+            .await
+            .unwrap_or_else(|| Err(Error::Internal("store batcher stopped".into())))
     }
 
-    /// Inserts the send_request row; if it exists, rolls back and returns the first result.
-    async fn claim_request(
+    /// Stores one message's user-list copies: small messages through the batcher (shared
+    /// transactions with concurrent sends), large ones on their own.
+    async fn store_user_rows(
         &self,
-        tx: &mut sqlx::Transaction<'static, MySql>,
-        app: AppId,
-        (sender_type, sender_id, req_id): (i8, i64, i64),
-        message_id: i64,
-        sender_seq: i64,
+        job: crate::store::StoreJob,
     ) -> Result<Option<pb::SendMessageResp>> {
-        let r = sqlx::query(
-            "INSERT INTO send_request (app_id, sender_type, sender_id, client_request_id, message_id, sender_seq) \
-             VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(app.0)
-        .bind(sender_type)
-        .bind(sender_id)
-        .bind(req_id)
-        .bind(message_id)
-        .bind(sender_seq)
-        .execute(&mut **tx)
-        .await;
-        match r {
-            Ok(_) => Ok(None),
-            Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
-                let first: (i64, i64) = sqlx::query_as(
-                    "SELECT message_id, sender_seq FROM send_request \
-                     WHERE app_id = ? AND sender_type = ? AND sender_id = ? AND client_request_id = ?",
-                )
-                .bind(app.0)
-                .bind(sender_type)
-                .bind(sender_id)
-                .bind(req_id)
-                .fetch_one(&mut **tx)
-                .await?;
-                Ok(Some(pb::SendMessageResp {
-                    seq: first.1,
-                    message_id: first.0,
-                }))
-            }
-            Err(e) => Err(e.into()),
+        if job.rows.len() > crate::store::BATCH_ROWS_MAX {
+            return crate::store::store_one(&self.pool, &job).await;
         }
+        self.stores
+            .call(job)
+            .await
+            .unwrap_or_else(|| Err(Error::Internal("store batcher stopped".into())))
     }
 
     /// Background push after the store. `rows` carries each owner's seq; for non-persistent
@@ -485,12 +394,9 @@ impl State {
                 req.sender_id,
                 req.client_request_id,
             );
-            if let Some(first) = self
-                .claim_request_pub(&mut tx, app, key, message_id)
-                .await?
-            {
+            if let Some(first) = crate::store::claim(&mut tx, app, key, message_id, 0).await? {
                 tx.rollback().await?;
-                return self.first_push_result(app, &users, first).await;
+                return self.first_push_result(app, &users, first.message_id).await;
             }
         }
         for (chunk_users, chunk_seqs) in users.chunks(INSERT_CHUNK).zip(seqs.chunks(INSERT_CHUNK)) {
@@ -561,19 +467,6 @@ impl State {
                 .collect(),
             message_id,
         })
-    }
-
-    async fn claim_request_pub(
-        &self,
-        tx: &mut sqlx::Transaction<'static, MySql>,
-        app: AppId,
-        key: (i8, i64, i64),
-        message_id: i64,
-    ) -> Result<Option<i64>> {
-        Ok(self
-            .claim_request(tx, app, key, message_id, 0)
-            .await?
-            .map(|r| r.message_id))
     }
 
     /// Per-user items (each names its receiver), one DeliverBatch per node for all of them.

@@ -38,6 +38,58 @@ fn young_gap(from: i64, rows: &[Row]) -> bool {
     false
 }
 
+const LARGE_OF_USER: &str = "SELECT m.group_id FROM group_member m \
+     JOIN im_group g ON g.app_id = m.app_id AND g.group_id = m.group_id \
+     WHERE m.app_id = ? AND m.user_id = ? AND g.type = 2 ORDER BY m.group_id";
+
+/// The large groups of each (app, user), in group id order: one query for the batch (the
+/// member-by-user index, one range per user), or one per user when that fails.
+pub(crate) async fn large_groups_of(
+    pool: sqlx::MySqlPool,
+    users: Vec<(AppId, UserId)>,
+) -> Vec<Result<Vec<i64>>> {
+    if users.len() > 1 {
+        let mut qb = sqlx::QueryBuilder::<sqlx::MySql>::new(
+            "SELECT m.app_id, m.user_id, m.group_id FROM group_member m \
+             JOIN im_group g ON g.app_id = m.app_id AND g.group_id = m.group_id WHERE g.type = 2 AND (",
+        );
+        for (i, (app, user)) in users.iter().enumerate() {
+            if i > 0 {
+                qb.push(" OR ");
+            }
+            qb.push("(m.app_id = ")
+                .push_bind(app.0)
+                .push(" AND m.user_id = ")
+                .push_bind(user.0)
+                .push(")");
+        }
+        qb.push(") ORDER BY m.group_id");
+        let rows: std::result::Result<Vec<(i64, i64, i64)>, _> =
+            qb.build_query_as().persistent(false).fetch_all(&pool).await;
+        if let Ok(rows) = rows {
+            let mut by: std::collections::HashMap<(i64, i64), Vec<i64>> = Default::default();
+            for (a, u, g) in rows {
+                by.entry((a, u)).or_default().push(g);
+            }
+            return users
+                .iter()
+                .map(|(a, u)| Ok(by.get(&(a.0, u.0)).cloned().unwrap_or_default()))
+                .collect();
+        }
+    }
+    let each = users.iter().map(|(app, user)| {
+        let pool = &pool;
+        async move {
+            Ok(sqlx::query_scalar(LARGE_OF_USER)
+                .bind(app.0)
+                .bind(user.0)
+                .fetch_all(pool)
+                .await?)
+        }
+    });
+    futures::future::join_all(each).await
+}
+
 impl State {
     async fn fetch_settled(
         &self,
@@ -100,14 +152,12 @@ impl State {
             })
             .await;
         }
-        let large: Vec<i64> = sqlx::query_scalar(
-            "SELECT m.group_id FROM group_member m JOIN im_group g ON g.app_id = m.app_id AND g.group_id = m.group_id \
-             WHERE m.app_id = ? AND m.user_id = ? AND g.type = 2 ORDER BY m.group_id",
-        )
-        .bind(app.0)
-        .bind(user.0)
-        .fetch_all(&self.pool)
-        .await?;
+        // Batched with concurrent sign-ins: a sign-in storm costs MySQL one query per batch.
+        let large = self
+            .large_of
+            .call((app, user))
+            .await
+            .unwrap_or_else(|| Err(Error::Internal("sign-in batcher stopped".into())))?;
         tracing::debug!(%app, %user, %device, node = %req.node_id, conn = req.conn_id, "signed in");
         Ok(pb::SignInResp {
             large_group_ids: large,
