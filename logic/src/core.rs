@@ -180,6 +180,8 @@ pub struct State {
     device_rows: Batcher<DeviceId, Result<Option<(i64, i64)>>>,
     /// First bindings of devices to users, one statement for many devices.
     device_binds: Batcher<(DeviceId, UserId), Result<()>>,
+    /// Write-diffusion pushes of concurrent sends, one route lookup and one call per node each.
+    pub(crate) pushes: Arc<Batcher<crate::push::PushJob, ()>>,
 }
 
 impl std::fmt::Debug for State {
@@ -326,6 +328,17 @@ impl State {
                 bind_devices(pool.clone(), binds)
             })
         };
+        let pushes = {
+            let nodes = nodes.clone();
+            Arc::new(Batcher::spawn(
+                store::BATCH_MAX,
+                store::BATCH_CONCURRENCY,
+                move |jobs| {
+                    let nodes = nodes.clone();
+                    async move { nodes.deliver_jobs(jobs).await }
+                },
+            ))
+        };
         Self {
             cfg,
             pool,
@@ -354,6 +367,7 @@ impl State {
             large_of,
             device_rows,
             device_binds,
+            pushes,
         }
     }
 

@@ -57,6 +57,18 @@ impl std::fmt::Debug for Nodes {
     }
 }
 
+/// One message's write-diffusion push: every online device of each owner in `copies` gets
+/// `item` with that owner's seq, except `exclude`.
+#[derive(Debug)]
+pub struct PushJob {
+    pub app: AppId,
+    pub item: MessageItem,
+    pub copies: Vec<(UserId, i64)>,
+    pub exclude: Option<DeviceId>,
+    /// Trace id of the send (from the gRPC layer), forwarded to conn.
+    pub trace: Option<String>,
+}
+
 /// One device's connection, from its route.
 #[derive(Debug, Clone)]
 pub struct Route {
@@ -284,6 +296,89 @@ impl Nodes {
             async move {
                 let mut c = self.client(&addr);
                 self.observe("deliver_batch", c.deliver_batch(traced(req)))
+                    .await;
+            }
+        });
+        futures::future::join_all(calls).await;
+        Ok(())
+    }
+
+    /// Write-diffusion pushes of many concurrent sends at once (see [`crate::batch`]): one route
+    /// lookup pipeline per app and one DeliverBatch per node for the whole batch, instead of one
+    /// of each per message. Best effort like every push; a failed lookup is logged.
+    pub async fn deliver_jobs(&self, jobs: Vec<PushJob>) -> Vec<()> {
+        let n = jobs.len();
+        let mut by_app: BTreeMap<i64, Vec<PushJob>> = BTreeMap::new();
+        for j in jobs {
+            by_app.entry(j.app.0).or_default().push(j);
+        }
+        let calls = by_app.into_iter().map(|(app, jobs)| async move {
+            if let Err(e) = self.deliver_app(AppId(app), jobs).await {
+                tracing::warn!(error = %e.chain(), "push: route lookup failed");
+            }
+        });
+        futures::future::join_all(calls).await;
+        vec![(); n]
+    }
+
+    async fn deliver_app(&self, app: AppId, jobs: Vec<PushJob>) -> Result<()> {
+        let users: Vec<UserId> = jobs
+            .iter()
+            .flat_map(|j| j.copies.iter().map(|c| c.0))
+            .collect();
+        let routes = self.routes(app, &users).await?;
+        let live = self
+            .live_for(routes.iter().flatten().map(|r| r.node_id.as_str()))
+            .await?;
+        // node -> (targets, job indexes used in order, job index -> position in that list)
+        type PerNode = (Vec<DeliverTarget>, Vec<usize>, HashMap<usize, u32>);
+        let mut per_node: HashMap<&str, PerNode> = HashMap::new();
+        let copies = jobs
+            .iter()
+            .enumerate()
+            .flat_map(|(ji, j)| j.copies.iter().map(move |c| (ji, c.1)));
+        for ((ji, seq), rs) in copies.zip(&routes) {
+            for r in rs {
+                if Some(r.device) == jobs[ji].exclude || !live.contains_key(&r.node_id) {
+                    continue;
+                }
+                let (targets, used, pos) = per_node.entry(&r.node_id).or_default();
+                let local = *pos.entry(ji).or_insert_with(|| {
+                    used.push(ji);
+                    used.len() as u32 - 1
+                });
+                targets.push(DeliverTarget {
+                    app_id: app.0,
+                    device_id: r.device.0,
+                    conn_id: r.conn_id,
+                    message_index: local,
+                    seq,
+                });
+            }
+        }
+        let calls = per_node.into_iter().map(|(node, (targets, used, _))| {
+            let req = DeliverBatchReq {
+                messages: used.iter().map(|&ji| jobs[ji].item.clone()).collect(),
+                targets,
+            };
+            // The call carries the trace ids of every send it delivers, comma-separated, so
+            // each send's logic and conn log lines still join.
+            let traces: Vec<&str> = used
+                .iter()
+                .filter_map(|&ji| jobs[ji].trace.as_deref())
+                .collect();
+            let mut request = tonic::Request::new(req);
+            if !traces.is_empty()
+                && let Ok(v) = traces.join(",").parse()
+            {
+                request
+                    .metadata_mut()
+                    .insert(gim_common::TRACE_ID_HEADER, v);
+            }
+            let addr = live[node].clone();
+            async move {
+                let mut c = self.client(&addr);
+                self.observe("deliver_batch", c.deliver_batch(request))
                     .await;
             }
         });

@@ -295,10 +295,17 @@ impl State {
                 } else {
                     rows.to_vec()
                 };
+                let job = crate::push::PushJob {
+                    app,
+                    item,
+                    copies,
+                    exclude,
+                    trace: crate::push::TRACE_ID.try_with(|t| t.clone()).ok(),
+                };
+                let pushes = self.pushes.clone();
                 self.spawn_push(async move {
-                    if let Err(e) = nodes.deliver(app, vec![item], &copies, exclude).await {
-                        tracing::warn!(error = %e.chain(), "push: route lookup failed");
-                    }
+                    // Batched with concurrent sends' pushes.
+                    let _ = pushes.call(job).await;
                 })
                 .await;
             }

@@ -24,6 +24,9 @@ pub const BATCH_CONCURRENCY: usize = 4;
 /// (sender type, sender id, idempotency key) of a `send_request` row.
 pub type ReqKey = (i8, i64, i64);
 
+/// A `send_request` row as the batched pre-check reads it: app, key, message id, sender seq.
+type FirstRow = (i64, i8, i64, i64, i64, i64);
+
 /// One message's copies for one list kind (`user_message`).
 #[derive(Debug)]
 pub struct StoreJob {
@@ -235,7 +238,7 @@ pub async fn first_results(pool: MySqlPool, keys: Vec<(AppId, ReqKey)>) -> Vec<S
                 .push_bind(*r)
                 .push(")");
         }
-        let found: std::result::Result<Vec<(i64, i8, i64, i64, i64, i64)>, _> =
+        let found: std::result::Result<Vec<FirstRow>, _> =
             qb.build_query_as().persistent(false).fetch_all(&pool).await;
         if let Ok(found) = found {
             let map: std::collections::HashMap<(i64, i8, i64, i64), (i64, i64)> = found
