@@ -102,14 +102,18 @@ for server in rust node; do
     run "base-idle.$server" "$rep" "$G" base-idle --target "127.0.0.1:$BASE_PORT" --pid "$BASE_PID" --conns "$BASE_CONNS"
     stop_baseline
   done
-  start_baseline $server
+  # A fresh server per fan-out run too: a server that could not keep up still holds the
+  # previous run's undelivered frames, and would spend the next run sending them.
   for rate in $B5_SWEEP; do
+    start_baseline $server
     run "base-fanout.$server.sweep.$rate" 1 "$G" base-fanout --target "127.0.0.1:$BASE_PORT" --conns "$B5_MEMBERS" --rate "$rate" --secs "$SECS"
+    stop_baseline
   done
   for rep in $(seq 1 "$REPS"); do
+    start_baseline $server
     run "base-fanout.$server.goal" "$rep" "$G" base-fanout --target "127.0.0.1:$BASE_PORT" --conns "$B5_MEMBERS" --rate "$B5_GOAL" --secs "$SECS"
+    stop_baseline
   done
-  stop_baseline
 done
 
 # ---- gim ----------------------------------------------------------------------------------------

@@ -152,6 +152,7 @@ pub async fn start_with_logic(
         hub: hub.clone(),
         metrics: metrics.clone(),
         cfg: scfg,
+        sign_ins: Arc::new(Semaphore::new(crate::session::SIGN_IN_INFLIGHT)),
     });
     let node = Arc::new(Node {
         ctx,

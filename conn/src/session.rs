@@ -173,7 +173,15 @@ pub struct SessionCtx {
     pub hub: Arc<crate::hub::Hub>,
     pub metrics: Arc<Metrics>,
     pub cfg: SessionConfig,
+    /// Sign-ins of this node in flight at logic ([`SIGN_IN_INFLIGHT`]).
+    pub sign_ins: Arc<tokio::sync::Semaphore>,
 }
+
+/// Most sign-ins one node has in flight at logic at once. In a connect storm beyond what logic
+/// serves, the others wait here (cheaply, up to the session's sign-in timeout) instead of
+/// queueing inside logic past their call deadline: logic then keeps finishing sign-ins at its
+/// capacity instead of timing every one of them out (congestion collapse).
+pub const SIGN_IN_INFLIGHT: usize = 64;
 
 impl std::fmt::Debug for SessionCtx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -690,13 +698,17 @@ impl<'a> Session<'a> {
             conn_id: self.conn.id.get(),
             client_addr: self.peer.to_string(),
         };
-        let call = self.ctx.logic.sign_in(req, trace_id.clone());
+        let logic = self.ctx.logic.clone();
+        let permits = self.ctx.sign_ins.clone();
         self.inflight = Some(Box::pin(async move {
+            // Never closed; a session that gives up (sign-in timeout) drops this wait.
+            let _permit = permits.acquire_owned().await;
+            let result = logic.sign_in(req, trace_id.clone()).await;
             Done::SignIn {
                 request_id,
                 who,
                 trace_id,
-                result: call.await,
+                result,
             }
         }));
     }

@@ -376,6 +376,81 @@ async fn user_to_user_stores_two_copies_and_retry_is_idempotent() {
     assert_eq!(ctx.sync(2, d2, 0, 0).await.messages.len(), 4);
 }
 
+/// Many concurrent sends share store batches (one transaction for many messages) and a retry
+/// racing its first send in the same batch makes the batch fall back to one-by-one stores:
+/// every send still gets its own result and each request is stored exactly once.
+#[tokio::test]
+async fn concurrent_sends_and_racing_retries_are_each_stored_exactly_once() {
+    let ctx = Ctx::start().await;
+    let senders: Vec<i64> = (1..=8).collect();
+    let receivers: Vec<i64> = (101..=108).collect();
+    ctx.import_users(&[senders.clone(), receivers.clone()].concat())
+        .await;
+    let mut devices = std::collections::HashMap::new();
+    for u in senders.iter().chain(&receivers) {
+        devices.insert(*u, ctx.register_device().await);
+    }
+    const PER_SENDER: i64 = 6;
+    // Each request twice, all at once: duplicates land in the same batch or in concurrent ones.
+    let sends = senders.iter().flat_map(|&s| {
+        let d = devices[&s];
+        (1..=PER_SENDER).flat_map(move |rid| [0, 1].map(move |_| (s, d, rid)))
+    });
+    let ctx = &ctx;
+    let calls = sends.map(|(s, d, rid)| async move {
+        let r = ctx
+            .send_text(
+                s,
+                d,
+                ReceiverType::User,
+                s + 100,
+                &format!("{s}-{rid}"),
+                rid,
+            )
+            .await;
+        (s, rid, r)
+    });
+    let results = futures::future::join_all(calls).await;
+    let mut by_request: std::collections::HashMap<(i64, i64), Vec<pb::SendMessageResp>> =
+        Default::default();
+    for (s, rid, r) in results {
+        by_request
+            .entry((s, rid))
+            .or_default()
+            .push(r.unwrap_or_else(|e| panic!("send {s}/{rid} failed: {e}")));
+    }
+    for ((s, rid), rs) in &by_request {
+        assert_eq!(rs.len(), 2);
+        assert_eq!(rs[0], rs[1], "send {s}/{rid}: the retry got another result");
+    }
+    for &s in &senders {
+        let r = s + 100;
+        let inbox = ctx.sync(r, devices[&r], 0, 0).await;
+        let mut texts: Vec<String> = inbox.messages.iter().map(text_of).collect();
+        texts.sort();
+        let mut want: Vec<String> = (1..=PER_SENDER).map(|rid| format!("{s}-{rid}")).collect();
+        want.sort();
+        assert_eq!(texts, want, "receiver {r}: each request exactly once");
+        // Increasing; not necessarily dense: a retry racing its first send allocates a seq
+        // before its claim fails, and that seq stays a gap (sync skips gaps).
+        let seqs: Vec<i64> = inbox.messages.iter().map(|m| m.seq).collect();
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "receiver {r}: {seqs:?}"
+        );
+        // The sender's own copies carry the seqs the sends answered with.
+        let outbox = ctx.sync(s, devices[&s], 0, 0).await;
+        let mut answered: Vec<i64> = (1..=PER_SENDER)
+            .map(|rid| by_request[&(s, rid)][0].seq)
+            .collect();
+        answered.sort();
+        assert_eq!(
+            outbox.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+            answered
+        );
+    }
+}
+
 #[tokio::test]
 async fn all_typed_bodies_and_mentions_round_trip() {
     use wire::message_content::Content;

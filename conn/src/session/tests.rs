@@ -154,6 +154,7 @@ pub(crate) fn harness(queue_cap: usize) -> Harness {
         hub: Arc::new(Hub::new(queue_cap)),
         metrics: Arc::new(Metrics::new()),
         cfg: SessionConfig::default(),
+        sign_ins: Arc::new(tokio::sync::Semaphore::new(2)),
     });
     Harness { ctx, calls }
 }
@@ -711,4 +712,29 @@ mod fuzz {
             });
         }
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn sign_ins_beyond_the_in_flight_bound_wait_for_a_slot_instead_of_failing() {
+    let mut h = harness(16);
+    // The harness allows two sign-ins in flight; the test holds both slots (a storm in progress).
+    let held = h.ctx.sign_ins.clone().acquire_many_owned(2).await.unwrap();
+    let mut c = h.connect(None, 8);
+    c.send(PackageType::SignIn, 1, sign_in_input("good")).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        h.calls.try_recv().is_err(),
+        "no slot: logic is not called yet"
+    );
+    drop(held);
+    let r = c.recv().await.unwrap();
+    assert_eq!(
+        (r.r#type, r.code),
+        (PackageType::SignIn as i32, 0),
+        "signed in once a slot freed"
+    );
+    let (req, _) = sign_in_of(&mut h.calls);
+    assert_eq!(req.user_id, 10);
+    // The slot is given back after the call.
+    assert_eq!(h.ctx.sign_ins.available_permits(), 2);
 }
