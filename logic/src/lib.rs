@@ -163,7 +163,14 @@ pub async fn start(cfg: LogicConfig, shutdown: Shutdown) -> Result<LogicHandle, 
                 .add_service(reflection()?)
                 .add_service($svc);
             let sd = shutdown.clone();
-            let incoming = TcpListenerStream::new($listener);
+            // `tcp_nodelay` above is ignored for `serve_with_incoming`: set it on every accepted
+            // socket, or small replies wait for Nagle + delayed ACK (tens of ms each).
+            let incoming = tokio_stream::StreamExt::map(TcpListenerStream::new($listener), |s| {
+                if let Ok(s) = &s {
+                    let _ = s.set_nodelay(true);
+                }
+                s
+            });
             tasks.spawn(async move {
                 router
                     .serve_with_incoming_shutdown(incoming, sd.wait())
