@@ -224,83 +224,26 @@ impl Nodes {
         Ok(out)
     }
 
-    /// Push for write diffusion: `copies` is (owner, seq of the owner's copy); every online device
-    /// of each owner gets `items[0]` with its owner's seq, except `exclude`. One DeliverBatch per node.
-    pub async fn deliver(
-        &self,
-        app: AppId,
-        items: Vec<MessageItem>,
-        copies: &[(UserId, i64)],
-        exclude: Option<DeviceId>,
-    ) -> Result<()> {
-        self.deliver_inner(app, items, copies, exclude, |_| 0).await
-    }
-
-    /// Like [`Nodes::deliver`], but copy `i` carries `items[i]` (items that differ per receiver).
+    /// Per-receiver items: copy `i` (owner, seq) gets `items[i]`. One DeliverBatch per node.
     pub async fn deliver_each(
         &self,
         app: AppId,
         items: Vec<MessageItem>,
         copies: &[(UserId, i64)],
     ) -> Result<()> {
-        self.deliver_inner(app, items, copies, None, |i| i as u32)
-            .await
-    }
-
-    async fn deliver_inner(
-        &self,
-        app: AppId,
-        items: Vec<MessageItem>,
-        copies: &[(UserId, i64)],
-        exclude: Option<DeviceId>,
-        item_of: impl Fn(usize) -> u32,
-    ) -> Result<()> {
-        let users: Vec<UserId> = copies.iter().map(|c| c.0).collect();
-        let routes = self.routes(app, &users).await?;
-        let live = self
-            .live_for(routes.iter().flatten().map(|r| r.node_id.as_str()))
-            .await?;
-        // node -> (targets, item indexes used in order, item index -> position in that list)
-        type PerNode = (Vec<DeliverTarget>, Vec<u32>, HashMap<u32, u32>);
-        let mut per_node: HashMap<&str, PerNode> = HashMap::new();
-        for (i, ((_, seq), rs)) in copies.iter().zip(&routes).enumerate() {
-            for r in rs {
-                if Some(r.device) == exclude {
-                    continue;
-                }
-                // Routes on nodes whose lease expired are ignored (SPEC §5).
-                if !live.contains_key(&r.node_id) {
-                    continue;
-                }
-                let (targets, used, pos) = per_node.entry(&r.node_id).or_default();
-                let item = item_of(i);
-                let local = *pos.entry(item).or_insert_with(|| {
-                    used.push(item);
-                    used.len() as u32 - 1
-                });
-                targets.push(DeliverTarget {
-                    app_id: app.0,
-                    device_id: r.device.0,
-                    conn_id: r.conn_id,
-                    message_index: local,
-                    seq: *seq,
-                });
-            }
-        }
-        let calls = per_node.into_iter().map(|(node, (targets, used, _))| {
-            let req = DeliverBatchReq {
-                messages: used.iter().map(|u| items[*u as usize].clone()).collect(),
-                targets,
-            };
-            let addr = live[node].clone();
-            async move {
-                let mut c = self.client(&addr);
-                self.observe("deliver_batch", c.deliver_batch(traced(req)))
-                    .await;
-            }
-        });
-        futures::future::join_all(calls).await;
-        Ok(())
+        let trace = TRACE_ID.try_with(|t| t.clone()).ok();
+        let jobs = items
+            .into_iter()
+            .zip(copies)
+            .map(|(item, c)| PushJob {
+                app,
+                item,
+                copies: vec![*c],
+                exclude: None,
+                trace: trace.clone(),
+            })
+            .collect();
+        self.deliver_app(app, jobs).await
     }
 
     /// Write-diffusion pushes of many concurrent sends at once (see [`crate::batch`]): one route

@@ -182,16 +182,9 @@ pub async fn claim(
     match r {
         Ok(_) => Ok(None),
         Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
-            let first: (i64, i64) = sqlx::query_as(
-                "SELECT message_id, sender_seq FROM send_request \
-                 WHERE app_id = ? AND sender_type = ? AND sender_id = ? AND client_request_id = ?",
-            )
-            .bind(app.0)
-            .bind(sender_type)
-            .bind(sender_id)
-            .bind(req_id)
-            .fetch_one(&mut **tx)
-            .await?;
+            let first = first_query(app, (sender_type, sender_id, req_id))
+                .fetch_one(&mut **tx)
+                .await?;
             Ok(Some(pb::SendMessageResp {
                 seq: first.1,
                 message_id: first.0,
@@ -201,9 +194,12 @@ pub async fn claim(
     }
 }
 
-/// The first result of a request key, if it was used before.
-pub async fn first_result(pool: &MySqlPool, app: AppId, (t, s, r): ReqKey) -> StoreResult {
-    let first: Option<(i64, i64)> = sqlx::query_as(
+/// (message id, sender seq) of a request key's `send_request` row.
+fn first_query(
+    app: AppId,
+    (t, s, r): ReqKey,
+) -> sqlx::query::QueryAs<'static, MySql, (i64, i64), sqlx::mysql::MySqlArguments> {
+    sqlx::query_as(
         "SELECT message_id, sender_seq FROM send_request \
          WHERE app_id = ? AND sender_type = ? AND sender_id = ? AND client_request_id = ?",
     )
@@ -211,8 +207,11 @@ pub async fn first_result(pool: &MySqlPool, app: AppId, (t, s, r): ReqKey) -> St
     .bind(t)
     .bind(s)
     .bind(r)
-    .fetch_optional(pool)
-    .await?;
+}
+
+/// The first result of a request key, if it was used before.
+pub async fn first_result(pool: &MySqlPool, app: AppId, (t, s, r): ReqKey) -> StoreResult {
+    let first = first_query(app, (t, s, r)).fetch_optional(pool).await?;
     Ok(first.map(|(message_id, seq)| pb::SendMessageResp { seq, message_id }))
 }
 
