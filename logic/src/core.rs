@@ -300,8 +300,15 @@ impl State {
         let short = Duration::from_secs(5);
         let stores = {
             let pool = pool.clone();
+            let metrics = metrics.clone();
             Batcher::spawn(store::BATCH_MAX, store::BATCH_CONCURRENCY, move |jobs| {
-                store::store_batch(pool.clone(), jobs)
+                let (pool, metrics) = (pool.clone(), metrics.clone());
+                async move {
+                    let t = std::time::Instant::now();
+                    let r = store::store_batch(pool, jobs).await;
+                    metrics.stage("store_batch", t);
+                    r
+                }
             })
         };
         let firsts = {
@@ -330,12 +337,18 @@ impl State {
         };
         let pushes = {
             let nodes = nodes.clone();
+            let metrics = metrics.clone();
             Arc::new(Batcher::spawn(
                 store::BATCH_MAX,
                 store::BATCH_CONCURRENCY,
                 move |jobs| {
-                    let nodes = nodes.clone();
-                    async move { nodes.deliver_jobs(jobs).await }
+                    let (nodes, metrics) = (nodes.clone(), metrics.clone());
+                    async move {
+                        let t = std::time::Instant::now();
+                        let r = nodes.deliver_jobs(jobs).await;
+                        metrics.stage("push_batch", t);
+                        r
+                    }
                 },
             ))
         };

@@ -32,10 +32,17 @@ pub struct KindLabel {
     pub kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabel {
+    pub stage: &'static str,
+}
+
 pub struct Metrics {
     pub registry: Registry,
     pub rpcs: Family<RpcLabels, Counter>,
     pub rpc_seconds: Family<MethodLabel, Histogram>,
+    /// Where a send's time goes (see [`Metrics::stage`]).
+    pub send_stage_seconds: Family<StageLabel, Histogram>,
     pub messages_stored: Family<KindLabel, Counter>,
     pub pushes: Family<PushLabels, Counter>,
     pub seq_reservations: Counter,
@@ -61,6 +68,17 @@ impl Default for Metrics {
             "rpc_seconds",
             "gRPC handling time by method",
             rpc_seconds.clone(),
+        );
+        let send_stage_seconds = Family::<StageLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.00005, 2.0, 18))
+        });
+        registry.register(
+            "send_stage_seconds",
+            "time a persisted 1:1 or normal-group send spends per stage: lookup (validation, cached \
+             reads), precheck (idempotency), seq, store (queued for and inside a store batch), \
+             push_queue (handing the push off); per batch: store_batch (its MySQL work) and \
+             push_batch (route lookup and DeliverBatch calls, after the reply)",
+            send_stage_seconds.clone(),
         );
         let messages_stored = Family::<KindLabel, Counter>::default();
         registry.register(
@@ -96,6 +114,7 @@ impl Default for Metrics {
             registry,
             rpcs,
             rpc_seconds,
+            send_stage_seconds,
             messages_stored,
             pushes,
             seq_reservations,
@@ -110,6 +129,15 @@ impl Metrics {
         self.pushes
             .get_or_create(&PushLabels { call, outcome })
             .inc();
+    }
+
+    /// Records the time since `since` under a send stage, and returns now (the next stage's start).
+    pub fn stage(&self, stage: &'static str, since: std::time::Instant) -> std::time::Instant {
+        let now = std::time::Instant::now();
+        self.send_stage_seconds
+            .get_or_create(&StageLabel { stage })
+            .observe((now - since).as_secs_f64());
+        now
     }
 
     pub fn encode(&self) -> String {

@@ -30,6 +30,7 @@ impl State {
         sender: Sender,
         req: pb::SendMessageReq,
     ) -> Result<pb::SendMessageResp> {
+        let t = std::time::Instant::now();
         let user_sender = matches!(sender, Sender::User { .. });
         let rt = ReceiverType::try_from(req.receiver_type)
             .ok()
@@ -102,6 +103,7 @@ impl State {
         }
         let (sender_type, sender_id, sender_device) = sender_parts(sender);
         let idem = idempotency_key(sender_device, req.client_request_id);
+        let t = self.metrics.stage("lookup", t);
         if req.is_persist
             && req.client_request_id != 0
             && let Some(first) = self
@@ -112,6 +114,7 @@ impl State {
             // no gaps in the seq lists. Concurrent retries are caught by the claim below.
             return Ok(first);
         }
+        let t = self.metrics.stage("precheck", t);
         let message_id = self.next_message_id().await?;
         let mut item = MessageItem {
             request_id: req.client_request_id,
@@ -152,6 +155,7 @@ impl State {
                 let lists: Vec<(ListId, i64)> =
                     users.iter().map(|u| (ListId::User(app, *u), 1)).collect();
                 let seqs = self.seqs.alloc(&lists).await?;
+                let t = self.metrics.stage("seq", t);
                 let rows: Vec<(UserId, i64)> =
                     users.iter().copied().zip(seqs.iter().copied()).collect();
                 let sender_seq = match sender {
@@ -180,11 +184,13 @@ impl State {
                 if let Some(first) = self.store_user_rows(job).await? {
                     return Ok(first);
                 }
+                let t = self.metrics.stage("store", t);
                 self.metrics
                     .messages_stored
                     .get_or_create(&KindLabel { kind: "user" })
                     .inc_by(rows.len() as u64);
                 self.push(app, &target, item, &rows, exclude).await;
+                self.metrics.stage("push_queue", t);
                 Ok(pb::SendMessageResp {
                     seq: sender_seq,
                     message_id,

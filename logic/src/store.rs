@@ -101,61 +101,200 @@ pub async fn store_one(pool: &MySqlPool, j: &StoreJob) -> StoreResult {
     Ok(None)
 }
 
-/// Stores a batch in one transaction (one statement when no message has a request key); falls
-/// back to [`store_one`] per message when that fails.
+/// Most bytes of SQL text in one batch script (MariaDB's default `max_allowed_packet` is 16 MiB;
+/// binary values travel hex-encoded, twice their size).
+pub const SCRIPT_BYTES_MAX: usize = 4 << 20;
+
+/// Stores a batch: jobs are grouped into scripts of at most [`SCRIPT_BYTES_MAX`], each one
+/// transaction in one round trip (see [`script`]). A group whose script fails, and a job too
+/// large for any script, are stored with [`store_one`] per message.
 pub async fn store_batch(pool: MySqlPool, jobs: Vec<StoreJob>) -> Vec<StoreResult> {
-    if jobs.len() > 1 {
-        match try_batch(&pool, &jobs).await {
-            Ok(()) => return jobs.iter().map(|_| Ok(None)).collect(),
-            Err(e) => {
-                tracing::debug!(error = %e.chain(), n = jobs.len(), "batched store failed, storing one by one")
+    let mut results: Vec<Option<StoreResult>> = jobs.iter().map(|_| None).collect();
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut bytes = 0usize;
+    for (i, j) in jobs.iter().enumerate() {
+        let size = script_estimate(j);
+        if size > SCRIPT_BYTES_MAX {
+            continue; // stored on its own below
+        }
+        match groups.last_mut() {
+            Some(g) if bytes + size <= SCRIPT_BYTES_MAX => g.push(i),
+            _ => {
+                groups.push(vec![i]);
+                bytes = 0;
+            }
+        }
+        bytes += size;
+    }
+    let scripts = groups.into_iter().map(|g| {
+        let pool = &pool;
+        let jobs = &jobs;
+        async move {
+            let batch: Vec<&StoreJob> = g.iter().map(|&i| &jobs[i]).collect();
+            match run_script(pool, script(&batch)).await {
+                Ok(()) => (g, true),
+                Err(e) => {
+                    tracing::debug!(error = %e.chain(), n = batch.len(), "batched store failed, storing one by one");
+                    (g, false)
+                }
+            }
+        }
+    });
+    for (g, ok) in futures::future::join_all(scripts).await {
+        if ok {
+            for i in g {
+                results[i] = Some(Ok(None));
             }
         }
     }
-    let each = jobs.iter().map(|j| store_one(&pool, j));
-    futures::future::join_all(each).await
+    let rest = results
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.is_none())
+        .map(|(i, _)| i)
+        .collect::<Vec<_>>();
+    let each = rest.iter().map(|&i| store_one(&pool, &jobs[i]));
+    for (i, r) in rest.iter().zip(futures::future::join_all(each).await) {
+        results[*i] = Some(r);
+    }
+    results
+        .into_iter()
+        .map(|r| r.expect("every job stored or failed"))
+        .collect()
 }
 
-async fn try_batch(pool: &MySqlPool, jobs: &[StoreJob]) -> Result<()> {
-    let rows: Vec<(&StoreJob, &(UserId, i64))> = jobs
-        .iter()
-        .flat_map(|j| j.rows.iter().map(move |r| (j, r)))
-        .collect();
-    let keyed: Vec<&StoreJob> = jobs.iter().filter(|j| j.req_key.is_some()).collect();
-    if keyed.is_empty() && rows.len() <= INSERT_CHUNK {
-        insert_rows(rows)
-            .build()
-            .persistent(false)
-            .execute(pool)
-            .await?;
-        return Ok(());
+/// Upper bound of a job's share of a script's text.
+fn script_estimate(j: &StoreJob) -> usize {
+    // 14 values a row: 12 integers (at most 20 characters each, plus a comma) and two hex literals.
+    let row = 12 * 21 + 2 * (j.body.len() + j.mentions.len()) + 16;
+    j.rows.len() * row + 160
+}
+
+/// The SQL text that stores `jobs` atomically: claims of their request keys and all their rows,
+/// inside `BEGIN; ... COMMIT` when it takes more than one statement. Prepared statements would
+/// cost two round trips each (prepare, execute: batch statements vary in shape, so they are not
+/// cached) plus two for BEGIN and COMMIT; the script is one. Values are written as integer and
+/// hex literals only, never as quoted strings, so no value can change the statement.
+fn script(jobs: &[&StoreJob]) -> String {
+    use std::fmt::Write as _;
+    let rows = jobs.iter().map(|j| j.rows.len()).sum::<usize>();
+    let keyed = jobs.iter().filter(|j| j.req_key.is_some()).count();
+    let statements = usize::from(keyed > 0) + rows.div_ceil(INSERT_CHUNK);
+    let mut s = String::with_capacity(jobs.iter().map(|j| script_estimate(j)).sum::<usize>() + 64);
+    if statements > 1 {
+        s.push_str("BEGIN;");
     }
-    let mut tx = pool.begin().await?;
-    if !keyed.is_empty() {
-        let mut qb = QueryBuilder::<MySql>::new(
-            "INSERT INTO send_request (app_id, sender_type, sender_id, client_request_id, message_id, sender_seq) ",
+    if keyed > 0 {
+        s.push_str(
+            "INSERT INTO send_request (app_id, sender_type, sender_id, client_request_id, message_id, sender_seq) VALUES ",
         );
-        qb.push_values(&keyed, |mut b, j| {
-            let (t, s, r) = j.req_key.expect("filtered");
-            b.push_bind(j.app.0)
-                .push_bind(t)
-                .push_bind(s)
-                .push_bind(r)
-                .push_bind(j.item.message_id)
-                .push_bind(j.sender_seq);
-        });
-        // A taken key fails the whole statement: the fallback sorts out which one.
-        qb.build().persistent(false).execute(&mut *tx).await?;
+        let mut first = true;
+        for j in jobs {
+            let Some((t, sender, r)) = j.req_key else {
+                continue;
+            };
+            if !first {
+                s.push(',');
+            }
+            first = false;
+            // A taken key fails the whole script: the fallback sorts out which one.
+            let _ = write!(
+                s,
+                "({},{},{},{},{},{})",
+                j.app.0, t, sender, r, j.item.message_id, j.sender_seq
+            );
+        }
+        s.push(';');
     }
-    for chunk in rows.chunks(INSERT_CHUNK) {
-        insert_rows(chunk.iter().copied())
-            .build()
-            .persistent(false)
-            .execute(&mut *tx)
-            .await?;
+    let mut in_chunk = 0;
+    for j in jobs {
+        let item = &j.item;
+        for (u, seq) in &j.rows {
+            if in_chunk == 0 {
+                s.push_str(
+                    "INSERT INTO user_message (app_id, user_id, seq, message_id, request_id, sender_type, sender_id, \
+                     sender_device_id, receiver_type, receiver_id, to_user_ids, body, send_time, status) VALUES ",
+                );
+            } else {
+                s.push(',');
+            }
+            let _ = write!(
+                s,
+                "({},{},{},{},{},{},{},{},{},{},",
+                j.app.0,
+                u.0,
+                seq,
+                item.message_id,
+                item.request_id,
+                item.sender_type as i8,
+                item.sender_id,
+                item.sender_device_id,
+                item.receiver_type as i8,
+                item.receiver_id
+            );
+            push_hex(&mut s, j.mentions.as_bytes());
+            s.push(',');
+            push_hex(&mut s, &j.body);
+            let _ = write!(s, ",{},{})", item.send_time, item.status as i8);
+            in_chunk += 1;
+            if in_chunk == INSERT_CHUNK {
+                s.push(';');
+                in_chunk = 0;
+            }
+        }
     }
-    tx.commit().await?;
-    Ok(())
+    if in_chunk > 0 {
+        s.push(';');
+    }
+    if statements > 1 {
+        s.push_str("COMMIT;");
+    }
+    s
+}
+
+/// Appends `b` as a hex string literal: any bytes, written with the characters 0-9 A-F only.
+/// (`X''` is the empty string; `0x` with no digits is not valid SQL.)
+fn push_hex(s: &mut String, b: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    s.reserve(b.len() * 2 + 3);
+    s.push_str("X'");
+    for &c in b {
+        s.push(HEX[(c >> 4) as usize] as char);
+        s.push(HEX[(c & 15) as usize] as char);
+    }
+    s.push('\'');
+}
+
+/// Runs a [`script`] on one connection. When a statement fails, MariaDB stops there with the
+/// transaction still open: it is rolled back on the same connection before the connection goes
+/// back to the pool, and a connection whose state is unknown (the rollback failed, or the future
+/// was dropped mid-script) is closed instead of pooled.
+async fn run_script(pool: &MySqlPool, sql: String) -> Result<()> {
+    struct Guard(Option<sqlx::pool::PoolConnection<MySql>>);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            if let Some(c) = self.0.as_mut() {
+                c.close_on_drop();
+            }
+        }
+    }
+    let mut guard = Guard(Some(pool.acquire().await?));
+    let conn = guard.0.as_mut().expect("set above");
+    let r = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(&mut **conn)
+        .await;
+    match r {
+        Ok(_) => {
+            guard.0.take(); // clean: back to the pool
+            Ok(())
+        }
+        Err(e) => {
+            if sqlx::raw_sql("ROLLBACK").execute(&mut **conn).await.is_ok() {
+                guard.0.take();
+            }
+            Err(e.into())
+        }
+    }
 }
 
 /// Inserts the send_request row; if it exists, returns the first result (the caller's
@@ -215,30 +354,36 @@ pub async fn first_result(pool: &MySqlPool, app: AppId, (t, s, r): ReqKey) -> St
     Ok(first.map(|(message_id, seq)| pb::SendMessageResp { seq, message_id }))
 }
 
-/// [`first_result`] for many keys in one query (point lookups on the primary key); falls back to
-/// one query per key when it fails.
+/// [`first_result`] for many keys in one text query (point lookups on the primary key, values
+/// inlined as integers: one round trip, where a prepared statement of a varying shape costs two);
+/// falls back to one query per key when it fails.
 pub async fn first_results(pool: MySqlPool, keys: Vec<(AppId, ReqKey)>) -> Vec<StoreResult> {
+    use sqlx::FromRow as _;
+    use std::fmt::Write as _;
     if keys.len() > 1 {
-        let mut qb = QueryBuilder::<MySql>::new(
+        let mut sql = String::with_capacity(160 + keys.len() * 110);
+        sql.push_str(
             "SELECT app_id, sender_type, sender_id, client_request_id, message_id, sender_seq \
              FROM send_request WHERE ",
         );
         for (i, (app, (t, s, r))) in keys.iter().enumerate() {
             if i > 0 {
-                qb.push(" OR ");
+                sql.push_str(" OR ");
             }
-            qb.push("(app_id = ")
-                .push_bind(app.0)
-                .push(" AND sender_type = ")
-                .push_bind(*t)
-                .push(" AND sender_id = ")
-                .push_bind(*s)
-                .push(" AND client_request_id = ")
-                .push_bind(*r)
-                .push(")");
+            let _ = write!(
+                sql,
+                "(app_id = {} AND sender_type = {t} AND sender_id = {s} AND client_request_id = {r})",
+                app.0
+            );
         }
-        let found: std::result::Result<Vec<FirstRow>, _> =
-            qb.build_query_as().persistent(false).fetch_all(&pool).await;
+        let found = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&pool)
+            .await
+            .and_then(|rows| {
+                rows.iter()
+                    .map(FirstRow::from_row)
+                    .collect::<Result<Vec<_>, _>>()
+            });
         if let Ok(found) = found {
             let map: std::collections::HashMap<(i64, i8, i64, i64), (i64, i64)> = found
                 .into_iter()

@@ -451,6 +451,68 @@ async fn concurrent_sends_and_racing_retries_are_each_stored_exactly_once() {
     }
 }
 
+/// Stores travel as SQL text with inlined values (one round trip per batch): bodies and mentions
+/// full of bytes that mean something to SQL (quotes, backslashes, NUL, semicolons, comment
+/// markers) are stored and read back byte for byte, alone and in batches, with and without
+/// request ids, and nothing else is written.
+#[tokio::test]
+async fn bodies_with_sql_significant_bytes_round_trip_exactly() {
+    let ctx = Ctx::start().await;
+    ctx.import_users(&[1, 2, 3]).await;
+    let d1 = ctx.register_device().await;
+    let d2 = ctx.register_device().await;
+    let nasty = [
+        "it's",
+        "\\'; DROP TABLE user_message; --",
+        "\0nul\0",
+        "X'41' 0x41 \\x41",
+        "\"double\" `back` /* c */ # h",
+        "日本語 🎉",
+        "",
+    ];
+    let ctx = &ctx;
+    let calls = nasty.iter().enumerate().map(|(i, text)| async move {
+        let mut req = send_req(ReceiverType::User, 2, text, 0);
+        // Every other send with a request id: keyed and unkeyed messages in one batch.
+        if i % 2 == 0 {
+            req.client_request_id = 1000 + i as i64;
+        }
+        req.to_user_ids = vec![3, 1];
+        let mut c = ctx.client.clone();
+        c.send_message(ctx.creq(req, 1, d1))
+            .await
+            .unwrap()
+            .into_inner()
+    });
+    let sent = futures::future::join_all(calls).await;
+    let inbox = ctx.sync(2, d2, 0, 0).await;
+    assert_eq!(inbox.messages.len(), nasty.len());
+    for (text, r) in nasty.iter().zip(&sent) {
+        let m = inbox
+            .messages
+            .iter()
+            .find(|m| m.message_id == r.message_id)
+            .unwrap_or_else(|| panic!("{text:?} not stored"));
+        assert_eq!(text_of(m), *text);
+        assert_eq!(m.to_user_ids, vec![3, 1]);
+    }
+    // The sender's copies too, and the receiver of the mentions got none (1:1 messages).
+    assert_eq!(ctx.sync(1, d1, 0, 0).await.messages.len(), nasty.len());
+    let d3 = ctx.register_device().await;
+    assert!(ctx.sync(3, d3, 0, 0).await.messages.is_empty());
+    // A retry of a keyed send returns the first result and stores nothing more.
+    let mut retry = send_req(ReceiverType::User, 2, nasty[0], 1000);
+    retry.to_user_ids = vec![3, 1];
+    let mut c = ctx.client.clone();
+    let again = c
+        .send_message(ctx.creq(retry, 1, d1))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again, sent[0]);
+    assert_eq!(ctx.sync(2, d2, 0, 0).await.messages.len(), nasty.len());
+}
+
 #[tokio::test]
 async fn all_typed_bodies_and_mentions_round_trip() {
     use wire::message_content::Content;

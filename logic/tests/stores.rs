@@ -490,3 +490,100 @@ async fn every_listener_serves_health_and_reflection_and_admin_endpoints() {
     );
     assert!(metrics.contains("gim_logic_ready"), "{metrics}");
 }
+
+/// A batch script that fails half-way (a request key claimed twice in one batch) leaves MariaDB
+/// with an open transaction on that connection: it must be rolled back before the connection is
+/// reused, and every job must still get its own result. One pooled connection, so the failed
+/// script's connection is the one every later statement runs on.
+#[tokio::test]
+async fn a_failed_batch_script_is_rolled_back_and_each_job_stored_on_its_own() {
+    use gim_logic::store::{StoreJob, store_batch};
+    use gim_proto::connect::v1::MessageItem;
+    let pool = sqlx::mysql::MySqlPoolOptions::new()
+        .max_connections(1)
+        .connect(&mysql_url())
+        .await
+        .unwrap();
+    gim_logic::migrate(&pool).await.unwrap();
+    let (app, _) = gim_logic::create_app(&pool, &format!("t{}", rand_u64()))
+        .await
+        .unwrap();
+    let job = |user: i64, seq: i64, message_id: i64, key: i64| StoreJob {
+        app,
+        item: MessageItem {
+            sender_type: 1,
+            sender_id: 7,
+            sender_device_id: 70,
+            receiver_type: 1,
+            receiver_id: user,
+            message_id,
+            request_id: key,
+            send_time: 1,
+            status: 1,
+            ..Default::default()
+        },
+        mentions: String::new(),
+        body: vec![0, b'\'', b'\\', 0xff],
+        rows: vec![(gim_common::UserId(user), seq)],
+        req_key: Some((1, 7, key)),
+        sender_seq: 0,
+    };
+    // Job 0's claim is the script's first INSERT and succeeds; jobs 1 and 2 are the same row, so
+    // the second INSERT fails with the claim still in the open transaction. Were it not rolled
+    // back, job 0's own retry on this connection would commit the claim and then find its key
+    // taken: a message answered as a duplicate and never stored.
+    let mut unkeyed = [job(1, 1, 502, 0), job(1, 1, 503, 0)];
+    for j in &mut unkeyed {
+        j.req_key = None;
+    }
+    let [a, b] = unkeyed;
+    let results = store_batch(pool.clone(), vec![job(2, 1, 501, 11), a, b]).await;
+    assert!(
+        matches!(results[0], Ok(None)),
+        "keyed job: {:?}",
+        results[0]
+    );
+    assert!(matches!(results[1], Ok(None)), "{:?}", results[1]);
+    assert!(results[2].is_err(), "the same row twice: {:?}", results[2]);
+    // Two claims of one key in one batch: the second gets the first's result.
+    let results = store_batch(pool.clone(), vec![job(3, 1, 504, 12), job(4, 1, 505, 12)]).await;
+    assert!(matches!(results[0], Ok(None)), "{:?}", results[0]);
+    match &results[1] {
+        Ok(Some(first)) => assert_eq!(first.message_id, 504),
+        other => panic!("duplicate key: {other:?}"),
+    }
+    let in_tx: i64 = sqlx::query_scalar("SELECT CAST(@@in_transaction AS SIGNED)")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        in_tx, 0,
+        "the pooled connection was left inside a transaction"
+    );
+    let rows: Vec<(i64, i64, Vec<u8>)> = sqlx::query_as(
+        "SELECT user_id, message_id, body FROM user_message WHERE app_id = ? ORDER BY user_id",
+    )
+    .bind(app.0)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let body = vec![0, b'\'', b'\\', 0xff];
+    assert_eq!(
+        rows,
+        vec![
+            (1, 502, body.clone()),
+            (2, 501, body.clone()),
+            (3, 504, body)
+        ]
+    );
+    // A clean batch after the failure commits in one script, visible from another connection.
+    let results = store_batch(pool.clone(), vec![job(5, 1, 506, 14), job(6, 1, 507, 15)]).await;
+    assert!(results.iter().all(|r| matches!(r, Ok(None))), "{results:?}");
+    let other = sqlx::MySqlPool::connect(&mysql_url()).await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM user_message WHERE app_id = ?")
+        .bind(app.0)
+        .fetch_one(&other)
+        .await
+        .unwrap();
+    assert_eq!(n, 5);
+}
