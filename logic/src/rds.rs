@@ -136,6 +136,13 @@ pub fn user_seq_key(app: AppId, user: UserId) -> String {
     format!("gim:seq:{{{app}:{user}}}")
 }
 
+/// "This request was seen" mark of a user's send (`SET NX` with a TTL, see
+/// [`crate::seq::SeqAllocator::alloc_marked`]). Shares the sender's hash tag, so it lives in the
+/// same cluster slot as the sender's seq counter and one script can touch both.
+pub fn request_mark_key(app: AppId, user: UserId, device: i64, request_id: i64) -> String {
+    format!("gim:req:{{{app}:{user}}}:{device}:{request_id}")
+}
+
 /// Seq counter of a large group's message list.
 pub fn group_seq_key(app: AppId, group: GroupId) -> String {
     format!("gim:gseq:{{{app}:g{group}}}")
@@ -177,6 +184,9 @@ pub struct Scripts {
     /// key is missing (never seeded, or Redis lost it) so the caller seeds it from MySQL first:
     /// creating it here would restart the list at 1 and reuse seqs.
     pub alloc: redis::Script,
+    /// [`Self::alloc`] behind a mark: `SET KEYS[1] NX EX ARGV[1]` first; when the mark already
+    /// exists, returns {-2} and allocates nothing. KEYS[2..] / ARGV[2..] as in `alloc`.
+    pub alloc_marked: redis::Script,
     /// Seeds KEYS[i] with cur = ARGV[2i-1], hw = ARGV[2i] if absent; else only raises hw.
     pub seed: redis::Script,
     /// Raises hw of KEYS[i] to ARGV[i] if the key still exists (a vanished key is re-seeded).
@@ -194,6 +204,26 @@ impl Default for Scripts {
                 r#"
 local out = {}
 for i, k in ipairs(KEYS) do
+  local hw = redis.call('HGET', k, 'hw')
+  if not hw then
+    out[#out + 1] = -1
+    out[#out + 1] = -1
+  else
+    out[#out + 1] = redis.call('HINCRBY', k, 'cur', tonumber(ARGV[i]))
+    out[#out + 1] = tonumber(hw)
+  end
+end
+return out
+"#,
+            ),
+            alloc_marked: redis::Script::new(
+                r#"
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[1])) then
+  return {-2}
+end
+local out = {}
+for i = 2, #KEYS do
+  local k = KEYS[i]
   local hw = redis.call('HGET', k, 'hw')
   if not hw then
     out[#out + 1] = -1

@@ -104,11 +104,27 @@ impl State {
         let (sender_type, sender_id, sender_device) = sender_parts(sender);
         let idem = idempotency_key(sender_device, req.client_request_id);
         let t = self.metrics.stage("lookup", t);
+        let req_key = (sender_type as i8, sender_id, idem);
+        // A user's send into user lists (1:1, normal groups) tells a first send from a possible
+        // retry with a Redis mark set by the seq allocation itself (see `alloc_marked`); only a
+        // request whose mark exists pays the MySQL look-up. Other keyed sends look up first.
+        let mark = match (&target, sender) {
+            (Target::Users(users), Sender::User { user, device })
+                if req.is_persist && req.client_request_id != 0 =>
+            {
+                users.iter().position(|u| *u == user).map(|i| {
+                    (
+                        crate::rds::request_mark_key(app, user, device.0, req.client_request_id),
+                        i,
+                    )
+                })
+            }
+            _ => None,
+        };
         if req.is_persist
             && req.client_request_id != 0
-            && let Some(first) = self
-                .first_result(app, (sender_type as i8, sender_id, idem))
-                .await?
+            && mark.is_none()
+            && let Some(first) = self.first_result(app, req_key).await?
         {
             // A retry: answer from the first send before allocating anything, so retries leave
             // no gaps in the seq lists. Concurrent retries are caught by the claim below.
@@ -154,7 +170,21 @@ impl State {
             Target::Users(users) => {
                 let lists: Vec<(ListId, i64)> =
                     users.iter().map(|u| (ListId::User(app, *u), 1)).collect();
-                let seqs = self.seqs.alloc(&lists).await?;
+                let seqs = match &mark {
+                    Some((key, i)) => match self.seqs.alloc_marked(&lists, (key, *i)).await? {
+                        Some(seqs) => seqs,
+                        None => {
+                            // Seen before: a retry of a stored send gets its first result; one
+                            // whose first attempt is still running or failed goes on (the claim
+                            // in the store settles a race).
+                            if let Some(first) = self.first_result(app, req_key).await? {
+                                return Ok(first);
+                            }
+                            self.seqs.alloc(&lists).await?
+                        }
+                    },
+                    None => self.seqs.alloc(&lists).await?,
+                };
                 let t = self.metrics.stage("seq", t);
                 let rows: Vec<(UserId, i64)> =
                     users.iter().copied().zip(seqs.iter().copied()).collect();
@@ -166,8 +196,7 @@ impl State {
                         .unwrap_or(0),
                     Sender::Business { .. } => 0,
                 };
-                let req_key =
-                    (req.client_request_id != 0).then_some((sender_type as i8, sender_id, idem));
+                let req_key = (req.client_request_id != 0).then_some(req_key);
                 let job = crate::store::StoreJob {
                     app,
                     item: MessageItem {
@@ -199,8 +228,7 @@ impl State {
             Target::Group(gid) => {
                 let seq = self.seqs.alloc(&[(ListId::Group(app, *gid), 1)]).await?[0];
                 item.seq = seq;
-                let req_key =
-                    (req.client_request_id != 0).then_some((sender_type as i8, sender_id, idem));
+                let req_key = (req.client_request_id != 0).then_some(req_key);
                 if let Some(first) = self
                     .store_group_row(app, *gid, &item, &mentions, &body, req_key)
                     .await?

@@ -41,6 +41,11 @@ impl ListId {
     }
 }
 
+/// How long a request mark lives: a client's resend within this time costs one Redis script and
+/// no MySQL read to tell it from a first send. A later resend is still answered with its first
+/// result (the store's claim catches it) but leaves a gap in the lists its seqs came from.
+pub const MARK_TTL_SECS: u64 = 120;
+
 #[derive(Debug, Clone)]
 pub struct SeqAllocator {
     redis: Redis,
@@ -70,13 +75,44 @@ impl SeqAllocator {
     /// Allocates `n` seqs in each list; returns the *last* seq of each (the first is last - n + 1).
     /// Lists must be distinct.
     pub async fn alloc(&self, lists: &[(ListId, i64)]) -> Result<Vec<i64>> {
+        Ok(self
+            .alloc_inner(lists, None)
+            .await?
+            .expect("only a mark stops an allocation"))
+    }
+
+    /// [`Self::alloc`] for a send that carries a request id: in the same Redis script as the
+    /// allocation in `lists[mark.1]` (the sender's list, which shares the mark key's slot), sets
+    /// the mark key `mark.0` if absent. `None`, with nothing allocated, when the mark was already
+    /// there: the request may be a retry, and the caller looks for its first result before
+    /// allocating. A first send thus costs no MySQL read to rule out a retry.
+    pub async fn alloc_marked(
+        &self,
+        lists: &[(ListId, i64)],
+        mark: (&str, usize),
+    ) -> Result<Option<Vec<i64>>> {
+        self.alloc_inner(lists, Some(mark)).await
+    }
+
+    async fn alloc_inner(
+        &self,
+        lists: &[(ListId, i64)],
+        mut mark: Option<(&str, usize)>,
+    ) -> Result<Option<Vec<i64>>> {
         let mut out = vec![0i64; lists.len()];
         let mut pending: Vec<usize> = (0..lists.len()).collect();
         for _attempt in 0..4 {
             if pending.is_empty() {
                 break;
             }
-            let res = self.run_alloc(lists, &pending).await?;
+            // The mark goes with the first attempt only; re-seeded counters retry without it.
+            let res = match mark.take() {
+                Some(m) => match self.run_alloc_marked(lists, &pending, m).await? {
+                    Some(res) => res,
+                    None => return Ok(None),
+                },
+                None => self.run_alloc(lists, &pending).await?,
+            };
             let mut missing = Vec::new();
             let mut over = Vec::new();
             for (&i, (cur, hw)) in pending.iter().zip(res) {
@@ -102,7 +138,43 @@ impl SeqAllocator {
                 "seq counter vanished repeatedly while seeding".into(),
             ));
         }
-        Ok(out)
+        Ok(Some(out))
+    }
+
+    /// [`Self::run_alloc`] with the mark set in the script of the slot group holding
+    /// `lists[mark.1]`. That group runs first; the others (only on a cluster) run once it set
+    /// the mark, so a seen mark allocates nothing anywhere.
+    async fn run_alloc_marked(
+        &self,
+        lists: &[(ListId, i64)],
+        idx: &[usize],
+        (key, with): (&str, usize),
+    ) -> Result<Option<Vec<(i64, i64)>>> {
+        let (first, rest): (Vec<Vec<usize>>, Vec<Vec<usize>>) = self
+            .by_slot(lists, idx)
+            .into_iter()
+            .partition(|g| g.contains(&with));
+        let first = first.into_iter().next().unwrap_or_default();
+        let mut inv = self.scripts.alloc_marked.prepare_invoke();
+        inv.key(key).arg(MARK_TTL_SECS);
+        for &i in &first {
+            inv.key(lists[i].0.key()).arg(lists[i].1);
+        }
+        let r: Vec<i64> = self.redis.script(inv).await?;
+        if r.first() == Some(&-2) && r.len() == 1 {
+            return Ok(None);
+        }
+        let mut by_index = BTreeMap::new();
+        for (j, &i) in first.iter().enumerate() {
+            by_index.insert(i, (r[2 * j], r[2 * j + 1]));
+        }
+        let rest: Vec<usize> = rest.into_iter().flatten().collect();
+        if !rest.is_empty() {
+            for (&i, v) in rest.iter().zip(self.run_alloc(lists, &rest).await?) {
+                by_index.insert(i, v);
+            }
+        }
+        Ok(Some(idx.iter().map(|i| by_index[i]).collect()))
     }
 
     /// Groups `idx` by cluster slot (one group on a single server) and runs the alloc script per

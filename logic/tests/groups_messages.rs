@@ -451,6 +451,94 @@ async fn concurrent_sends_and_racing_retries_are_each_stored_exactly_once() {
     }
 }
 
+/// A user's keyed send marks its request in Redis in the seq script: a resend is answered with
+/// the first result before any seq is allocated (no gap), also once the mark is gone (expired, or
+/// Redis lost it: the store's claim answers), and a mark left by an attempt that never stored
+/// does not stop the request from being stored.
+#[tokio::test]
+async fn resends_get_their_first_result_with_or_without_the_request_mark() {
+    let ctx = Ctx::start().await;
+    ctx.import_users(&[1, 2]).await;
+    let (d1, d2) = (ctx.register_device().await, ctx.register_device().await);
+    let mut r = redis_conn(&redis_url()).await;
+    let mark = |rid: i64| gim_logic::rds::request_mark_key(ctx.app, gim_common::UserId(1), d1, rid);
+    let first = ctx
+        .send_text(1, d1, ReceiverType::User, 2, "a", 77)
+        .await
+        .unwrap();
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(mark(77))
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    assert!(
+        ttl > 0 && ttl <= gim_logic::seq::MARK_TTL_SECS as i64,
+        "the send set its request mark with a TTL: {ttl}"
+    );
+    let again = ctx
+        .send_text(1, d1, ReceiverType::User, 2, "a", 77)
+        .await
+        .unwrap();
+    assert_eq!(again, first);
+    let next = ctx
+        .send_text(1, d1, ReceiverType::User, 2, "b", 78)
+        .await
+        .unwrap();
+    assert_eq!(
+        next.seq,
+        first.seq + 1,
+        "the resend allocated no seq in the sender's list"
+    );
+    let inbox = ctx.sync(2, d2, 0, 0).await;
+    let seqs: Vec<i64> = inbox.messages.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs.len(), 2);
+    assert_eq!(
+        seqs[1],
+        seqs[0] + 1,
+        "no gap in the receiver's list: {seqs:?}"
+    );
+
+    // The mark is gone: the resend still gets the first result and stores nothing.
+    let _: i64 = redis::cmd("DEL")
+        .arg(mark(77))
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    let late = ctx
+        .send_text(1, d1, ReceiverType::User, 2, "a", 77)
+        .await
+        .unwrap();
+    assert_eq!(late, first);
+    assert_eq!(ctx.sync(2, d2, 0, 0).await.messages.len(), 2);
+
+    // A mark without a stored message (the first attempt failed before its store): stored now.
+    let _: () = redis::cmd("SET")
+        .arg(mark(79))
+        .arg("1")
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    let stored = ctx
+        .send_text(1, d1, ReceiverType::User, 2, "c", 79)
+        .await
+        .unwrap();
+    assert!(stored.seq > next.seq);
+    let texts: Vec<String> = ctx
+        .sync(2, d2, 0, 0)
+        .await
+        .messages
+        .iter()
+        .map(text_of)
+        .collect();
+    assert_eq!(texts, ["a", "b", "c"]);
+    // And its resend is answered from MySQL.
+    let again = ctx
+        .send_text(1, d1, ReceiverType::User, 2, "c", 79)
+        .await
+        .unwrap();
+    assert_eq!(again, stored);
+}
+
 /// Stores travel as SQL text with inlined values (one round trip per batch): bodies and mentions
 /// full of bytes that mean something to SQL (quotes, backslashes, NUL, semicolons, comment
 /// markers) are stored and read back byte for byte, alone and in batches, with and without
