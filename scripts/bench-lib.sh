@@ -34,6 +34,36 @@ wait_port() {
   log "nothing listens on port $1"; return 1
 }
 
+# GET http://127.0.0.1:$1$2 with bash alone (no curl on a fresh machine); the response on stdout.
+http_get() {
+  local fd
+  exec {fd}<>"/dev/tcp/127.0.0.1/$1" || return 1
+  printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' "$2" >&"$fd"
+  cat <&"$fd"
+  exec {fd}<&-
+}
+
+# Waits (up to 120 s) until the cluster is idle after a storm: no connection open on any conn
+# node and logic's count of LogicInt.Offline calls steady, so the next run does not measure the
+# previous run's teardown (100 000 Offline calls after B1 take a while).
+wait_idle() {
+  local i port n conns offline last=-1
+  for i in $(seq 1 240); do
+    conns=0
+    for port in $CONN_ADMIN_PORTS; do
+      n=$(http_get "$port" /metrics 2>/dev/null \
+        | awk '/^gim_conn_connections[{ ]/{n += $NF} END {print int(n)}')
+      conns=$(( conns + ${n:-0} ))
+    done
+    offline=$(http_get "$LOGIC_ADMIN" /metrics 2>/dev/null \
+      | awk '/^gim_logic_rpcs_total\{.*LogicInt.Offline/{n += $2} END {print int(n)}')
+    if [ "$conns" = 0 ] && [ "$offline" = "$last" ]; then return 0; fi
+    last=$offline
+    sleep 0.5
+  done
+  log "cluster still busy after 120 s ($conns connections open)"
+}
+
 REDIS_PORT=$((PORT_BASE + 0))
 LOGIC_INT=$((PORT_BASE + 1))
 LOGIC_CLIENT=$((PORT_BASE + 2))
@@ -79,7 +109,7 @@ start_cluster() {
   wait_port "$LOGIC_INT"; wait_port "$LOGIC_SERVER"; wait_port "$LOGIC_CLIENT"
 
   local i
-  TCP_TARGETS=""; WS_TARGETS=""
+  TCP_TARGETS=""; WS_TARGETS=""; CONN_ADMIN_PORTS=""
   for i in $(seq 0 $((CONN_NODES - 1))); do
     cat >"$WORK/conn-$i.toml" <<TOML
 [log]
@@ -99,6 +129,7 @@ TOML
     STARTED_PIDS+=($!)
     CONN_PIDS+=($!)
     TCP_TARGETS+="${TCP_TARGETS:+,}127.0.0.1:$(conn_port "$i" 0)"
+    CONN_ADMIN_PORTS+=" $(conn_port "$i" 3)"
     WS_TARGETS+="${WS_TARGETS:+,}127.0.0.1:$(conn_port "$i" 1)"
   done
   for i in $(seq 0 $((CONN_NODES - 1))); do

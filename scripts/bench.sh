@@ -41,10 +41,20 @@ BASE_CONNS=${BASE_CONNS:-10000}
 if [ "$QUICK" = 1 ]; then
   B3_SWEEP=${B3_SWEEP:-"1000 2500"}; B5_SWEEP=${B5_SWEEP:-"10 25"}
 else
-  B3_SWEEP=${B3_SWEEP:-"1000 2500 7500"}; B5_SWEEP=${B5_SWEEP:-"5 10 25 75"}
+  # No B5 point above the goal rate: past capacity a run only measures how long the backlog
+  # takes to drain (half a minute each), and the goal point already shows saturation.
+  B3_SWEEP=${B3_SWEEP:-"1000 2500 7500"}; B5_SWEEP=${B5_SWEEP:-"5 10 25"}
 fi
+# The suite's own database, created empty for every invocation: figures must not depend on what
+# earlier suites left (three suites left 4.7 M message rows in a shared database, and write
+# latency grew with it against MariaDB's default 128 MiB buffer pool).
+BENCH_DB=${BENCH_DB:-gim_bench}
+GIM_BENCH_MYSQL_URL=${GIM_BENCH_MYSQL_URL:-mysql://gim:gim@127.0.0.1:3306/$BENCH_DB}
 source scripts/bench-lib.sh
 trap stop_all EXIT
+bash scripts/deps.sh
+mariadb --protocol=tcp -h127.0.0.1 -ugim -pgim \
+  -e "DROP DATABASE IF EXISTS \`$BENCH_DB\`; CREATE DATABASE \`$BENCH_DB\` CHARACTER SET utf8mb4"
 
 R=$WORK/results
 rm -rf "$R"; mkdir -p "$R"
@@ -54,12 +64,13 @@ SUITE_START=$(date +%s)
 
 # run KEY REP command...: one measured run; its JSON goes to $R/KEY.rREP.json.
 run() {
-  local key=$1 rep=$2; shift 2
-  log "$key (run $rep)"
+  local key=$1 rep=$2 t0; shift 2
+  t0=$(date +%s)
   if ! "$@" --out "$R/$key.r$rep.json" >"$WORK/last-run.log" 2>&1; then
     log "FAILED: $key run $rep (see $R/$key.r$rep.json)"; tail -3 "$WORK/last-run.log" >&2
     FAILED+=("$key.r$rep")
   fi
+  log "$key (run $rep): $(( $(date +%s) - t0 )) s"
 }
 
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
@@ -93,7 +104,14 @@ start_baseline() { # $1 = rust|node; sets BASE_PID, BASE_PORT
   for _ in $(seq 1 100); do grep -q listening "$out" 2>/dev/null && break; sleep 0.1; done
   BASE_PORT=$(awk '/listening/{print $2}' "$out")
 }
-stop_baseline() { kill "$BASE_PID" 2>/dev/null || true; wait "$BASE_PID" 2>/dev/null || true; }
+stop_baseline() {
+  # An overloaded Node server handles SIGTERM only once its event loop gets to it (tens of
+  # seconds of queued sends): a short grace, then SIGKILL. Nothing of it is measured after a run.
+  kill "$BASE_PID" 2>/dev/null || true
+  for _ in $(seq 1 10); do kill -0 "$BASE_PID" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$BASE_PID" 2>/dev/null || true
+  wait "$BASE_PID" 2>/dev/null || true
+}
 
 for server in rust node; do
   for rep in $(seq 1 "$REPS"); do
@@ -130,8 +148,11 @@ SRV=(--server-url "http://127.0.0.1:$LOGIC_SERVER")
 # B1 first, while the conn nodes are fresh (RSS growth per connection from an idle process).
 run b1 1 "$G" storm --name b1 "${F[@]}" "${T[@]}" --conns "$B1_CONNS" --procs "$B1_PROCS" --rate "$B1_RATE" \
   --hold-secs 30 --heartbeat-secs 10 --conn-pids "$CONN_PID_LIST"
+# Each storm's teardown (one Offline call per connection) must be over before the next run.
+wait_idle
 for rep in $(seq 1 "$REPS"); do
   run b2 "$rep" "$G" storm --name b2 "${F[@]}" "${T[@]}" --conns "$B2_CONNS" --procs 2 --rate "$B2_RATE"
+  wait_idle
 done
 
 for rate in $B3_SWEEP; do
@@ -169,38 +190,44 @@ done
 for rep in $(seq 1 "$(( REPS < 2 ? REPS : 2 ))"); do
   run b6-reconnect "$rep" "$G" storm --name b6-reconnect "${F[@]}" "${T[@]}" "${SRV[@]}" --conns "$B6_RECONNECT" \
     --procs 2 --rate $((B6_RECONNECT / 10)) --sync-per-user "$B6_RECONNECT_MSGS"
+  wait_idle
 done
 
 # ---- profiles (not measured runs: perf adds overhead) -----------------------------------------
 if command -v perf >/dev/null && [ "${PROFILE:-1}" = 1 ]; then
   P=$WORK/profile; mkdir -p "$P"
-  perf_top() { # top symbols by self time, one line each
-    perf report -i "$1" --stdio --no-children -g none --sort dso,symbol --percent-limit 1.5 2>/dev/null \
+  perf_top() { # $1 = perf.data, then perf report filters: top symbols by self time, one line each
+    local data=$1; shift
+    perf report -i "$data" "$@" --percentage relative --stdio --no-children -g none --sort dso,symbol --percent-limit 1.5 2>/dev/null \
       | grep -E '^ +[0-9]+\.[0-9]+%' | cut -c1-150 | sed -E 's/[[:space:]]+$//' | head -25
   }
-  profile() { # $1 = name, $2 = pid, then the load command
-    local name=$1 pid=$2; shift 2
-    perf record -e cpu-clock -F 499 -g -p "$pid" -o "$P/$name.data" -- sleep "$SECS" >/dev/null 2>&1 &
+  # profile NAME "label:pid ..." load command...: one load run, every listed process recorded
+  # at once (perf record -p pid,pid), then one top-symbols table per process.
+  profile() {
+    local name=$1 targets=$2 pids; shift 2
+    pids=$(for t in $targets; do printf '%s,' "${t#*:}"; done); pids=${pids%,}
+    perf record -e cpu-clock -F 499 -g -p "$pids" -o "$P/$name.data" -- sleep "$SECS" >/dev/null 2>&1 &
     local perf_pid=$!
     "$@" --out "$P/$name.json" >/dev/null 2>&1 || true
     wait "$perf_pid" || true
-    {
-      echo "### perf: $name (pid $pid, cpu-clock, $SECS s)"
-      echo; echo '```'
-      perf_top "$P/$name.data"
-      echo '```'; echo
-    } >>"$R/profile.md"
+    local t label pid
+    for t in $targets; do
+      label=${t%%:*}; pid=${t#*:}
+      {
+        echo "### perf: $name-$label (pid $pid, cpu-clock, $SECS s)"
+        echo; echo '```'
+        perf_top "$P/$name.data" --pid "$pid"
+        echo '```'; echo
+      } >>"$R/profile.md"
+    done
   }
   : >"$R/profile.md"
   echo "Profiles taken with \`perf record -e cpu-clock -g\` (hardware counters are not available on this VM) during one extra run of each load; top symbols by self time." >>"$R/profile.md"
   echo >>"$R/profile.md"
-  profile b3-logic "$LOGIC_PID" "$G" b3 "${F[@]}" "${T[@]}" --pairs "$B3_PAIRS" --rate "$B3_GOAL" --secs "$SECS"
-  profile b3-conn0 "${CONN_PIDS[0]}" "$G" b3 "${F[@]}" "${T[@]}" --pairs "$B3_PAIRS" --rate "$B3_GOAL" --secs "$SECS"
-  profile b5-conn0 "${CONN_PIDS[0]}" "$G" b5 "${F[@]}" "${T[@]}" --members "$B5_MEMBERS" --rate "$B5_GOAL" --secs "$SECS"
   mysql_pid=$(pgrep -o -x mariadbd || pgrep -o -x mysqld || true)
-  if [ -n "$mysql_pid" ]; then
-    profile b3-mariadb "$mysql_pid" "$G" b3 "${F[@]}" "${T[@]}" --pairs "$B3_PAIRS" --rate "$B3_GOAL" --secs "$SECS"
-  fi
+  profile b3 "logic:$LOGIC_PID conn0:${CONN_PIDS[0]}${mysql_pid:+ mariadb:$mysql_pid}" \
+    "$G" b3 "${F[@]}" "${T[@]}" --pairs "$B3_PAIRS" --rate "$B3_GOAL" --secs "$SECS"
+  profile b5 "conn0:${CONN_PIDS[0]}" "$G" b5 "${F[@]}" "${T[@]}" --members "$B5_MEMBERS" --rate "$B5_GOAL" --secs "$SECS"
 fi
 stop_all
 

@@ -168,6 +168,7 @@ pub async fn start_with_logic(
         metrics: metrics.clone(),
         cfg: scfg,
         sign_ins: Arc::new(Semaphore::new(crate::session::SIGN_IN_INFLIGHT)),
+        offlines: Arc::new(Semaphore::new(crate::session::OFFLINE_INFLIGHT)),
     });
     let node = Arc::new(Node {
         ctx,

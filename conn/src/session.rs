@@ -150,6 +150,8 @@ pub struct SessionConfig {
     pub release_after: Duration,
     /// Bound on the Offline call made when a signed-in connection closes.
     pub offline_timeout: Duration,
+    /// How long a closed connection waits for an Offline slot ([`OFFLINE_INFLIGHT`]).
+    pub offline_queue_timeout: Duration,
 }
 
 impl Default for SessionConfig {
@@ -162,6 +164,7 @@ impl Default for SessionConfig {
             close_linger: Duration::from_secs(2),
             release_after: Duration::from_secs(5),
             offline_timeout: Duration::from_secs(3),
+            offline_queue_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -175,6 +178,8 @@ pub struct SessionCtx {
     pub cfg: SessionConfig,
     /// Sign-ins of this node in flight at logic ([`SIGN_IN_INFLIGHT`]).
     pub sign_ins: Arc<tokio::sync::Semaphore>,
+    /// Offline calls of this node in flight at logic ([`OFFLINE_INFLIGHT`]).
+    pub offlines: Arc<tokio::sync::Semaphore>,
 }
 
 /// Most sign-ins one node has in flight at logic at once. In a connect storm beyond what logic
@@ -182,6 +187,14 @@ pub struct SessionCtx {
 /// queueing inside logic past their call deadline: logic then keeps finishing sign-ins at its
 /// capacity instead of timing every one of them out (congestion collapse).
 pub const SIGN_IN_INFLIGHT: usize = 64;
+
+/// Most Offline calls one node has in flight at logic at once. When many connections close
+/// together (a load balancer cut, 100 000 clients gone in a second) the others wait here. Without
+/// the bound they all went out at once, most hit their call deadline inside logic, and the burst
+/// of cancelled HTTP/2 streams made logic's server drop the whole conn→logic connection (h2's
+/// reset-flood protection), failing every call on it: the routes of ~98 % of those devices stayed
+/// in Redis, and the next sign-in of each paid a kick of its dead connection.
+pub const OFFLINE_INFLIGHT: usize = 64;
 
 impl std::fmt::Debug for SessionCtx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -227,6 +240,15 @@ pub async fn serve<T: Transport>(
             node_id: ctx.node_id.clone(),
             conn_id: conn.id.get(),
             client_addr: peer.to_string(),
+        };
+        let slot = tokio::time::timeout(
+            ctx.cfg.offline_queue_timeout,
+            ctx.offlines.clone().acquire_owned(),
+        )
+        .await;
+        let Ok(Ok(_slot)) = slot else {
+            warn!(%trace_id, conn_id = %conn.id, "offline not sent: no slot in time");
+            return reason;
         };
         // Boxed by the trait: the task does not carry a gRPC call's size while the connection lives.
         let call = ctx.logic.offline(req, trace_id.clone());

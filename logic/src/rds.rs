@@ -197,32 +197,12 @@ pub struct Scripts {
     pub route_del: redis::Script,
 }
 
-impl Default for Scripts {
-    fn default() -> Self {
-        Self {
-            alloc: redis::Script::new(
-                r#"
-local out = {}
-for i, k in ipairs(KEYS) do
-  local hw = redis.call('HGET', k, 'hw')
-  if not hw then
-    out[#out + 1] = -1
-    out[#out + 1] = -1
-  else
-    out[#out + 1] = redis.call('HINCRBY', k, 'cur', tonumber(ARGV[i]))
-    out[#out + 1] = tonumber(hw)
-  end
-end
-return out
-"#,
-            ),
-            alloc_marked: redis::Script::new(
-                r#"
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[1])) then
-  return {-2}
-end
-local out = {}
-for i = 2, #KEYS do
+/// The seq allocation loop over KEYS[first..] (HINCRBY cur by ARGV[i] where hw exists, else -1),
+/// after `prelude`; returns (cur, hw) pairs.
+fn alloc_lua(prelude: &str, first: usize) -> String {
+    format!(
+        r#"{prelude}local out = {{}}
+for i = {first}, #KEYS do
   local k = KEYS[i]
   local hw = redis.call('HGET', k, 'hw')
   if not hw then
@@ -234,8 +214,19 @@ for i = 2, #KEYS do
   end
 end
 return out
-"#,
-            ),
+"#
+    )
+}
+
+impl Default for Scripts {
+    fn default() -> Self {
+        Self {
+            alloc: redis::Script::new(&alloc_lua("", 1)),
+            alloc_marked: redis::Script::new(&alloc_lua(
+                "if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[1])) then\n  \
+                 return {-2}\nend\n",
+                2,
+            )),
             seed: redis::Script::new(
                 r#"
 for i, k in ipairs(KEYS) do

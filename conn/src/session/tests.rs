@@ -155,6 +155,7 @@ pub(crate) fn harness(queue_cap: usize) -> Harness {
         metrics: Arc::new(Metrics::new()),
         cfg: SessionConfig::default(),
         sign_ins: Arc::new(tokio::sync::Semaphore::new(2)),
+        offlines: Arc::new(tokio::sync::Semaphore::new(2)),
     });
     Harness { ctx, calls }
 }
@@ -737,4 +738,29 @@ async fn sign_ins_beyond_the_in_flight_bound_wait_for_a_slot_instead_of_failing(
     assert_eq!(req.user_id, 10);
     // The slot is given back after the call.
     assert_eq!(h.ctx.sign_ins.available_permits(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn offline_calls_beyond_the_in_flight_bound_wait_for_a_slot() {
+    let mut h = harness(16);
+    let mut c = h.connect(None, 8);
+    c.sign_in("good").await;
+    let _ = sign_in_of(&mut h.calls);
+    let id = c.conn.id.get();
+    // Both Offline slots busy (a mass disconnect in progress): the closed connection waits.
+    let held = h.ctx.offlines.clone().acquire_many_owned(2).await.unwrap();
+    let Client { tx, task, .. } = c;
+    drop(tx);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(
+        h.calls.try_recv().is_err(),
+        "no slot: Offline not called yet, and not given up after the call timeout either"
+    );
+    drop(held);
+    task.await.expect("session did not panic");
+    assert!(
+        matches!(h.calls.try_recv(), Ok(Call::Offline(o)) if o.conn_id == id),
+        "Offline sent once a slot freed"
+    );
+    assert_eq!(h.ctx.offlines.available_permits(), 2, "slot given back");
 }

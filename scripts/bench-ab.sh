@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Same-session A/B of gim-logic builds under B3 (1:1 messages): for each gim-logic binary given,
+# a fresh local cluster (scripts/bench-lib.sh: its own Redis, six conn nodes, the same fixture
+# size as the suite), then the same gim-bench b3 runs in the same order. Prints one line per run;
+# the JSON of each run stays in $WORK/ab/. Conn nodes and the generator are the current release
+# builds for every variant, so only logic differs.
+#
+#   git stash; cargo build --release -p gim-logic; cp $CARGO_TARGET_DIR/release/gim-logic /tmp/logic.old
+#   git stash pop; cargo build --release -p gim-logic gim-conn gim-bench
+#   scripts/bench-ab.sh /tmp/logic.old $CARGO_TARGET_DIR/release/gim-logic
+#
+# Env: RATES (messages/s, one run each, default "500 500 500 5000 5000"), PAIRS (1000), SECS (8),
+# USERS (30000), CONN_NODES (6), WORK (/tmp/gim-bench-ab).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ $# -ge 1 ] || { sed -n '2,13p' "$0" >&2; exit 2; }
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/gim-target}
+REL=$CARGO_TARGET_DIR/release
+WORK=${WORK:-/tmp/gim-bench-ab}
+PORT_BASE=${PORT_BASE:-24000}
+CONN_NODES=${CONN_NODES:-6}
+RATES=${RATES:-"500 500 500 5000 5000"}
+PAIRS=${PAIRS:-1000}
+SECS=${SECS:-8}
+USERS=${USERS:-30000}
+for b in gim-conn gim-bench; do
+  [ -x "$REL/$b" ] || { echo "no $REL/$b: cargo build --release -p $b first" >&2; exit 2; }
+done
+source scripts/bench-lib.sh
+trap stop_all EXIT
+bash scripts/deps.sh
+mkdir -p "$WORK/ab"
+
+variant=0
+for logic in "$@"; do
+  variant=$((variant + 1))
+  [ -x "$logic" ] || { echo "not an executable: $logic" >&2; exit 2; }
+  # bench-lib starts $BIN/gim-logic: a directory per variant with that binary and the shared rest.
+  BIN=$WORK/bin-$variant
+  mkdir -p "$BIN"
+  ln -sf "$(realpath "$logic")" "$BIN/gim-logic"
+  ln -sf "$REL/gim-conn" "$BIN/gim-conn"
+  ln -sf "$REL/gim-bench" "$BIN/gim-bench"
+  start_cluster
+  make_fixture "$USERS" 10 200 1000 >/dev/null
+  n=0
+  for rate in $RATES; do
+    n=$((n + 1))
+    out=$WORK/ab/v$variant.$n.json
+    "$REL/gim-bench" b3 --fixture "$WORK/fixture.json" --targets "$TCP_TARGETS" --pairs "$PAIRS" \
+      --rate "$rate" --secs "$SECS" --out "$out" >/dev/null 2>&1 || true
+    python3 - "$out" "$variant" "$logic" "$rate" <<'PY'
+import json, sys
+path, variant, logic, rate = sys.argv[1:]
+try:
+    d = json.load(open(path))
+except (OSError, ValueError) as e:
+    print(f"v{variant} {logic} rate={rate}: no result ({e})")
+    sys.exit(0)
+p, a = d["push"], d["send_ack"]
+print(f"v{variant} {logic} rate={rate}: push p50 {p['p50_ms']:.2f} ms p99 {p['p99_ms']:.1f} ms, "
+      f"reply p50 {a['p50_ms']:.2f} ms, {d['deliveries_per_s']:.0f} deliveries/s, "
+      f"check {'ok' if d['check'].get('ok') else 'FAILED'}")
+PY
+  done
+  stop_all
+done
