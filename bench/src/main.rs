@@ -21,8 +21,9 @@ struct Common {
     /// Also write the JSON result to this file.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Number of 127.0.0.x source addresses, starting at 127.0.0.10.
-    #[arg(long, default_value_t = 8)]
+    /// Number of 127.0.0.x source addresses to bind, starting at 127.0.0.10; 0 (default): no bind,
+    /// the kernel picks the source at connect time (see `net`).
+    #[arg(long, default_value_t = 0)]
     sources: u8,
 }
 

@@ -28,10 +28,10 @@ pub enum Wire {
 }
 
 impl Wire {
-    /// Connects from `src` to `dst`; `ws_path` is the WebSocket request path (`/ws` for gim).
+    /// Connects to `dst` (from `src` when given); `ws_path` is the WebSocket request path (`/ws` for gim).
     pub async fn connect(
         transport: Transport,
-        src: IpAddr,
+        src: Option<IpAddr>,
         dst: SocketAddr,
         ws_path: &str,
     ) -> anyhow::Result<Self> {

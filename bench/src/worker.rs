@@ -176,7 +176,7 @@ pub async fn worker(
 #[allow(clippy::too_many_arguments)]
 async fn one(
     transport: Transport,
-    src: std::net::IpAddr,
+    src: Option<std::net::IpAddr>,
     dst: std::net::SocketAddr,
     id: &gim::Identity,
     sched_us: u64,

@@ -38,7 +38,9 @@ impl<K: Hash + Eq + Clone, V: Clone> TtlCache<K, V> {
             // miss costs one query; an unbounded map costs the process.
             let ttl = self.ttl;
             map.retain(|_, (at, _)| at.elapsed() < ttl);
-            if map.len() >= self.cap {
+            // Clear also when the sweep freed less than a quarter: a sweep that frees a few
+            // entries would run again on the next insert, a full scan under the lock per insert.
+            if map.len() >= self.cap - self.cap / 4 {
                 map.clear();
             }
         }
@@ -69,6 +71,17 @@ mod tests {
         c.insert(3, "c");
         assert_eq!(c.get(&3), Some("c"));
         assert!(c.map.lock().unwrap().len() <= 2);
+        // Full, and a sweep would free only one entry: emptied instead, so the next inserts do
+        // not each sweep the whole map again.
+        let c = TtlCache::new(Duration::from_millis(500), 8);
+        c.insert(0, 0);
+        std::thread::sleep(Duration::from_millis(600));
+        for i in 1..8 {
+            c.insert(i, i);
+        }
+        c.insert(100, 100);
+        assert_eq!(c.map.lock().unwrap().len(), 1);
+        assert_eq!(c.get(&100), Some(100));
         c.remove(&3);
         assert_eq!(c.get(&3), None);
     }
