@@ -491,6 +491,23 @@ async fn every_listener_serves_health_and_reflection_and_admin_endpoints() {
     assert!(metrics.contains("gim_logic_ready"), "{metrics}");
 }
 
+/// A persisted send is timed per stage on `/metrics`: one observation of each stage it went
+/// through, so an operator can see where send latency goes.
+#[tokio::test]
+async fn a_send_is_timed_per_stage_on_the_metrics_endpoint() {
+    let ctx = Ctx::start().await;
+    ctx.import_users(&[1, 2]).await;
+    let d1 = ctx.register_device().await;
+    ctx.send_text(1, d1, ReceiverType::User, 2, "timed", 5)
+        .await
+        .unwrap();
+    let (_, metrics) = http_get(ctx.logic.admin_addr, "/metrics").await;
+    for stage in ["lookup", "precheck", "seq", "store", "store_batch", "push_queue"] {
+        let line = format!(r#"gim_logic_send_stage_seconds_count{{stage="{stage}"}} 1"#);
+        assert!(metrics.contains(&line), "{line} missing:\n{metrics}");
+    }
+}
+
 /// A batch script that fails half-way (a request key claimed twice in one batch) leaves MariaDB
 /// with an open transaction on that connection: it must be rolled back before the connection is
 /// reused, and every job must still get its own result. One pooled connection, so the failed
