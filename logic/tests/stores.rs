@@ -502,7 +502,14 @@ async fn a_send_is_timed_per_stage_on_the_metrics_endpoint() {
         .await
         .unwrap();
     let (_, metrics) = http_get(ctx.logic.admin_addr, "/metrics").await;
-    for stage in ["lookup", "precheck", "seq", "store", "store_batch", "push_queue"] {
+    for stage in [
+        "lookup",
+        "precheck",
+        "seq",
+        "store",
+        "store_batch",
+        "push_queue",
+    ] {
         let line = format!(r#"gim_logic_send_stage_seconds_count{{stage="{stage}"}} 1"#);
         assert!(metrics.contains(&line), "{line} missing:\n{metrics}");
     }
