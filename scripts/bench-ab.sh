@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
-# Same-session A/B of gim-logic builds under B3 (1:1 messages): for each gim-logic binary given,
+# Same-session A/B of gim-logic (or, with AB=gim-bench / AB=gim-conn, generator or conn) builds
+# under B3 (1:1 messages): for each binary given,
 # a fresh local cluster (scripts/bench-lib.sh: its own Redis, six conn nodes, the same fixture
 # size as the suite), then the same gim-bench b3 runs in the same order. Prints one line per run;
 # the JSON of each run stays in $WORK/ab/. Conn nodes and the generator are the current release
-# builds for every variant, so only logic differs.
+# builds for every variant, so only logic differs (with AB=gim-bench only the generator differs).
 #
 #   git stash; cargo build --release -p gim-logic; cp $CARGO_TARGET_DIR/release/gim-logic /tmp/logic.old
 #   git stash pop; cargo build --release -p gim-logic gim-conn gim-bench
 #   scripts/bench-ab.sh /tmp/logic.old $CARGO_TARGET_DIR/release/gim-logic
 #
 # Env: RATES (messages/s, one run each, default "500 500 500 5000 5000"), PAIRS (1000), SECS (8),
-# USERS (30000), CONN_NODES (6), WORK (/tmp/gim-bench-ab).
+# USERS (30000), CONN_NODES (6), WORK (/tmp/gim-bench-ab), AB (gim-logic: which binary varies).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 1 ] || { sed -n '2,13p' "$0" >&2; exit 2; }
@@ -23,7 +24,9 @@ RATES=${RATES:-"500 500 500 5000 5000"}
 PAIRS=${PAIRS:-1000}
 SECS=${SECS:-8}
 USERS=${USERS:-30000}
-for b in gim-conn gim-bench; do
+AB=${AB:-gim-logic}
+case "$AB" in gim-logic | gim-conn | gim-bench) ;; *) echo "AB must be gim-logic, gim-conn or gim-bench" >&2; exit 2 ;; esac
+for b in gim-logic gim-conn gim-bench; do
   [ -x "$REL/$b" ] || { echo "no $REL/$b: cargo build --release -p $b first" >&2; exit 2; }
 done
 source scripts/bench-lib.sh
@@ -35,19 +38,18 @@ variant=0
 for logic in "$@"; do
   variant=$((variant + 1))
   [ -x "$logic" ] || { echo "not an executable: $logic" >&2; exit 2; }
-  # bench-lib starts $BIN/gim-logic: a directory per variant with that binary and the shared rest.
+  # bench-lib starts $BIN/gim-*: a directory per variant with the varied binary and the shared rest.
   BIN=$WORK/bin-$variant
   mkdir -p "$BIN"
-  ln -sf "$(realpath "$logic")" "$BIN/gim-logic"
-  ln -sf "$REL/gim-conn" "$BIN/gim-conn"
-  ln -sf "$REL/gim-bench" "$BIN/gim-bench"
+  for b in gim-logic gim-conn gim-bench; do ln -sf "$REL/$b" "$BIN/$b"; done
+  ln -sf "$(realpath "$logic")" "$BIN/$AB"
   start_cluster
   make_fixture "$USERS" 10 200 1000 >/dev/null
   n=0
   for rate in $RATES; do
     n=$((n + 1))
     out=$WORK/ab/v$variant.$n.json
-    "$REL/gim-bench" b3 --fixture "$WORK/fixture.json" --targets "$TCP_TARGETS" --pairs "$PAIRS" \
+    "$BIN/gim-bench" b3 --fixture "$WORK/fixture.json" --targets "$TCP_TARGETS" --pairs "$PAIRS" \
       --rate "$rate" --secs "$SECS" --out "$out" >/dev/null 2>&1 || true
     python3 - "$out" "$variant" "$logic" "$rate" <<'PY'
 import json, sys

@@ -8,7 +8,7 @@
 use crate::fixture::Fixture;
 use crate::gim::{self, Identity, Other};
 use crate::hist::{Batch, Fanout, Hist};
-use crate::net::{Spread, due, unix_us};
+use crate::net::{Spread, paced, unix_us};
 use crate::wire::{Transport, Wire};
 use futures::StreamExt;
 use gim_proto::connect::v1::{
@@ -29,6 +29,8 @@ use tokio::time::Instant;
 /// task falls behind, which shows up as latency (measured from the scheduled time), never as a
 /// dropped send.
 const CMD_QUEUE: usize = 1024;
+/// Time between the last connection and the first scheduled event.
+const LEAD: Duration = Duration::from_millis(200);
 /// How long after the last scheduled send a run waits for outstanding pushes.
 const DRAIN: Duration = Duration::from_secs(10);
 /// Every send's reply is awaited before the check (an unanswered send may still be stored):
@@ -487,23 +489,22 @@ pub async fn run_messages(
     let conns = connect_clients(fx, &users, spread, transport, &run).await?;
     let connect_secs = connect_start.elapsed().as_secs_f64();
 
-    let start = Instant::now() + Duration::from_millis(200);
-    let start_us = unix_us() + 200_000;
-    for i in 0..messages {
-        let d = due(i, rate);
-        tokio::time::sleep_until(start + d).await;
-        let (from, receiver_type, receiver_id) = plan.send(fx, i);
+    let sends: Vec<_> = (0..messages).map(|i| plan.send(fx, i)).collect();
+    let (queues, r) = (conns.clone(), run.clone());
+    let (start_us, sent) = paced(messages, rate, LEAD, move |i, sched_us| {
+        let (from, receiver_type, receiver_id) = sends[i as usize];
         let cmd = Cmd::Send {
             idx: i,
-            sched_us: start_us + d.as_micros() as u64,
+            sched_us,
             receiver_type,
             receiver_id,
         };
-        if conns[from].send(cmd).await.is_err() {
-            run.c.error("a sending connection was lost");
+        if queues[from].blocking_send(cmd).is_err() {
+            r.c.error("a sending connection was lost");
         }
-    }
-    let sent_secs = start.elapsed().as_secs_f64();
+    })
+    .await;
+    let sent_secs = sent.as_secs_f64();
 
     let expected: u64 = (0..messages).map(|i| plan.recipients(i).len() as u64).sum();
     let deadline = Instant::now() + DRAIN;
@@ -668,19 +669,18 @@ pub async fn run_syncs(
     let users: Vec<usize> = base.iter().map(|b| b.0).collect();
     let conns = connect_clients(fx, &users, spread, transport, &run).await?;
     let n = (rate * secs).round().max(1.0) as u64;
-    let start = Instant::now() + Duration::from_millis(200);
-    let start_us = unix_us() + 200_000;
-    for i in 0..n {
-        let d = due(i, rate);
-        tokio::time::sleep_until(start + d).await;
-        let k = (i % conns.len() as u64) as usize;
+    let seqs: Vec<i64> = base.iter().map(|b| b.1).collect();
+    let queues = conns.clone();
+    paced(n, rate, LEAD, move |i, sched_us| {
+        let k = (i % queues.len() as u64) as usize;
         let cmd = Cmd::Sync {
-            seq: base[k].1,
+            seq: seqs[k],
             expect: per_user,
-            sched_us: start_us + d.as_micros() as u64,
+            sched_us,
         };
-        let _ = conns[k].send(cmd).await;
-    }
+        let _ = queues[k].blocking_send(cmd);
+    })
+    .await;
     let deadline = Instant::now() + DRAIN;
     while run.syncs.lock().expect("lock").len() < n && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
