@@ -86,10 +86,36 @@ impl LogicHandle {
 /// The schema migrations under `sql/migrations`, embedded at build time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../sql/migrations");
 
+/// How long a migration waits for another process's migration of the same database.
+const MIGRATE_LOCK_SECS: i64 = 300;
+
 /// Applies the migrations (idempotent: applied ones are skipped; concurrent runs serialize on a
 /// database lock).
+///
+/// The lock is gim's own. sqlx's migrator takes `GET_LOCK(name, -1)` and ignores the result, but
+/// MariaDB answers a negative timeout with NULL at once instead of waiting: two logic processes
+/// starting together (replicas of one Deployment, or parallel tests on a fresh database) both
+/// applied the migrations and one failed on a duplicate `_sqlx_migrations` row.
 pub async fn migrate(pool: &MySqlPool) -> Result<(), sqlx::migrate::MigrateError> {
-    MIGRATOR.run(pool).await
+    use sqlx::migrate::MigrateError;
+    use sqlx::{ConnectOptions, Connection};
+    // A connection of its own, outside the pool: the lock lives as long as this session, and
+    // the migrations may use any pooled connection meanwhile.
+    let mut lock = pool.connect_options().connect().await?;
+    let got: Option<i64> =
+        sqlx::query_scalar("SELECT GET_LOCK(CONCAT('gim_migrate.', DATABASE()), ?)")
+            .bind(MIGRATE_LOCK_SECS)
+            .fetch_one(&mut lock)
+            .await?;
+    if got != Some(1) {
+        return Err(MigrateError::Execute(sqlx::Error::Protocol(format!(
+            "another process held the migration lock for {MIGRATE_LOCK_SECS} s"
+        ))));
+    }
+    let result = MIGRATOR.run(pool).await;
+    // Closing the session releases the lock, also when the migration failed.
+    let _ = lock.close().await;
+    result
 }
 
 /// The MySQL pool logic uses. Lazy: logic starts (and reports not-ready) while MySQL is down.

@@ -611,3 +611,42 @@ async fn a_failed_batch_script_is_rolled_back_and_each_job_stored_on_its_own() {
         .unwrap();
     assert_eq!(n, 5);
 }
+
+/// Parallel migrations of one fresh database (replicas starting together) all succeed, and the
+/// schema is applied once. Before gim took its own lock, sqlx's `GET_LOCK(name, -1)` did not wait
+/// on MariaDB and the losers failed with a duplicate `_sqlx_migrations` row.
+#[tokio::test]
+async fn concurrent_migrations_of_a_fresh_database_all_succeed() {
+    let base = mysql_url();
+    let (server, _) = base.rsplit_once('/').expect("url has a database");
+    let db = format!("gim_migrate_{}", rand_u64() % 1_000_000_000);
+    let admin = sqlx::MySqlPool::connect(&base).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE `{db}`")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let url = format!("{server}/{db}");
+    let runs = (0..6).map(|_| {
+        let url = url.clone();
+        tokio::spawn(async move {
+            let pool = sqlx::MySqlPool::connect(&url).await.unwrap();
+            gim_logic::migrate(&pool).await.map_err(|e| e.to_string())
+        })
+    });
+    let results: Vec<_> = futures::future::join_all(runs).await;
+    let check = sqlx::MySqlPool::connect(&url).await.unwrap();
+    let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
+        .fetch_one(&check)
+        .await
+        .unwrap();
+    let migrations = gim_logic::MIGRATOR.iter().count() as i64;
+    check.close().await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE `{db}`")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    for r in results {
+        assert_eq!(r.unwrap(), Ok(()));
+    }
+    assert_eq!(applied, migrations);
+}
