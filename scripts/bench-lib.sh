@@ -155,3 +155,34 @@ make_fixture() {
     --app-id "$app" --users "$1" --normal-groups "$2" --normal-size "$3" --large-members "$4" \
     --out "$WORK/fixture.json"
 }
+
+# cpu_split command...: runs the command (its output discarded) and prints a markdown table of
+# the CPU seconds each process used over the run: logic, MariaDB, this cluster's Redis and every
+# conn node from /proc/PID/stat, the command itself from bash's `time` (its child processes
+# included). For a load like a sign-in storm that has no single hot process.
+cpu_split() {
+  local t tick gen rows split mysql_pid redis_pid i
+  mysql_pid=$(pgrep -o -x mariadbd || pgrep -o -x mysqld || true)
+  redis_pid=$(pgrep -f "redis-server 127.0.0.1:$REDIS_PORT" | head -1 || true)
+  split="logic:$LOGIC_PID ${mysql_pid:+mariadb:$mysql_pid }${redis_pid:+redis:$redis_pid }"
+  for i in "${!CONN_PIDS[@]}"; do split+="conn$i:${CONN_PIDS[$i]} "; done
+  _cpu_of() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+  local -A before=()
+  for t in $split; do before[$t]=$(_cpu_of "${t#*:}"); done
+  gen=$(mktemp)
+  local TIMEFORMAT='%U %S'
+  { time "$@" >/dev/null 2>&1; } 2>"$gen" || true
+  tick=$(getconf CLK_TCK)
+  rows=$(
+    for t in $split; do
+      echo "${t%%:*} $(( $(_cpu_of "${t#*:}") - ${before[$t]} ))" | awk -v hz="$tick" '{ printf "%s %.2f\n", $1, $2 / hz }'
+    done
+    tail -1 "$gen" | awk '{ printf "generator %.2f\n", $1 + $2 }'
+  )
+  rm -f "$gen"
+  echo '| process | CPU s | share |'
+  echo '|---|---|---|'
+  echo "$rows" | awk '{ s[NR] = $1; c[NR] = $2; t += $2 }
+    END { for (i = 1; i <= NR; i++) printf "| %s | %.2f | %.0f %% |\n", s[i], c[i], t ? 100 * c[i] / t : 0
+          printf "| all | %.2f | |\n", t }'
+}

@@ -228,6 +228,16 @@ if command -v perf >/dev/null && [ "${PROFILE:-1}" = 1 ]; then
   profile b3 "logic:$LOGIC_PID conn0:${CONN_PIDS[0]}${mysql_pid:+ mariadb:$mysql_pid}" \
     "$G" b3 "${F[@]}" "${T[@]}" --pairs "$B3_PAIRS" --rate "$B3_GOAL" --secs "$SECS"
   profile b5 "conn0:${CONN_PIDS[0]}" "$G" b5 "${F[@]}" "${T[@]}" --members "$B5_MEMBERS" --rate "$B5_GOAL" --secs "$SECS"
+  # B2 has no single hot process: first where the two cores go, then logic's and conn's symbols.
+  {
+    echo "### CPU by process during one B2 storm ($B2_CONNS connections at $B2_RATE/s offered)"
+    echo
+    cpu_split "$G" storm --name b2 "${F[@]}" "${T[@]}" --conns "$B2_CONNS" --procs 2 --rate "$B2_RATE" --out "$P/b2-split.json"
+    echo
+  } >>"$R/profile.md"
+  wait_idle
+  profile b2 "logic:$LOGIC_PID conn0:${CONN_PIDS[0]}" "$G" storm --name b2 "${F[@]}" "${T[@]}" --conns "$B2_CONNS" --procs 2 --rate "$B2_RATE"
+  wait_idle
 fi
 stop_all
 
