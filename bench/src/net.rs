@@ -87,7 +87,8 @@ pub fn due(i: u64, rate: f64) -> Duration {
 /// Why not `tokio::time::sleep_until`: tokio's timer runs on 1 ms ticks, rounds every deadline up
 /// to the next tick and parks in `epoll_wait`, whose timeout is whole milliseconds, so a send left
 /// 0-2 ms after its scheduled time. Latency counts from the scheduled time (open loop), so that
-/// lag was charged to the server: about a third of B3's 3 ms median at 500 msg/s. A thread
+/// lag was charged to the server (B3's median at 500 msg/s on a loaded 2-core machine: 7.1 ms with
+/// tokio's timer, 3.7 ms paced here; see bench/NOTES.md). A thread
 /// sleeping on the kernel's high-resolution timer wakes within tens of microseconds. `tick` runs
 /// on that thread, so it must not block for long (a `try_send`/`blocking_send` into a connection's
 /// queue); a late tick delays the ones after it but never shifts their scheduled times.
