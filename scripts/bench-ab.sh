@@ -35,14 +35,14 @@ bash scripts/deps.sh
 mkdir -p "$WORK/ab"
 
 variant=0
-for logic in "$@"; do
+for variant_bin in "$@"; do
   variant=$((variant + 1))
-  [ -x "$logic" ] || { echo "not an executable: $logic" >&2; exit 2; }
+  [ -x "$variant_bin" ] || { echo "not an executable: $variant_bin" >&2; exit 2; }
   # bench-lib starts $BIN/gim-*: a directory per variant with the varied binary and the shared rest.
   BIN=$WORK/bin-$variant
   mkdir -p "$BIN"
   for b in gim-logic gim-conn gim-bench; do ln -sf "$REL/$b" "$BIN/$b"; done
-  ln -sf "$(realpath "$logic")" "$BIN/$AB"
+  ln -sf "$(realpath "$variant_bin")" "$BIN/$AB"
   start_cluster
   make_fixture "$USERS" 10 200 1000 >/dev/null
   n=0
@@ -51,16 +51,16 @@ for logic in "$@"; do
     out=$WORK/ab/v$variant.$n.json
     "$BIN/gim-bench" b3 --fixture "$WORK/fixture.json" --targets "$TCP_TARGETS" --pairs "$PAIRS" \
       --rate "$rate" --secs "$SECS" --out "$out" >/dev/null 2>&1 || true
-    python3 - "$out" "$variant" "$logic" "$rate" <<'PY'
+    python3 - "$out" "$variant" "$variant_bin" "$rate" <<'PY'
 import json, sys
-path, variant, logic, rate = sys.argv[1:]
+path, variant, binary, rate = sys.argv[1:]
 try:
     d = json.load(open(path))
 except (OSError, ValueError) as e:
-    print(f"v{variant} {logic} rate={rate}: no result ({e})")
+    print(f"v{variant} {binary} rate={rate}: no result ({e})")
     sys.exit(0)
 p, a = d["push"], d["send_ack"]
-print(f"v{variant} {logic} rate={rate}: push p50 {p['p50_ms']:.2f} ms p99 {p['p99_ms']:.1f} ms, "
+print(f"v{variant} {binary} rate={rate}: push p50 {p['p50_ms']:.2f} ms p99 {p['p99_ms']:.1f} ms, "
       f"reply p50 {a['p50_ms']:.2f} ms, {d['deliveries_per_s']:.0f} deliveries/s, "
       f"check {'ok' if d['check'].get('ok') else 'FAILED'}")
 PY
