@@ -182,6 +182,10 @@ pub struct State {
     device_binds: Batcher<(DeviceId, UserId), Result<()>>,
     /// Write-diffusion pushes of concurrent sends, one route lookup and one call per node each.
     pub(crate) pushes: Arc<Batcher<crate::push::PushJob, ()>>,
+    /// Sync pages of concurrent syncs (a reconnect storm), one query for many users.
+    pub(crate) sync_pages: Batcher<crate::session::PageKey, Result<Vec<MsgTuple>>>,
+    /// Device acks of concurrent clients, one statement (one commit) for many devices.
+    pub(crate) acks: Batcher<crate::session::AckRow, Result<()>>,
 }
 
 impl std::fmt::Debug for State {
@@ -303,6 +307,7 @@ impl State {
             let metrics = metrics.clone();
             Batcher::spawn(store::BATCH_MAX, store::BATCH_CONCURRENCY, move |jobs| {
                 let (pool, metrics) = (pool.clone(), metrics.clone());
+                metrics.batch("stores", jobs.len());
                 async move {
                     let t = std::time::Instant::now();
                     let r = store::store_batch(pool, jobs).await;
@@ -312,26 +317,30 @@ impl State {
             })
         };
         let firsts = {
-            let pool = pool.clone();
+            let (pool, metrics) = (pool.clone(), metrics.clone());
             Batcher::spawn(store::BATCH_MAX, store::BATCH_CONCURRENCY, move |keys| {
+                metrics.batch("firsts", keys.len());
                 store::first_results(pool.clone(), keys)
             })
         };
         let large_of = {
-            let pool = pool.clone();
+            let (pool, metrics) = (pool.clone(), metrics.clone());
             Batcher::spawn(store::BATCH_MAX, store::BATCH_CONCURRENCY, move |users| {
+                metrics.batch("large_of", users.len());
                 crate::session::large_groups_of(pool.clone(), users)
             })
         };
         let device_rows = {
-            let pool = pool.clone();
+            let (pool, metrics) = (pool.clone(), metrics.clone());
             Batcher::spawn(store::BATCH_MAX, store::BATCH_CONCURRENCY, move |ids| {
+                metrics.batch("device_rows", ids.len());
                 device_rows(pool.clone(), ids)
             })
         };
         let device_binds = {
-            let pool = pool.clone();
+            let (pool, metrics) = (pool.clone(), metrics.clone());
             Batcher::spawn(store::BATCH_MAX, store::BATCH_CONCURRENCY, move |binds| {
+                metrics.batch("device_binds", binds.len());
                 bind_devices(pool.clone(), binds)
             })
         };
@@ -343,6 +352,7 @@ impl State {
                 store::BATCH_CONCURRENCY,
                 move |jobs| {
                     let (nodes, metrics) = (nodes.clone(), metrics.clone());
+                    metrics.batch("pushes", jobs.len());
                     async move {
                         let t = std::time::Instant::now();
                         let r = nodes.deliver_jobs(jobs).await;
@@ -351,6 +361,20 @@ impl State {
                     }
                 },
             ))
+        };
+        let sync_pages = {
+            let (pool, metrics) = (pool.clone(), metrics.clone());
+            Batcher::spawn(store::BATCH_MAX, store::BATCH_CONCURRENCY, move |keys| {
+                metrics.batch("sync_pages", keys.len());
+                crate::session::sync_pages(pool.clone(), keys)
+            })
+        };
+        let acks = {
+            let (pool, metrics) = (pool.clone(), metrics.clone());
+            Batcher::spawn(store::BATCH_MAX, store::BATCH_CONCURRENCY, move |rows| {
+                metrics.batch("acks", rows.len());
+                crate::session::store_acks(pool.clone(), rows)
+            })
         };
         Self {
             cfg,
@@ -381,6 +405,8 @@ impl State {
             device_rows,
             device_binds,
             pushes,
+            sync_pages,
+            acks,
         }
     }
 

@@ -33,6 +33,11 @@ pub struct KindLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BatcherLabel {
+    pub batcher: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StageLabel {
     pub stage: &'static str,
 }
@@ -43,6 +48,8 @@ pub struct Metrics {
     pub rpc_seconds: Family<MethodLabel, Histogram>,
     /// Where a send's time goes (see [`Metrics::stage`]).
     pub send_stage_seconds: Family<StageLabel, Histogram>,
+    /// Items per batch of each store batcher: 1 while MySQL keeps up, more as load rises.
+    pub batch_items: Family<BatcherLabel, Histogram>,
     pub messages_stored: Family<KindLabel, Counter>,
     pub pushes: Family<PushLabels, Counter>,
     pub seq_reservations: Counter,
@@ -80,6 +87,14 @@ impl Default for Metrics {
              push_batch (route lookup and DeliverBatch calls, after the reply)",
             send_stage_seconds.clone(),
         );
+        let batch_items = Family::<BatcherLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(1.0, 2.0, 8))
+        });
+        registry.register(
+            "batch_items",
+            "items per batch by batcher (concurrent calls that shared one MySQL or push round trip)",
+            batch_items.clone(),
+        );
         let messages_stored = Family::<KindLabel, Counter>::default();
         registry.register(
             "messages_stored",
@@ -115,6 +130,7 @@ impl Default for Metrics {
             rpcs,
             rpc_seconds,
             send_stage_seconds,
+            batch_items,
             messages_stored,
             pushes,
             seq_reservations,
@@ -138,6 +154,13 @@ impl Metrics {
             .get_or_create(&StageLabel { stage })
             .observe((now - since).as_secs_f64());
         now
+    }
+
+    /// Records the size of a batch a batcher is about to run.
+    pub fn batch(&self, batcher: &'static str, items: usize) {
+        self.batch_items
+            .get_or_create(&BatcherLabel { batcher })
+            .observe(items as f64);
     }
 
     pub fn encode(&self) -> String {

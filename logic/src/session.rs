@@ -90,24 +90,149 @@ pub(crate) async fn large_groups_of(
     futures::future::join_all(each).await
 }
 
+/// One user's sync page: rows with `seq > from`, at most `limit`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PageKey {
+    pub app: i64,
+    pub user: i64,
+    pub from: i64,
+    pub limit: i64,
+}
+
+/// The sync pages of many users. A batch is one text query: a `UNION ALL` of each user's page
+/// (each an index range scan on the primary key), every part tagged with its position; the values
+/// are integers written as literals, so no value can change the statement, and one round trip
+/// replaces a prepare + execute per user. One prepared query per page when the batch fails.
+pub(crate) async fn sync_pages(pool: sqlx::MySqlPool, keys: Vec<PageKey>) -> Vec<Result<Vec<Row>>> {
+    use sqlx::{FromRow as _, Row as _};
+    use std::fmt::Write as _;
+    if keys.len() > 1 {
+        let mut sql = String::with_capacity(keys.len() * 380);
+        for (i, k) in keys.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(" UNION ALL ");
+            }
+            let _ = write!(
+                sql,
+                "(SELECT {MSG_COLS}, {YOUNG}, {i} FROM user_message WHERE app_id = {} AND user_id = {} \
+                 AND seq > {} ORDER BY seq LIMIT {})",
+                k.app, k.user, k.from, k.limit
+            );
+        }
+        let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&pool)
+            .await
+            .and_then(|rows| {
+                rows.iter()
+                    .map(|r| Ok((r.try_get::<i64, _>(13)?, Row::from_row(r)?)))
+                    .collect::<std::result::Result<Vec<_>, sqlx::Error>>()
+            });
+        match rows {
+            Ok(rows) => {
+                let mut pages: Vec<Vec<Row>> = keys.iter().map(|_| Vec::new()).collect();
+                for (i, row) in rows {
+                    if let Some(p) = usize::try_from(i).ok().and_then(|i| pages.get_mut(i)) {
+                        p.push(row);
+                    }
+                }
+                // UNION ALL keeps no order across its parts; each page is put back in seq order.
+                return pages
+                    .into_iter()
+                    .map(|mut p| {
+                        p.sort_unstable_by_key(|r| r.0);
+                        Ok(p)
+                    })
+                    .collect();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, n = keys.len(), "batched sync failed; one query per page")
+            }
+        }
+    }
+    let sql = format!(
+        "SELECT {MSG_COLS}, {YOUNG} FROM user_message \
+         WHERE app_id = ? AND user_id = ? AND seq > ? ORDER BY seq LIMIT ?"
+    );
+    let each = keys.iter().map(|k| {
+        let (pool, sql) = (&pool, sql.as_str());
+        async move {
+            let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(k.app)
+                .bind(k.user)
+                .bind(k.from)
+                .bind(k.limit)
+                .fetch_all(pool)
+                .await?;
+            Ok(rows)
+        }
+    });
+    futures::future::join_all(each).await
+}
+
+/// One device's ack.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AckRow {
+    pub app: i64,
+    pub user: i64,
+    pub device: i64,
+    pub ack: i64,
+}
+
+const ACK_SQL: &str = "INSERT INTO device_ack (app_id, user_id, device_id, ack) VALUES (?, ?, ?, ?) \
+     ON DUPLICATE KEY UPDATE ack = GREATEST(ack, VALUES(ack))";
+
+/// Stores many devices' acks in one multi-row upsert: one statement, one commit (log flush). An
+/// ack only moves forward (`GREATEST`), so two acks of one device in a batch leave the higher in
+/// either order. Rows go in key order, so concurrent batches lock rows in the same order and
+/// cannot deadlock each other. One statement per ack when the batch fails (it committed nothing:
+/// autocommit makes the statement all or nothing), so each caller gets its own outcome.
+pub(crate) async fn store_acks(pool: sqlx::MySqlPool, rows: Vec<AckRow>) -> Vec<Result<()>> {
+    use std::fmt::Write as _;
+    if rows.len() > 1 {
+        let mut sorted: Vec<&AckRow> = rows.iter().collect();
+        sorted.sort_unstable_by_key(|r| (r.app, r.user, r.device));
+        let mut sql = String::with_capacity(120 + rows.len() * 48);
+        sql.push_str("INSERT INTO device_ack (app_id, user_id, device_id, ack) VALUES ");
+        for (i, r) in sorted.iter().enumerate() {
+            if i > 0 {
+                sql.push(',');
+            }
+            let _ = write!(sql, "({},{},{},{})", r.app, r.user, r.device, r.ack);
+        }
+        sql.push_str(" ON DUPLICATE KEY UPDATE ack = GREATEST(ack, VALUES(ack))");
+        match sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&pool).await {
+            Ok(_) => return rows.iter().map(|_| Ok(())).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, n = rows.len(), "batched ack failed; one statement per ack")
+            }
+        }
+    }
+    let each = rows.iter().map(|r| {
+        let pool = &pool;
+        async move {
+            sqlx::query(ACK_SQL)
+                .bind(r.app)
+                .bind(r.user)
+                .bind(r.device)
+                .bind(r.ack)
+                .execute(pool)
+                .await?;
+            Ok(())
+        }
+    });
+    futures::future::join_all(each).await
+}
+
 impl State {
-    async fn fetch_settled(
-        &self,
-        sql: &str,
-        app: i64,
-        owner: i64,
-        from: i64,
-        limit: i64,
-    ) -> Result<Vec<crate::core::MsgTuple>> {
+    /// Fetches a page, again (every 20 ms, for up to [`GAP_WAIT`]) while it has a young gap.
+    async fn settled<F, Fut>(from: i64, fetch: F) -> Result<Vec<Row>>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<Row>>>,
+    {
         let deadline = tokio::time::Instant::now() + GAP_WAIT;
         loop {
-            let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(sql.to_string()))
-                .bind(app)
-                .bind(owner)
-                .bind(from)
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?;
+            let rows = fetch().await?;
             if !young_gap(from, &rows) || tokio::time::Instant::now() >= deadline {
                 return Ok(rows);
             }
@@ -237,12 +362,20 @@ impl State {
         } else {
             req.seq
         };
-        let sql = format!(
-            "SELECT {MSG_COLS}, {YOUNG} FROM user_message WHERE app_id = ? AND user_id = ? AND seq > ? ORDER BY seq LIMIT ?"
-        );
-        let rows = self
-            .fetch_settled(&sql, app.0, user.0, from, limit + 1)
-            .await?;
+        // Batched with concurrent syncs: a reconnect storm costs MySQL one query per batch.
+        let key = PageKey {
+            app: app.0,
+            user: user.0,
+            from,
+            limit: limit + 1,
+        };
+        let rows = Self::settled(from, || async {
+            self.sync_pages
+                .call(key)
+                .await
+                .unwrap_or_else(|| Err(Error::Internal("sync batcher stopped".into())))
+        })
+        .await?;
         let (messages, has_more) = page(rows, limit as usize)?;
         Ok(pb::SyncResp { messages, has_more })
     }
@@ -270,9 +403,17 @@ impl State {
         let sql = format!(
             "SELECT {GROUP_MSG_COLS}, {YOUNG} FROM group_message WHERE app_id = ? AND group_id = ? AND seq > ? ORDER BY seq LIMIT ?"
         );
-        let rows = self
-            .fetch_settled(&sql, app.0, gid.0, req.seq, limit + 1)
-            .await?;
+        let rows = Self::settled(req.seq, || async {
+            let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
+                .bind(app.0)
+                .bind(gid.0)
+                .bind(req.seq)
+                .bind(limit + 1)
+                .fetch_all(&self.pool)
+                .await?;
+            Ok(rows)
+        })
+        .await?;
         let (messages, has_more) = page(rows, limit as usize)?;
         Ok(pb::GroupSyncResp { messages, has_more })
     }
@@ -282,17 +423,16 @@ impl State {
         if req.device_ack < 0 {
             return Err(Error::bad_request("device_ack", "must not be negative"));
         }
-        sqlx::query(
-            "INSERT INTO device_ack (app_id, user_id, device_id, ack) VALUES (?, ?, ?, ?) \
-             ON DUPLICATE KEY UPDATE ack = GREATEST(ack, VALUES(ack))",
-        )
-        .bind(req.app_id)
-        .bind(req.user_id)
-        .bind(req.device_id)
-        .bind(req.device_ack)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        // Batched with concurrent acks: one statement and one commit (log flush) per batch.
+        self.acks
+            .call(AckRow {
+                app: req.app_id,
+                user: req.user_id,
+                device: req.device_id,
+                ack: req.device_ack,
+            })
+            .await
+            .unwrap_or_else(|| Err(Error::Internal("ack batcher stopped".into())))
     }
 }
 

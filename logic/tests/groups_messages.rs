@@ -958,6 +958,106 @@ async fn sync_paginates_by_count_and_bytes_and_seq_zero_starts_at_the_highest_ac
     assert!(gim_msg(r).contains("device_ack"));
 }
 
+/// Syncs and acks made at the same moment (a reconnect storm) share MySQL round trips, and
+/// each caller still gets exactly its own page and its own ack stored.
+#[tokio::test]
+async fn concurrent_syncs_and_acks_share_batches_and_each_gets_its_own_result() {
+    let ctx = Ctx::start().await;
+    let users: Vec<i64> = (1..=30).collect();
+    ctx.import_users(&[&users[..], &[1000]].concat()).await;
+    let sender = ctx.register_device().await;
+    let count = |u: i64| (u % 5 + 1) as usize;
+    for &u in &users {
+        for i in 0..count(u) {
+            ctx.send_text(1000, sender, ReceiverType::User, u, &format!("{u}:{i}"), 0)
+                .await
+                .unwrap();
+        }
+    }
+    let batches = |ctx: &Ctx, name: &str| -> u64 {
+        let want = format!("gim_logic_batch_items_count{{batcher=\"{name}\"}} ");
+        ctx.logic
+            .state
+            .metrics
+            .encode()
+            .lines()
+            .find_map(|l| l.strip_prefix(want.as_str()).map(|v| v.parse().unwrap()))
+            .unwrap_or(0)
+    };
+    // (user, from, limit): every user from the start; every third again from seq 1 with a page
+    // of 2 (the same user twice in one batch).
+    let mut asks: Vec<(i64, i64, i32)> = users.iter().map(|&u| (u, 0, 0)).collect();
+    asks.extend(users.iter().filter(|u| *u % 3 == 0).map(|&u| (u, 1, 2)));
+    let before = batches(&ctx, "sync_pages");
+    let state = &ctx.logic.state;
+    let pages = futures::future::join_all(asks.iter().map(|&(u, from, limit)| {
+        state.sync(pb::SyncReq {
+            app_id: ctx.app.0,
+            user_id: u,
+            device_id: 0,
+            seq: from,
+            limit,
+        })
+    }))
+    .await;
+    for (&(u, from, limit), page) in asks.iter().zip(pages) {
+        let page = page.unwrap();
+        let all: Vec<String> = (0..count(u)).map(|i| format!("{u}:{i}")).collect();
+        let rest = &all[from as usize..];
+        let want = if limit == 0 {
+            rest
+        } else {
+            &rest[..rest.len().min(limit as usize)]
+        };
+        let got: Vec<String> = page.messages.iter().map(text_of).collect();
+        assert_eq!(got, want, "user {u} from {from} limit {limit}");
+        let seqs: Vec<i64> = page.messages.iter().map(|m| m.seq).collect();
+        let want_seqs: Vec<i64> = (from + 1..=from + want.len() as i64).collect();
+        assert_eq!(seqs, want_seqs, "user {u}: own seqs, ascending");
+        assert_eq!(page.has_more, want.len() < rest.len(), "user {u} has_more");
+    }
+    let used = batches(&ctx, "sync_pages") - before;
+    assert!(
+        used > 0 && used < asks.len() as u64 / 2,
+        "{} concurrent syncs took {used} batches",
+        asks.len()
+    );
+
+    // Acks: each device its own row; two acks of one device in one batch keep the higher.
+    let devices: Vec<i64> = (0..20).map(|i| 7_000 + i).collect();
+    let mut acks: Vec<(i64, i64)> = devices.iter().map(|&d| (d, d - 6_990)).collect();
+    acks.push((devices[0], 3)); // lower than 10, in the same batch
+    acks.push((devices[1], 50)); // higher than 11
+    let before = batches(&ctx, "acks");
+    let results = futures::future::join_all(acks.iter().map(|&(d, a)| {
+        state.ack(pb::MessageAckReq {
+            app_id: ctx.app.0,
+            user_id: 5,
+            device_id: d,
+            device_ack: a,
+            receive_time: 0,
+        })
+    }))
+    .await;
+    assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+    let used = batches(&ctx, "acks") - before;
+    assert!(
+        used > 0 && used < acks.len() as u64 / 2,
+        "{} acks took {used} batches",
+        acks.len()
+    );
+    let stored: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT device_id, ack FROM device_ack WHERE app_id = ? AND user_id = 5 ORDER BY device_id",
+    )
+    .bind(ctx.app.0)
+    .fetch_all(&ctx.pool)
+    .await
+    .unwrap();
+    let mut want: Vec<(i64, i64)> = devices.iter().map(|&d| (d, d - 6_990)).collect();
+    want[1].1 = 50;
+    assert_eq!(stored, want);
+}
+
 /// A send whose seq was allocated first but whose insert commits later must not be skipped by a
 /// sync that runs in between (the client would ack past it and never see it).
 #[tokio::test]
