@@ -255,9 +255,20 @@ fn finish(v: serde_json::Value, out: Option<&std::path::Path>) -> anyhow::Result
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // A storm worker is one of several generator processes sharing two cores with the cluster:
+    // one thread each. A multi-threaded runtime per worker would wake (futex) and steal between
+    // its own threads on every heartbeat, CPU the cluster under test needs.
+    let mut rt = if matches!(cli.cmd, Cmd::Worker { .. }) {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    rt.enable_all().build()?.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Setup {
             server_url,
