@@ -12,6 +12,10 @@
 #
 # Env: RATES (messages/s, one run each, default "500 500 500 5000 5000"), PAIRS (1000), SECS (8),
 # USERS (30000), CONN_NODES (6), WORK (/tmp/gim-bench-ab), AB (gim-logic: which binary varies).
+# SCEN=b6-reconnect runs the suite's reconnect storm instead (RUNS times, default 2: CONNS
+# clients, default 20000, reconnecting over 10 s, each syncing MSGS (10) messages); SCEN=b1 the
+# suite's B1 (CONNS, default 100000, at RATE/s, default 1200, over 6 worker processes, held 30 s
+# with 10 s heartbeats; USERS is at least CONNS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 1 ] || { sed -n '2,13p' "$0" >&2; exit 2; }
@@ -23,8 +27,15 @@ CONN_NODES=${CONN_NODES:-6}
 RATES=${RATES:-"500 500 500 5000 5000"}
 PAIRS=${PAIRS:-1000}
 SECS=${SECS:-8}
-USERS=${USERS:-30000}
 AB=${AB:-gim-logic}
+SCEN=${SCEN:-b3}
+case "$SCEN" in
+  b3) ;;
+  b6-reconnect) CONNS=${CONNS:-20000}; MSGS=${MSGS:-10}; RUNS=${RUNS:-2} ;;
+  b1) CONNS=${CONNS:-100000}; RATE=${RATE:-1200}; RUNS=${RUNS:-1} ;;
+  *) echo "SCEN must be b3, b6-reconnect or b1" >&2; exit 2 ;;
+esac
+USERS=${USERS:-$(( ${CONNS:-0} > 30000 ? CONNS : 30000 ))}
 case "$AB" in gim-logic | gim-conn | gim-bench) ;; *) echo "AB must be gim-logic, gim-conn or gim-bench" >&2; exit 2 ;; esac
 for b in gim-logic gim-conn gim-bench; do
   [ -x "$REL/$b" ] || { echo "no $REL/$b: cargo build --release -p $b first" >&2; exit 2; }
@@ -45,6 +56,33 @@ for variant_bin in "$@"; do
   ln -sf "$(realpath "$variant_bin")" "$BIN/$AB"
   start_cluster
   make_fixture "$USERS" 10 200 1000 >/dev/null
+  if [ "$SCEN" != b3 ]; then
+    for n in $(seq 1 "$RUNS"); do
+      out=$WORK/ab/v$variant.$SCEN.$n.json
+      if [ "$SCEN" = b1 ]; then
+        args=(--conns "$CONNS" --procs 6 --rate "$RATE" --hold-secs 30 --heartbeat-secs 10 --conn-pids "$CONN_PID_LIST")
+      else
+        args=(--server-url "http://127.0.0.1:$LOGIC_SERVER" --conns "$CONNS" --procs 2
+          --rate $((CONNS / 10)) --sync-per-user "$MSGS")
+      fi
+      "$BIN/gim-bench" storm --name "$SCEN" --fixture "$WORK/fixture.json" --targets "$TCP_TARGETS" \
+        "${args[@]}" --out "$out" >/dev/null 2>&1 || true
+      python3 - "$out" "$variant" "$variant_bin" <<'PY'
+import json, sys
+path, variant, binary = sys.argv[1:]
+try:
+    d = json.load(open(path))
+except (OSError, ValueError) as e:
+    print(f"v{variant} {binary}: no result ({e})")
+    sys.exit(0)
+keys = ("signed_in", "failed", "signins_per_s", "connect_to_signed_in", "connect_to_synced", "check", "kib_per_conn", "first_error")
+print(f"v{variant} {binary}: " + json.dumps({k: d[k] for k in keys if k in d}))
+PY
+      wait_idle
+    done
+    stop_all
+    continue
+  fi
   n=0
   for rate in $RATES; do
     n=$((n + 1))

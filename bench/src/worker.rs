@@ -55,6 +55,11 @@ struct Stats {
     hb_ok: AtomicU64,
     dropped: AtomicU64,
     last_signed_in_us: AtomicU64,
+    /// Scheduled time -> this process starting the connect: the generator's own lag, which every
+    /// later figure includes (open loop).
+    lag: Mutex<Hist>,
+    /// Scheduled time -> TCP (and WebSocket) connection established.
+    connected: Mutex<Hist>,
     signin: Mutex<Hist>,
     synced: Mutex<Hist>,
     first_error: OnceLock<String>,
@@ -165,6 +170,8 @@ pub async fn worker(
             "hb_ok": s.hb_ok.load(Relaxed),
             "dropped": s.dropped.load(Relaxed),
             "last_signed_in_us": s.last_signed_in_us.load(Relaxed),
+            "lag": s.lag.lock().expect("lock").to_b64(),
+            "connected": s.connected.lock().expect("lock").to_b64(),
             "signin": s.signin.lock().expect("lock").to_b64(),
             "synced": s.synced.lock().expect("lock").to_b64(),
             "first_error": s.first_error.get(),
@@ -184,7 +191,14 @@ async fn one(
     expect: Option<&SyncExpect>,
     stats: &Stats,
 ) -> anyhow::Result<Wire> {
+    let record = |h: &Mutex<Hist>| {
+        h.lock()
+            .expect("lock")
+            .record_us(unix_us().saturating_sub(sched_us))
+    };
+    record(&stats.lag);
     let mut wire = Wire::connect(transport, src, dst, "/ws").await?;
+    record(&stats.connected);
     gim::sign_in(&mut wire, id, 1, |_| {}).await?;
     let now = unix_us();
     stats.last_signed_in_us.fetch_max(now, Relaxed);
@@ -333,6 +347,7 @@ pub async fn coordinate(
     for s in &mut stdins {
         let _ = s.write_all(b"STOP\n").await;
     }
+    let (mut lag, mut connected) = (Hist::new(), Hist::new());
     let mut signin = Hist::new();
     let mut synced = Hist::new();
     let mut sums: HashMap<&str, u64> = HashMap::new();
@@ -346,6 +361,9 @@ pub async fn coordinate(
                     *sums.entry(k).or_default() += v[k].as_u64().unwrap_or_default();
                 }
                 last_us = last_us.max(v["last_signed_in_us"].as_u64().unwrap_or_default());
+                for (h, k) in [(&mut lag, "lag"), (&mut connected, "connected")] {
+                    h.merge(&Hist::from_b64(v[k].as_str().unwrap_or_default())?);
+                }
                 signin.merge(&crate::hist::Hist::from_b64(
                     v["signin"].as_str().unwrap_or_default(),
                 )?);
@@ -385,6 +403,8 @@ pub async fn coordinate(
         "failed": failed,
         "signins_per_s": if span > 0.0 { ok as f64 / span } else { 0.0 },
         "ready_secs": ready_secs,
+        "schedule_to_connect_start": lag.summary(),
+        "connect_to_connected": connected.summary(),
         "connect_to_signed_in": signin.summary(),
         "connect_to_synced": synced.summary(),
         "hold_secs": spec.hold_secs,

@@ -179,7 +179,7 @@ pub struct State {
     /// (app, user) of devices, one query for many devices.
     device_rows: Batcher<DeviceId, Result<Option<(i64, i64)>>>,
     /// First bindings of devices to users, one statement for many devices.
-    device_binds: Batcher<(DeviceId, UserId), Result<()>>,
+    device_binds: Batcher<(DeviceId, UserId), Result<bool>>,
     /// Write-diffusion pushes of concurrent sends, one route lookup and one call per node each.
     pub(crate) pushes: Arc<Batcher<crate::push::PushJob, ()>>,
     /// Sync pages of concurrent syncs (a reconnect storm), one query for many users.
@@ -251,9 +251,11 @@ async fn device_rows(pool: MySqlPool, ids: Vec<DeviceId>) -> Vec<Result<Option<(
 }
 
 /// Binds each unbound device to its user (`user_id = 0` only: a device bound first to someone
-/// else stays theirs; the caller re-reads to find out who won): one statement for the batch, or
-/// one per device when that fails.
-async fn bind_devices(pool: MySqlPool, binds: Vec<(DeviceId, UserId)>) -> Vec<Result<()>> {
+/// else stays theirs): one statement for the batch, or one per device when that fails. True when
+/// the bind is known to have won: the statement changed every row it named (for a batch: as many
+/// rows as devices). Otherwise the caller re-reads to find out who won; a first sign-in then pays
+/// no re-read in the usual case.
+async fn bind_devices(pool: MySqlPool, binds: Vec<(DeviceId, UserId)>) -> Vec<Result<bool>> {
     if binds.len() > 1 {
         let mut qb = QueryBuilder::<MySql>::new("UPDATE device SET user_id = CASE device_id");
         for (d, u) in &binds {
@@ -268,19 +270,22 @@ async fn bind_devices(pool: MySqlPool, binds: Vec<(DeviceId, UserId)>) -> Vec<Re
             sep.push_bind(d.0);
         }
         qb.push(")");
-        if qb.build().persistent(false).execute(&pool).await.is_ok() {
-            return binds.iter().map(|_| Ok(())).collect();
+        if let Ok(r) = qb.build().persistent(false).execute(&pool).await {
+            // Two binds of one device in a batch change one row: both re-read.
+            let all = r.rows_affected() == binds.len() as u64;
+            return binds.iter().map(|_| Ok(all)).collect();
         }
     }
     let each = binds.iter().map(|(d, u)| {
         let pool = &pool;
         async move {
-            sqlx::query("UPDATE device SET user_id = ? WHERE device_id = ? AND user_id = 0")
-                .bind(u.0)
-                .bind(d.0)
-                .execute(pool)
-                .await?;
-            Ok(())
+            let r =
+                sqlx::query("UPDATE device SET user_id = ? WHERE device_id = ? AND user_id = 0")
+                    .bind(u.0)
+                    .bind(d.0)
+                    .execute(pool)
+                    .await?;
+            Ok(r.rows_affected() == 1)
         }
     });
     futures::future::join_all(each).await
@@ -488,10 +493,15 @@ impl State {
                 None => return not_bound("device is not registered"),
                 Some((a, _)) if a != app.0 => return not_bound("device is not registered"),
                 Some((_, 0)) => {
-                    self.device_binds
+                    let won = self
+                        .device_binds
                         .call((device, user))
                         .await
                         .unwrap_or_else(|| Err(Error::Internal("device batcher stopped".into())))?;
+                    if won {
+                        self.devices.insert(device, (app, user));
+                        return Ok(());
+                    }
                     // Re-read: a concurrent first sign-in of another user may have won.
                 }
                 Some((_, u)) if u == user.0 => {

@@ -345,3 +345,76 @@ async fn tenants_are_isolated() {
         .unwrap();
     assert!(ra.is_empty(), "{ra:?}");
 }
+
+/// First sign-ins racing for one device, from several users at once (one batch or several):
+/// exactly one user gets it, every other gets 1005, and the stored binding is the winner's. Then
+/// a storm of first sign-ins, one device each, binds every device to its own user.
+#[tokio::test]
+async fn racing_first_sign_ins_bind_a_device_to_exactly_one_user() {
+    let ctx = Ctx::start().await;
+    let users: Vec<i64> = (1..=8).collect();
+    ctx.import_users(&users).await;
+    let state = &ctx.logic.state;
+    for round in 0..5 {
+        let dev = ctx.register_device().await;
+        let tokens: Vec<String> = users.iter().map(|&u| ctx.device_token(u, dev)).collect();
+        let results = futures::future::join_all(users.iter().zip(&tokens).map(|(&u, t)| {
+            state.auth_device(
+                gim_common::AppId(ctx.app.0),
+                gim_common::UserId(u),
+                gim_common::DeviceId(dev),
+                t,
+            )
+        }))
+        .await;
+        let winners: Vec<i64> = users
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_ok())
+            .map(|(&u, _)| u)
+            .collect();
+        assert_eq!(winners.len(), 1, "round {round}: {results:?}");
+        for r in results.iter().filter(|r| r.is_err()) {
+            let e = r.as_ref().unwrap_err();
+            assert_eq!(
+                e.gim_code(),
+                Some(GimCode::DeviceNotBound),
+                "round {round}: {e}"
+            );
+        }
+        let stored: i64 = sqlx::query_scalar("SELECT user_id FROM device WHERE device_id = ?")
+            .bind(dev)
+            .fetch_one(&ctx.pool)
+            .await
+            .unwrap();
+        assert_eq!(stored, winners[0], "round {round}");
+    }
+    let mut devs = Vec::new();
+    for _ in &users {
+        devs.push(ctx.register_device().await);
+    }
+    let tokens: Vec<String> = users
+        .iter()
+        .zip(&devs)
+        .map(|(&u, &d)| ctx.device_token(u, d))
+        .collect();
+    let results =
+        futures::future::join_all(users.iter().zip(&devs).zip(&tokens).map(|((&u, &d), t)| {
+            state.auth_device(
+                gim_common::AppId(ctx.app.0),
+                gim_common::UserId(u),
+                gim_common::DeviceId(d),
+                t,
+            )
+        }))
+        .await;
+    assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+    for (&u, &d) in users.iter().zip(&devs) {
+        let stored: i64 = sqlx::query_scalar("SELECT user_id FROM device WHERE device_id = ?")
+            .bind(d)
+            .fetch_one(&ctx.pool)
+            .await
+            .unwrap();
+        assert_eq!(stored, u);
+    }
+}
