@@ -60,7 +60,7 @@ for variant_bin in "$@"; do
     for n in $(seq 1 "$RUNS"); do
       out=$WORK/ab/v$variant.$SCEN.$n.json
       if [ "$SCEN" = b1 ]; then
-        args=(--conns "$CONNS" --procs 6 --rate "$RATE" --hold-secs 30 --heartbeat-secs 10 --conn-pids "$CONN_PID_LIST")
+        args=(--conns "$CONNS" --procs 6 --rate "$RATE" --hold-secs 30 --heartbeat-secs 10 --sources 4 --conn-pids "$CONN_PID_LIST")
       else
         args=(--server-url "http://127.0.0.1:$LOGIC_SERVER" --conns "$CONNS" --procs 2
           --rate $((CONNS / 10)) --sync-per-user "$MSGS")

@@ -57,9 +57,9 @@ F=(--fixture "$WORK/fixture.json")
 T=(--targets "$TCP_TARGETS")
 W=(--targets "$WS_TARGETS" --transport ws)
 
-log "B1 idle + heartbeats (2 worker processes)"
+log "B1 idle + heartbeats (2 worker processes, 2 source addresses)"
 smoke b1 $B storm --name b1 "${F[@]}" "${T[@]}" --conns 300 --procs 2 --rate 1000 --hold-secs 2 \
-  --heartbeat-secs 0.5 --conn-pids "$CONN_PID_LIST"
+  --heartbeat-secs 0.5 --sources 2 --conn-pids "$CONN_PID_LIST"
 wait_idle
 log "B2 sign-in storm (WebSocket)"
 smoke b2 $B storm --name b2 "${F[@]}" "${W[@]}" --conns 300 --procs 2 --rate 1000

@@ -147,8 +147,10 @@ T=(--targets "$TCP_TARGETS")
 SRV=(--server-url "http://127.0.0.1:$LOGIC_SERVER")
 
 # B1 first, while the conn nodes are fresh (RSS growth per connection from an idle process).
+# Four source addresses: from one, connect()'s port search scans the whole ephemeral range once
+# a conn node holds ~14 000 connections from it (bench/src/net.rs), and B1 holds ~16 700 each.
 run b1 1 "$G" storm --name b1 "${F[@]}" "${T[@]}" --conns "$B1_CONNS" --procs "$B1_PROCS" --rate "$B1_RATE" \
-  --hold-secs 30 --heartbeat-secs 10 --conn-pids "$CONN_PID_LIST"
+  --hold-secs 30 --heartbeat-secs 10 --sources 4 --conn-pids "$CONN_PID_LIST"
 # Each storm's teardown (one Offline call per connection) must be over before the next run.
 wait_idle
 for rep in $(seq 1 "$REPS"); do

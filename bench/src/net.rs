@@ -2,11 +2,19 @@
 //! 127.0.0.x source addresses, chosen round-robin by connection index.
 //!
 //! By default nothing is bound before connecting: the kernel picks the source port at connect
-//! time per destination (about 28 000 connections per conn node) and reuses TIME_WAIT pairs on
-//! loopback. A bind to a source address reserves a port across every destination, and after a
-//! storm closed 100 000 connections each bind searched the TIME_WAIT-crowded port buckets: the
-//! generator spent its CPU in the kernel's `inet_bind2_bucket_match_addr_any` and the next storm
-//! signed in ~530/s instead of ~3 900/s. `--sources N` still binds, for more connections per node.
+//! time per destination. Its search steps through the even ports of the ephemeral range first
+//! (14 116 of them by default), checking each against the established connections: once a
+//! destination holds about that many connections from one source address, every further connect
+//! scans the whole range. B1 (100 000 connections over six conn nodes, ~16 700 each) collapsed
+//! there: at ~85 000 connections 83 % of the machine's CPU went to the generator's
+//! `__inet_check_established` and sign-ins fell from 1 250/s to ~350/s.
+//!
+//! `--sources N` spreads connections over N source addresses, each bound with
+//! `IP_BIND_ADDRESS_NO_PORT`: the bind picks only the address and the port is still chosen at
+//! connect time per (source, destination) pair, so each pair's search stays short. (A plain bind
+//! reserves a port across every destination: after a storm closed 100 000 connections each such
+//! bind searched the TIME_WAIT-crowded port buckets, `inet_bind2_bucket_match_addr_any`, and the
+//! next storm signed in ~530/s instead of ~3 900/s.)
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -55,10 +63,12 @@ impl Spread {
     }
 }
 
-/// Connects to `dst`, from `src` when given (bound first: that address's own port range).
+/// Connects to `dst`, from `src` when given (the address bound first, the port left to connect).
 pub async fn connect(src: Option<IpAddr>, dst: SocketAddr) -> std::io::Result<TcpStream> {
     let sock = TcpSocket::new_v4()?;
     if let Some(src) = src {
+        nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::IpBindAddressNoPort, &true)
+            .map_err(std::io::Error::from)?;
         sock.bind(SocketAddr::new(src, 0))?;
     }
     let stream = sock.connect(dst).await?;
