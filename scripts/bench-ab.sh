@@ -15,7 +15,8 @@
 # SCEN=b6-reconnect runs the suite's reconnect storm instead (RUNS times, default 2: CONNS
 # clients, default 20000, reconnecting over 10 s, each syncing MSGS (10) messages); SCEN=b1 the
 # suite's B1 (CONNS, default 100000, at RATE/s, default 1200, over 6 worker processes, held 30 s
-# with 10 s heartbeats; USERS is at least CONNS).
+# with 10 s heartbeats, from SOURCES (4) source addresses, 0 = one address; USERS is at least
+# CONNS). CPU_SPLIT=1 prints each storm's CPU seconds per process (cpu_split in bench-lib.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 1 ] || { sed -n '2,13p' "$0" >&2; exit 2; }
@@ -60,13 +61,15 @@ for variant_bin in "$@"; do
     for n in $(seq 1 "$RUNS"); do
       out=$WORK/ab/v$variant.$SCEN.$n.json
       if [ "$SCEN" = b1 ]; then
-        args=(--conns "$CONNS" --procs 6 --rate "$RATE" --hold-secs 30 --heartbeat-secs 10 --sources 4 --conn-pids "$CONN_PID_LIST")
+        args=(--conns "$CONNS" --procs 6 --rate "$RATE" --hold-secs 30 --heartbeat-secs 10
+          --sources "${SOURCES:-4}" --conn-pids "$CONN_PID_LIST")
       else
         args=(--server-url "http://127.0.0.1:$LOGIC_SERVER" --conns "$CONNS" --procs 2
           --rate $((CONNS / 10)) --sync-per-user "$MSGS")
       fi
-      "$BIN/gim-bench" storm --name "$SCEN" --fixture "$WORK/fixture.json" --targets "$TCP_TARGETS" \
-        "${args[@]}" --out "$out" >/dev/null 2>&1 || true
+      cmd=("$BIN/gim-bench" storm --name "$SCEN" --fixture "$WORK/fixture.json" --targets "$TCP_TARGETS"
+        "${args[@]}" --out "$out")
+      if [ "${CPU_SPLIT:-0}" = 1 ]; then cpu_split "${cmd[@]}"; else "${cmd[@]}" >/dev/null 2>&1 || true; fi
       python3 - "$out" "$variant" "$variant_bin" <<'PY'
 import json, sys
 path, variant, binary = sys.argv[1:]
@@ -75,7 +78,8 @@ try:
 except (OSError, ValueError) as e:
     print(f"v{variant} {binary}: no result ({e})")
     sys.exit(0)
-keys = ("signed_in", "failed", "signins_per_s", "connect_to_signed_in", "connect_to_synced", "check", "kib_per_conn", "first_error")
+keys = ("signed_in", "failed", "signins_per_s", "schedule_to_connect_start", "connect_to_connected",
+        "connect_to_signed_in", "connect_to_synced", "check", "kib_per_conn", "first_error")
 print(f"v{variant} {binary}: " + json.dumps({k: d[k] for k in keys if k in d}))
 PY
       wait_idle

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The full benchmark suite: baselines and B1-B6 against a local gim cluster (release builds, one
 # logic, CONN_NODES conn nodes, each a separate process), then BENCHMARKS.md and the plots.
-# Takes 15-20 minutes on 2 cores once the release build is cached (18 on the slower machine of
-# session 4). Loopback only.
+# Takes 11-20 minutes on 2 cores once the release build is cached (18 on session 4's slower
+# machine, 11 on session 5's). Loopback only.
 #
 #   scripts/bench.sh                 # everything, REPS=3 repetitions of each goal figure
 #   REPS=1 QUICK=1 scripts/bench.sh  # a quicker pass (fewer sweep points, 1 repetition)
