@@ -291,6 +291,26 @@ async fn bind_devices(pool: MySqlPool, binds: Vec<(DeviceId, UserId)>) -> Vec<Re
     futures::future::join_all(each).await
 }
 
+/// A batcher of MySQL work on the shared pool that records its batch sizes under `name`.
+fn mysql_batcher<T, R, F, Fut>(
+    name: &'static str,
+    pool: &MySqlPool,
+    metrics: &Arc<Metrics>,
+    run: F,
+) -> Batcher<T, R>
+where
+    T: Send + 'static,
+    R: Send + 'static,
+    F: Fn(MySqlPool, Vec<T>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Vec<R>> + Send + 'static,
+{
+    let (pool, metrics) = (pool.clone(), metrics.clone());
+    Batcher::spawn(store::BATCH_MAX, store::BATCH_CONCURRENCY, move |items| {
+        metrics.batch(name, items.len());
+        run(pool.clone(), items)
+    })
+}
+
 fn is_duplicate(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
@@ -321,34 +341,12 @@ impl State {
                 }
             })
         };
-        let firsts = {
-            let (pool, metrics) = (pool.clone(), metrics.clone());
-            Batcher::spawn(store::BATCH_MAX, store::BATCH_CONCURRENCY, move |keys| {
-                metrics.batch("firsts", keys.len());
-                store::first_results(pool.clone(), keys)
-            })
-        };
-        let large_of = {
-            let (pool, metrics) = (pool.clone(), metrics.clone());
-            Batcher::spawn(store::BATCH_MAX, store::BATCH_CONCURRENCY, move |users| {
-                metrics.batch("large_of", users.len());
-                crate::session::large_groups_of(pool.clone(), users)
-            })
-        };
-        let device_rows = {
-            let (pool, metrics) = (pool.clone(), metrics.clone());
-            Batcher::spawn(store::BATCH_MAX, store::BATCH_CONCURRENCY, move |ids| {
-                metrics.batch("device_rows", ids.len());
-                device_rows(pool.clone(), ids)
-            })
-        };
-        let device_binds = {
-            let (pool, metrics) = (pool.clone(), metrics.clone());
-            Batcher::spawn(store::BATCH_MAX, store::BATCH_CONCURRENCY, move |binds| {
-                metrics.batch("device_binds", binds.len());
-                bind_devices(pool.clone(), binds)
-            })
-        };
+        let firsts = mysql_batcher("firsts", &pool, &metrics, store::first_results);
+        let large_of = mysql_batcher("large_of", &pool, &metrics, crate::session::large_groups_of);
+        let device_rows = mysql_batcher("device_rows", &pool, &metrics, device_rows);
+        let device_binds = mysql_batcher("device_binds", &pool, &metrics, bind_devices);
+        let sync_pages = mysql_batcher("sync_pages", &pool, &metrics, crate::session::sync_pages);
+        let acks = mysql_batcher("acks", &pool, &metrics, crate::session::store_acks);
         let pushes = {
             let nodes = nodes.clone();
             let metrics = metrics.clone();
@@ -366,20 +364,6 @@ impl State {
                     }
                 },
             ))
-        };
-        let sync_pages = {
-            let (pool, metrics) = (pool.clone(), metrics.clone());
-            Batcher::spawn(store::BATCH_MAX, store::BATCH_CONCURRENCY, move |keys| {
-                metrics.batch("sync_pages", keys.len());
-                crate::session::sync_pages(pool.clone(), keys)
-            })
-        };
-        let acks = {
-            let (pool, metrics) = (pool.clone(), metrics.clone());
-            Batcher::spawn(store::BATCH_MAX, store::BATCH_CONCURRENCY, move |rows| {
-                metrics.batch("acks", rows.len());
-                crate::session::store_acks(pool.clone(), rows)
-            })
         };
         Self {
             cfg,
