@@ -16,7 +16,9 @@
 # clients, default 20000, reconnecting over 10 s, each syncing MSGS (10) messages); SCEN=b1 the
 # suite's B1 (CONNS, default 100000, at RATE/s, default 1200, over 6 worker processes, held 30 s
 # with 10 s heartbeats, from SOURCES (4) source addresses, 0 = one address; USERS is at least
-# CONNS). CPU_SPLIT=1 prints each storm's CPU seconds per process (cpu_split in bench-lib.sh).
+# CONNS); SCEN=b2 the suite's sign-in storm (CONNS, default 30000, at RATE/s, default 6000, held
+# until all are in), after one unreported storm that binds the devices as the suite's B1 does.
+# CPU_SPLIT=1 prints each storm's CPU seconds per process (cpu_split in bench-lib.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 1 ] || { sed -n '2,13p' "$0" >&2; exit 2; }
@@ -34,7 +36,8 @@ case "$SCEN" in
   b3) ;;
   b6-reconnect) CONNS=${CONNS:-20000}; MSGS=${MSGS:-10}; RUNS=${RUNS:-2} ;;
   b1) CONNS=${CONNS:-100000}; RATE=${RATE:-1200}; RUNS=${RUNS:-1} ;;
-  *) echo "SCEN must be b3, b6-reconnect or b1" >&2; exit 2 ;;
+  b2) CONNS=${CONNS:-30000}; RATE=${RATE:-6000}; RUNS=${RUNS:-3} ;;
+  *) echo "SCEN must be b3, b6-reconnect, b1 or b2" >&2; exit 2 ;;
 esac
 USERS=${USERS:-$(( ${CONNS:-0} > 30000 ? CONNS : 30000 ))}
 case "$AB" in gim-logic | gim-conn | gim-bench) ;; *) echo "AB must be gim-logic, gim-conn or gim-bench" >&2; exit 2 ;; esac
@@ -58,14 +61,25 @@ for variant_bin in "$@"; do
   start_cluster
   make_fixture "$USERS" 10 200 1000 >/dev/null
   if [ "$SCEN" != b3 ]; then
-    for n in $(seq 1 "$RUNS"); do
+    first=1
+    [ "$SCEN" = b2 ] && first=0
+    for n in $(seq "$first" "$RUNS"); do
       out=$WORK/ab/v$variant.$SCEN.$n.json
       if [ "$SCEN" = b1 ]; then
         args=(--conns "$CONNS" --procs 6 --rate "$RATE" --hold-secs 30 --heartbeat-secs 10
           --sources "${SOURCES:-4}" --conn-pids "$CONN_PID_LIST")
+      elif [ "$SCEN" = b2 ]; then
+        args=(--conns "$CONNS" --procs 2 --rate "$RATE" --hold-secs 1)
       else
         args=(--server-url "http://127.0.0.1:$LOGIC_SERVER" --conns "$CONNS" --procs 2
           --rate $((CONNS / 10)) --sync-per-user "$MSGS")
+      fi
+      if [ "$n" = 0 ]; then
+        # The warm-up: first sign-ins bind devices (MySQL writes) and fill logic's caches.
+        "$BIN/gim-bench" storm --name warmup --fixture "$WORK/fixture.json" --targets "$TCP_TARGETS" \
+          "${args[@]}" >/dev/null 2>&1 || true
+        wait_idle
+        continue
       fi
       cmd=("$BIN/gim-bench" storm --name "$SCEN" --fixture "$WORK/fixture.json" --targets "$TCP_TARGETS"
         "${args[@]}" --out "$out")

@@ -62,7 +62,7 @@ smoke b1 $B storm --name b1 "${F[@]}" "${T[@]}" --conns 300 --procs 2 --rate 100
   --heartbeat-secs 0.5 --sources 2 --conn-pids "$CONN_PID_LIST"
 wait_idle
 log "B2 sign-in storm (WebSocket)"
-smoke b2 $B storm --name b2 "${F[@]}" "${W[@]}" --conns 300 --procs 2 --rate 1000
+smoke b2 $B storm --name b2 "${F[@]}" "${W[@]}" --conns 300 --procs 2 --rate 1000 --hold-secs 0.5
 log "B3 1:1 (TCP and WebSocket)"
 smoke b3-tcp $B b3 "${F[@]}" "${T[@]}" --pairs 20 --rate 100 --secs 2
 smoke b3-ws $B b3 "${F[@]}" "${W[@]}" --pairs 20 --rate 100 --secs 2

@@ -30,6 +30,11 @@ B1_PROCS=${B1_PROCS:-6}
 B1_RATE=${B1_RATE:-1200}
 B2_CONNS=${B2_CONNS:-30000}
 B2_RATE=${B2_RATE:-6000}
+# A sign-in storm's clients stay connected, as after a conn node restart: each holds its
+# connection until the whole storm is in (then 1 s more), then all close. Closing each one right
+# after its sign-in would put an Offline call per connection (a disconnect storm) inside the
+# measured window.
+B2=(--conns "$B2_CONNS" --procs 2 --rate "$B2_RATE" --hold-secs 1)
 B3_PAIRS=${B3_PAIRS:-1000}
 B3_GOAL=${B3_GOAL:-5000}
 B4_RATE=${B4_RATE:-205}
@@ -154,7 +159,7 @@ run b1 1 "$G" storm --name b1 "${F[@]}" "${T[@]}" --conns "$B1_CONNS" --procs "$
 # Each storm's teardown (one Offline call per connection) must be over before the next run.
 wait_idle
 for rep in $(seq 1 "$REPS"); do
-  run b2 "$rep" "$G" storm --name b2 "${F[@]}" "${T[@]}" --conns "$B2_CONNS" --procs 2 --rate "$B2_RATE"
+  run b2 "$rep" "$G" storm --name b2 "${F[@]}" "${T[@]}" "${B2[@]}"
   wait_idle
 done
 
@@ -235,11 +240,11 @@ if command -v perf >/dev/null && [ "${PROFILE:-1}" = 1 ]; then
   {
     echo "### CPU by process during one B2 storm ($B2_CONNS connections at $B2_RATE/s offered)"
     echo
-    cpu_split "$G" storm --name b2 "${F[@]}" "${T[@]}" --conns "$B2_CONNS" --procs 2 --rate "$B2_RATE" --out "$P/b2-split.json"
+    cpu_split "$G" storm --name b2 "${F[@]}" "${T[@]}" "${B2[@]}" --out "$P/b2-split.json"
     echo
   } >>"$R/profile.md"
   wait_idle
-  profile b2 "logic:$LOGIC_PID conn0:${CONN_PIDS[0]}" "$G" storm --name b2 "${F[@]}" "${T[@]}" --conns "$B2_CONNS" --procs 2 --rate "$B2_RATE"
+  profile b2 "logic:$LOGIC_PID conn0:${CONN_PIDS[0]}" "$G" storm --name b2 "${F[@]}" "${T[@]}" "${B2[@]}"
   wait_idle
 fi
 stop_all

@@ -161,7 +161,8 @@ pub struct State {
     msg_ids: Segment,
     group_ids: Segment,
     push_permits: Arc<Semaphore>,
-    apps: TtlCache<AppId, Option<Arc<Vec<u8>>>>,
+    /// Each app's public key, decoded (or `None`: no such app).
+    apps: TtlCache<AppId, Option<Arc<token::PublicKey>>>,
     users: TtlCache<(AppId, UserId), pb::User>,
     groups: TtlCache<(AppId, GroupId), Arc<GroupRow>>,
     members: TtlCache<(AppId, GroupId), Arc<Vec<i64>>>,
@@ -213,26 +214,17 @@ pub async fn create_app(pool: &MySqlPool, name: &str) -> Result<(AppId, AppKey)>
     }
 }
 
-/// `(app_id, user_id)` of each device (user 0: not bound yet): one query for the batch, or one
-/// per device when that fails (so each caller gets its own error).
+/// `(app_id, user_id)` of each device (user 0: not bound yet): one text query for the batch
+/// ([`crate::lit`]), or one per device when that fails (so each caller gets its own error).
 async fn device_rows(pool: MySqlPool, ids: Vec<DeviceId>) -> Vec<Result<Option<(i64, i64)>>> {
     if ids.len() > 1 {
-        let mut qb = QueryBuilder::<MySql>::new(
-            "SELECT device_id, app_id, user_id FROM device WHERE device_id IN (",
-        );
-        let mut sep = qb.separated(", ");
-        for d in &ids {
-            sep.push_bind(d.0);
-        }
-        qb.push(")");
-        if let Ok(rows) = qb
-            .build_query_as::<(i64, i64, i64)>()
-            .persistent(false)
-            .fetch_all(&pool)
-            .await
-        {
+        let mut sql =
+            String::from("SELECT device_id, app_id, user_id FROM device WHERE device_id IN (");
+        crate::lit::ints(&mut sql, ids.iter().map(|d| d.0));
+        sql.push(')');
+        if let Ok(rows) = crate::lit::rows::<3>(&pool, sql).await {
             let m: std::collections::HashMap<i64, (i64, i64)> =
-                rows.into_iter().map(|(d, a, u)| (d, (a, u))).collect();
+                rows.into_iter().map(|[d, a, u]| (d, (a, u))).collect();
             return ids.iter().map(|d| Ok(m.get(&d.0).copied())).collect();
         }
     }
@@ -251,28 +243,24 @@ async fn device_rows(pool: MySqlPool, ids: Vec<DeviceId>) -> Vec<Result<Option<(
 }
 
 /// Binds each unbound device to its user (`user_id = 0` only: a device bound first to someone
-/// else stays theirs): one statement for the batch, or one per device when that fails. True when
+/// else stays theirs): one text statement for the batch ([`crate::lit`]), or one per device when
+/// that fails. True when
 /// the bind is known to have won: the statement changed every row it named (for a batch: as many
 /// rows as devices). Otherwise the caller re-reads to find out who won; a first sign-in then pays
 /// no re-read in the usual case.
 async fn bind_devices(pool: MySqlPool, binds: Vec<(DeviceId, UserId)>) -> Vec<Result<bool>> {
     if binds.len() > 1 {
-        let mut qb = QueryBuilder::<MySql>::new("UPDATE device SET user_id = CASE device_id");
+        use std::fmt::Write as _;
+        let mut sql = String::from("UPDATE device SET user_id = CASE device_id");
         for (d, u) in &binds {
-            qb.push(" WHEN ")
-                .push_bind(d.0)
-                .push(" THEN ")
-                .push_bind(u.0);
+            let _ = write!(sql, " WHEN {} THEN {}", d.0, u.0);
         }
-        qb.push(" ELSE user_id END WHERE user_id = 0 AND device_id IN (");
-        let mut sep = qb.separated(", ");
-        for (d, _) in &binds {
-            sep.push_bind(d.0);
-        }
-        qb.push(")");
-        if let Ok(r) = qb.build().persistent(false).execute(&pool).await {
+        sql.push_str(" ELSE user_id END WHERE user_id = 0 AND device_id IN (");
+        crate::lit::ints(&mut sql, binds.iter().map(|(d, _)| d.0));
+        sql.push(')');
+        if let Ok(n) = crate::lit::execute(&pool, sql).await {
             // Two binds of one device in a batch change one row: both re-read.
-            let all = r.rows_affected() == binds.len() as u64;
+            let all = n == binds.len() as u64;
             return binds.iter().map(|_| Ok(all)).collect();
         }
     }
@@ -401,7 +389,7 @@ impl State {
 
     // ---------------------------------------------------------------- tenants, auth, devices
 
-    async fn app_key(&self, app: AppId) -> Result<Arc<Vec<u8>>> {
+    async fn app_key(&self, app: AppId) -> Result<Arc<token::PublicKey>> {
         let key = match self.apps.get(&app) {
             Some(k) => k,
             None => {
@@ -410,7 +398,13 @@ impl State {
                         .bind(app.0)
                         .fetch_optional(&self.pool)
                         .await?;
-                let k = k.map(Arc::new);
+                // A stored key that does not decode is not cached: every sign-in says why.
+                let k = match k {
+                    Some(bytes) => Some(Arc::new(token::PublicKey::from_bytes(&bytes).map_err(
+                        |e| Error::code(GimCode::Unauthorized, format!("app {app}: {e}")),
+                    )?)),
+                    None => None,
+                };
                 self.apps.insert(app, k.clone());
                 k
             }
@@ -432,7 +426,7 @@ impl State {
             Some(exp) if exp > now => {}
             _ => {
                 let key = self.app_key(app).await?;
-                let claims = token::verify_device(&key, tok, app.0, user.0, device.0, now)
+                let claims = token::verify_device_with(&key, tok, app.0, user.0, device.0, now)
                     .map_err(|e| Error::code(GimCode::Unauthorized, e.to_string()))?;
                 self.verified.insert(ck, claims.exp);
             }
@@ -448,7 +442,7 @@ impl State {
             return Ok(());
         }
         let key = self.app_key(app).await?;
-        let claims = token::verify_server(&key, tok, app.0, now)
+        let claims = token::verify_server_with(&key, tok, app.0, now)
             .map_err(|e| Error::code(GimCode::Unauthorized, e.to_string()))?;
         // Cached as a server token (the `true`): a device token never passes as one.
         self.verified.insert(ck, claims.exp);

@@ -15,6 +15,7 @@ pub mod cache;
 pub mod core;
 pub mod error;
 pub mod inval;
+mod lit;
 pub mod metrics;
 pub mod push;
 pub mod rds;

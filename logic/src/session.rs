@@ -42,33 +42,25 @@ const LARGE_OF_USER: &str = "SELECT m.group_id FROM group_member m \
      JOIN im_group g ON g.app_id = m.app_id AND g.group_id = m.group_id \
      WHERE m.app_id = ? AND m.user_id = ? AND g.type = 2 ORDER BY m.group_id";
 
-/// The large groups of each (app, user), in group id order: one query for the batch (the
-/// member-by-user index, one range per user), or one per user when that fails.
+/// The large groups of each (app, user), in group id order: one text query for the batch
+/// ([`crate::lit`]; the member-by-user index, one range per user), or one per user when that fails.
 pub(crate) async fn large_groups_of(
     pool: sqlx::MySqlPool,
     users: Vec<(AppId, UserId)>,
 ) -> Vec<Result<Vec<i64>>> {
+    use std::fmt::Write as _;
     if users.len() > 1 {
-        let mut qb = sqlx::QueryBuilder::<sqlx::MySql>::new(
+        let mut sql = String::from(
             "SELECT m.app_id, m.user_id, m.group_id FROM group_member m \
              JOIN im_group g ON g.app_id = m.app_id AND g.group_id = m.group_id WHERE g.type = 2 AND (",
         );
-        for (i, (app, user)) in users.iter().enumerate() {
-            if i > 0 {
-                qb.push(" OR ");
-            }
-            qb.push("(m.app_id = ")
-                .push_bind(app.0)
-                .push(" AND m.user_id = ")
-                .push_bind(user.0)
-                .push(")");
-        }
-        qb.push(") ORDER BY m.group_id");
-        let rows: std::result::Result<Vec<(i64, i64, i64)>, _> =
-            qb.build_query_as().persistent(false).fetch_all(&pool).await;
-        if let Ok(rows) = rows {
+        crate::lit::join(&mut sql, &users, " OR ", |sql, (app, user)| {
+            let _ = write!(sql, "(m.app_id = {} AND m.user_id = {})", app.0, user.0);
+        });
+        sql.push_str(") ORDER BY m.group_id");
+        if let Ok(rows) = crate::lit::rows::<3>(&pool, sql).await {
             let mut by: std::collections::HashMap<(i64, i64), Vec<i64>> = Default::default();
-            for (a, u, g) in rows {
+            for [a, u, g] in rows {
                 by.entry((a, u)).or_default().push(g);
             }
             return users

@@ -1158,3 +1158,62 @@ async fn membership_changes_reach_other_logic_processes_caches() {
     }
     sd_b.trigger();
 }
+
+/// Sign-ins at the same moment (a connect storm) look up their large groups in shared batches,
+/// and each user still gets exactly its own large groups: not another user's, not a normal one.
+#[tokio::test]
+async fn concurrent_sign_ins_share_large_group_lookups_and_each_gets_its_own() {
+    let ctx = Ctx::start().await;
+    let users: Vec<i64> = (1..=24).collect();
+    ctx.import_users(&users).await;
+    // Owners are members too: 1 of the first, 5 of the second, 20 of the third.
+    let l1 = group(&ctx, 1, (2..=10).collect(), true).await;
+    let l2 = group(&ctx, 5, (6..=15).collect(), true).await;
+    let l3 = group(&ctx, 20, vec![], true).await;
+    let _normal = group(&ctx, 1, users[1..].to_vec(), false).await;
+    let want = |u: i64| -> Vec<i64> {
+        let mut g = Vec::new();
+        if (1..=10).contains(&u) {
+            g.push(l1);
+        }
+        if (5..=15).contains(&u) {
+            g.push(l2);
+        }
+        if u == 20 {
+            g.push(l3);
+        }
+        g.sort_unstable();
+        g
+    };
+    let mut devices = Vec::new();
+    for _ in &users {
+        devices.push(ctx.register_device().await);
+    }
+    let batches = || -> u64 {
+        let want = "gim_logic_batch_items_count{batcher=\"large_of\"} ";
+        ctx.logic
+            .state
+            .metrics
+            .encode()
+            .lines()
+            .find_map(|l| l.strip_prefix(want).map(|v| v.parse().unwrap()))
+            .unwrap_or(0)
+    };
+    let before = batches();
+    let replies = futures::future::join_all(
+        users
+            .iter()
+            .zip(&devices)
+            .map(|(&u, &d)| ctx.sign_in(u, d, "node-a", u)),
+    )
+    .await;
+    for (&u, r) in users.iter().zip(replies) {
+        assert_eq!(r.large_group_ids, want(u), "user {u}");
+    }
+    let used = batches() - before;
+    assert!(
+        used < users.len() as u64,
+        "{} sign-ins took {used} large-group lookups: none was shared",
+        users.len()
+    );
+}
