@@ -30,10 +30,11 @@ fn main() -> ExitCode {
         }
     };
     gim_common::telemetry::init(&cfg.log);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if cfg.conn.worker_threads > 0 {
+        rt.worker_threads(cfg.conn.worker_threads);
+    }
+    let rt = match rt.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("gim-conn: cannot start the runtime: {e}");

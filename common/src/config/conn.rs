@@ -47,6 +47,10 @@ pub struct ConnSection {
     pub drain_window_secs: u64,
     /// Registry lease; renewed every third of it.
     pub lease_secs: u64,
+    /// Runtime worker threads; 0 = one per CPU this process may use (its cgroup quota
+    /// included). Set it when several conn nodes share a few cores: each wakeup then stays on
+    /// its node's own thread instead of waking a sibling thread to steal it.
+    pub worker_threads: usize,
 }
 
 impl Default for ConnSection {
@@ -67,6 +71,7 @@ impl Default for ConnSection {
             outbound_queue: 256,
             drain_window_secs: 10,
             lease_secs: 15,
+            worker_threads: 0,
         }
     }
 }
@@ -86,6 +91,12 @@ impl Validate for ConnConfig {
             return Err(ConfigError::new(
                 "conn.max_frame_len",
                 "must be between 64 and 65535",
+            ));
+        }
+        if c.worker_threads > 1024 {
+            return Err(ConfigError::new(
+                "conn.worker_threads",
+                "must be at most 1024 (0 = one per CPU)",
             ));
         }
         if c.lease_secs < 3 {
@@ -140,5 +151,22 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(cfg.validate().unwrap_err().key, "conn.max_frame_len");
+    }
+
+    #[test]
+    fn worker_threads_are_bounded() {
+        let with = |n| ConnConfig {
+            conn: ConnSection {
+                worker_threads: n,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert!(with(0).validate().is_ok());
+        assert!(with(4).validate().is_ok());
+        assert_eq!(
+            with(100_000).validate().unwrap_err().key,
+            "conn.worker_threads"
+        );
     }
 }
