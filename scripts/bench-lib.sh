@@ -126,7 +126,7 @@ logic_url = "http://127.0.0.1:$LOGIC_INT"
 max_connections = 19500
 # Six nodes share two cores: one runtime thread each (as a CPU limit of a third of a core would
 # give a pod), so a wakeup never hands work to a sibling thread of the same node.
-worker_threads = 1
+worker_threads = ${CONN_THREADS:-1}
 TOML
     "$BIN/gim-conn" --config "$WORK/conn-$i.toml" >"$WORK/conn-$i.log" 2>&1 &
     STARTED_PIDS+=($!)
