@@ -124,11 +124,13 @@ pub fn write(dir: &Path, out: &Path) -> anyhow::Result<()> {
          as latency instead of a lower offered load (no coordinated omission).\n\
          - The cluster is one `gim-logic`, several `gim-conn` nodes (separate processes; the build \
          profile is in *Machine*), MariaDB and a dedicated `redis-server`, all on this host, with the generator on \
-         the same 2 cores: every figure includes the generator's own CPU use.\n\
+         the same 2 cores: every figure includes the generator's own CPU use. Each conn node runs \
+         one runtime thread (`worker_threads = 1`: six nodes share two cores).\n\
          - Connections are spread over every conn node; B1's also over four source addresses \
          (127.0.0.10-13, the port chosen at connect time), since from one address the kernel's \
          port search slows down past ~14 000 connections per node (`bench/src/net.rs`); large \
-         storms use several generator processes (20 000 open files per process).\n\
+         storms use several generator processes (20 000 open files per process). B2's clients \
+         stay connected until the whole storm has signed in, then close (not timed).\n\
          - Each run ends with a correctness check: every recipient syncs and its list must hold \
          each message sent to it exactly once (large group: a sample of members reads the group \
          history); storms check that every connection signed in, stayed up and had its \
