@@ -127,6 +127,8 @@ max_connections = 19500
 # Six nodes share two cores: one runtime thread each (as a CPU limit of a third of a core would
 # give a pod), so a wakeup never hands work to a sibling thread of the same node.
 worker_threads = ${CONN_THREADS:-1}
+# CONN_WINDOW_MS overrides the large-group window for an A/B (unset: conn's default).
+${CONN_WINDOW_MS:+large_group_window_ms = $CONN_WINDOW_MS}
 TOML
     "$BIN/gim-conn" --config "$WORK/conn-$i.toml" >"$WORK/conn-$i.log" 2>&1 &
     STARTED_PIDS+=($!)

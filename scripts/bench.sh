@@ -29,7 +29,12 @@ B1_PROCS=${B1_PROCS:-6}
 # cluster sustains, so every connection signs in.
 B1_RATE=${B1_RATE:-1200}
 B2_CONNS=${B2_CONNS:-30000}
-B2_RATE=${B2_RATE:-6000}
+# Rate goals (B2, B3, B5) are offered 5 % above the goal: a run's rate is counted from the first scheduled
+# event to the last completed one, so a cluster that keeps up exactly with an offer of 5 000/s
+# shows a little under 5 000/s (the last event's latency is inside the span), and one offered far
+# above the goal (B2 was offered 6 000/s up to session 6) can only queue, which is a capacity test,
+# not the goal's "5 000/s with p99 <= 1 s".
+B2_RATE=${B2_RATE:-5250}
 # A sign-in storm's clients stay connected, as after a conn node restart: each holds its
 # connection until the whole storm is in (then 1 s more), then all close. Closing each one right
 # after its sign-in would put an Offline call per connection (a disconnect storm) inside the
@@ -37,9 +42,11 @@ B2_RATE=${B2_RATE:-6000}
 B2=(--conns "$B2_CONNS" --procs 2 --rate "$B2_RATE" --hold-secs 1)
 B3_PAIRS=${B3_PAIRS:-1000}
 B3_GOAL=${B3_GOAL:-5000}
+B3_OFFER=${B3_OFFER:-$((B3_GOAL * 105 / 100))}
 B4_RATE=${B4_RATE:-205}
 B5_MEMBERS=${B5_MEMBERS:-10000}
 B5_GOAL=${B5_GOAL:-50}
+B5_OFFER=${B5_OFFER:-$(( (B5_GOAL * 105 + 99) / 100 ))}
 B6_USERS=${B6_USERS:-200}
 B6_RECONNECT=${B6_RECONNECT:-20000}
 B6_RECONNECT_MSGS=${B6_RECONNECT_MSGS:-10}
@@ -98,7 +105,7 @@ fi
   echo "redis:    $(redis-server --version | head -1)"
   echo "load:     $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min load average when the suite started; the machine is shared)"
   echo "build:    $BENCH_PROFILE profile$([ "$BENCH_PROFILE" = release ] || echo ' (NOT representative: unoptimised binaries)')"
-  echo "sizes:    B1 $B1_CONNS conns / $B1_PROCS procs, B2 $B2_CONNS at $B2_RATE/s, B3 $B3_PAIRS pairs, B5 $B5_MEMBERS members, B6 $B6_RECONNECT reconnects, baselines $BASE_CONNS conns, $REPS repetitions, $SECS s per run"
+  echo "sizes:    B1 $B1_CONNS conns / $B1_PROCS procs, B2 $B2_CONNS at $B2_RATE/s, B3 $B3_PAIRS pairs at up to $B3_OFFER/s, B5 $B5_MEMBERS members at up to $B5_OFFER msg/s, B6 $B6_RECONNECT reconnects, baselines $BASE_CONNS conns, $REPS repetitions, $SECS s per run"
   echo "cluster:  1 gim-logic, $CONN_NODES gim-conn, 1 redis-server, MariaDB; generator on the same host"
 } >"$R/machine.txt"
 
@@ -137,7 +144,7 @@ for server in rust node; do
   done
   for rep in $(seq 1 "$REPS"); do
     start_baseline $server
-    run "base-fanout.$server.goal" "$rep" "$G" base-fanout --target "127.0.0.1:$BASE_PORT" --conns "$B5_MEMBERS" --rate "$B5_GOAL" --secs "$SECS"
+    run "base-fanout.$server.goal" "$rep" "$G" base-fanout --target "127.0.0.1:$BASE_PORT" --conns "$B5_MEMBERS" --rate "$B5_OFFER" --secs "$SECS"
     stop_baseline
   done
 done
@@ -171,10 +178,10 @@ for rep in $(seq 1 "$REPS"); do
   run b3.low "$rep" "$G" b3 "${F[@]}" "${T[@]}" --pairs "$B3_PAIRS" --rate $((B3_GOAL / 10)) --secs "$SECS"
 done
 for rep in $(seq 1 "$REPS"); do
-  run b3.goal "$rep" "$G" b3 "${F[@]}" "${T[@]}" --pairs "$B3_PAIRS" --rate "$B3_GOAL" --secs "$SECS"
+  run b3.goal "$rep" "$G" b3 "${F[@]}" "${T[@]}" --pairs "$B3_PAIRS" --rate "$B3_OFFER" --secs "$SECS"
 done
 # The goal and 10 % runs are sweep points too.
-for f in "$R"/b3.goal.r*.json; do [ -e "$f" ] && cp "$f" "$R/b3.sweep.$B3_GOAL.${f##*.goal.}"; done
+for f in "$R"/b3.goal.r*.json; do [ -e "$f" ] && cp "$f" "$R/b3.sweep.$B3_OFFER.${f##*.goal.}"; done
 for f in "$R"/b3.low.r*.json; do [ -e "$f" ] && cp "$f" "$R/b3.sweep.$((B3_GOAL / 10)).${f##*.low.}"; done
 
 for rep in $(seq 1 "$REPS"); do
@@ -185,11 +192,11 @@ for rate in $B5_SWEEP; do
   run "b5.sweep.$rate" 1 "$G" b5 "${F[@]}" "${T[@]}" --members "$B5_MEMBERS" --rate "$rate" --secs "$SECS"
 done
 for rep in $(seq 1 "$REPS"); do
-  run b5.goal "$rep" "$G" b5 "${F[@]}" "${T[@]}" --members "$B5_MEMBERS" --rate "$B5_GOAL" --secs "$SECS"
+  run b5.goal "$rep" "$G" b5 "${F[@]}" "${T[@]}" --members "$B5_MEMBERS" --rate "$B5_OFFER" --secs "$SECS"
 done
-for f in "$R"/b5.goal.r*.json; do [ -e "$f" ] && cp "$f" "$R/b5.sweep.$B5_GOAL.${f##*.goal.}"; done
+for f in "$R"/b5.goal.r*.json; do [ -e "$f" ] && cp "$f" "$R/b5.sweep.$B5_OFFER.${f##*.goal.}"; done
 for s in rust node; do
-  for f in "$R"/base-fanout.$s.goal.r*.json; do [ -e "$f" ] && cp "$f" "$R/base-fanout.$s.sweep.$B5_GOAL.${f##*.goal.}"; done
+  for f in "$R"/base-fanout.$s.goal.r*.json; do [ -e "$f" ] && cp "$f" "$R/base-fanout.$s.sweep.$B5_OFFER.${f##*.goal.}"; done
 done
 
 for rep in $(seq 1 "$REPS"); do
@@ -234,8 +241,8 @@ if command -v perf >/dev/null && [ "${PROFILE:-1}" = 1 ]; then
   echo >>"$R/profile.md"
   mysql_pid=$(pgrep -o -x mariadbd || pgrep -o -x mysqld || true)
   profile b3 "logic:$LOGIC_PID conn0:${CONN_PIDS[0]}${mysql_pid:+ mariadb:$mysql_pid}" \
-    "$G" b3 "${F[@]}" "${T[@]}" --pairs "$B3_PAIRS" --rate "$B3_GOAL" --secs "$SECS"
-  profile b5 "conn0:${CONN_PIDS[0]}" "$G" b5 "${F[@]}" "${T[@]}" --members "$B5_MEMBERS" --rate "$B5_GOAL" --secs "$SECS"
+    "$G" b3 "${F[@]}" "${T[@]}" --pairs "$B3_PAIRS" --rate "$B3_OFFER" --secs "$SECS"
+  profile b5 "conn0:${CONN_PIDS[0]}" "$G" b5 "${F[@]}" "${T[@]}" --members "$B5_MEMBERS" --rate "$B5_OFFER" --secs "$SECS"
   # B2 has no single hot process: first where the two cores go, then logic's and conn's symbols.
   {
     echo "### CPU by process during one B2 storm ($B2_CONNS connections at $B2_RATE/s offered)"

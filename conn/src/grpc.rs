@@ -4,6 +4,7 @@
 //! slow a push to the others (its queue overflows and it is closed instead). A message is encoded
 //! once per distinct (message, seq) and the same bytes are shared by every connection it goes to.
 
+use crate::coalesce::{Coalescer, Offered};
 use crate::hub::{Control, Hub, Push};
 use crate::metrics::Metrics;
 use crate::wire;
@@ -17,6 +18,7 @@ use gim_proto::conn::v1::{
 };
 use gim_proto::connect::v1::MessageItem;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 use tracing::{debug, warn};
@@ -25,11 +27,19 @@ use tracing::{debug, warn};
 pub struct ConnIntService {
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
+    large_groups: Arc<Coalescer>,
 }
 
 impl ConnIntService {
-    pub fn new(hub: Arc<Hub>, metrics: Arc<Metrics>) -> Self {
-        Self { hub, metrics }
+    /// `large_group_window`: how long a busy large group's messages are held to go out together
+    /// (see [`crate::coalesce`]); zero sends each at once.
+    pub fn new(hub: Arc<Hub>, metrics: Arc<Metrics>, large_group_window: Duration) -> Self {
+        let large_groups = Coalescer::new(hub.clone(), large_group_window);
+        Self {
+            hub,
+            metrics,
+            large_groups,
+        }
     }
 }
 
@@ -129,17 +139,14 @@ impl ConnInt for ConnIntService {
         let started = Instant::now();
         let r = request.into_inner();
         let f = frame(r.message.as_ref())?;
-        let mut delivered = 0;
-        for c in self.hub.group_conns(AppId(r.app_id), GroupId(r.group_id)) {
-            if r.exclude_device_id != 0
-                && c.identity().map(|w| w.device.get()) == Some(r.exclude_device_id)
-            {
-                continue;
-            }
-            if queued(c.push(f.clone())) {
-                delivered += 1;
-            }
-        }
+        let delivered = match self.large_groups.offer(
+            AppId(r.app_id),
+            GroupId(r.group_id),
+            f,
+            r.exclude_device_id,
+        ) {
+            Offered::Sent(n) | Offered::Held(n) => n,
+        };
         self.metrics.push_observe("broadcast_large_group", started);
         Ok(Response::new(BroadcastLargeGroupResp { delivered }))
     }
@@ -222,7 +229,7 @@ mod tests {
     #[tokio::test]
     async fn batch_applies_per_recipient_seq_and_counts_missing() {
         let hub = Arc::new(Hub::new(8));
-        let svc = ConnIntService::new(hub.clone(), Arc::new(Metrics::new()));
+        let svc = ConnIntService::new(hub.clone(), Arc::new(Metrics::new()), Duration::ZERO);
         let a = hub.register();
         let b = hub.register();
         for (c, d) in [(&a, 1), (&b, 2)] {

@@ -104,6 +104,32 @@ impl Conn {
         result
     }
 
+    /// Queues several frames under one lock and one wake-up (a held large-group batch). None
+    /// when there was nothing to queue; otherwise [`Push::Queued`] only if every frame was.
+    pub fn push_many(&self, frames: impl Iterator<Item = Bytes>) -> Option<Push> {
+        let mut result = None;
+        {
+            let mut s = self.lock();
+            for frame in frames {
+                if s.closed || matches!(s.control, Some(Control::Overflow)) {
+                    return Some(Push::Closed);
+                }
+                if s.queue.len() >= self.cap {
+                    s.control = Some(Control::Overflow);
+                    s.queue = VecDeque::new();
+                    result = Some(Push::Overflow);
+                    break;
+                }
+                s.queue.push_back(frame);
+                result = Some(Push::Queued);
+            }
+        }
+        if result.is_some() {
+            self.waker.wake();
+        }
+        result
+    }
+
     /// Sets a control for the task. The first one wins, except that an overflow replaces a pending
     /// notice (a notice cannot reach a client that does not read). False when already closed.
     pub fn control(&self, c: Control) -> bool {
@@ -315,6 +341,14 @@ impl Hub {
             Some(c) => c.push(frame),
             None => Push::Closed,
         }
+    }
+
+    /// How many local connections a large group has.
+    pub fn group_len(&self, app: AppId, group: GroupId) -> usize {
+        self.index()
+            .groups
+            .get(&(app, group))
+            .map_or(0, |s| s.len())
     }
 
     /// Local connections of a large group's members.

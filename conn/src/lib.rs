@@ -4,10 +4,12 @@
 //! MySQL; logic stores every message before pushing, so conn may drop pushes and clients sync.
 //!
 //! Modules: [`session`] (the transport-agnostic state machine), [`tcp`] and [`ws`] (transports),
-//! [`hub`] (local connections and the large-group index), [`grpc`] (`ConnInt`), [`registry`]
+//! [`hub`] (local connections and the large-group index), [`grpc`] (`ConnInt`), [`coalesce`]
+//! (busy large groups' pushes held briefly to go out together), [`registry`]
 //! (Redis node lease), [`node`] (start, accept, drain), [`admin`], [`metrics`], [`wire`], [`logic`].
 
 pub mod admin;
+pub mod coalesce;
 pub mod error;
 pub mod grpc;
 pub mod hub;

@@ -180,7 +180,11 @@ pub async fn start_with_logic(
     let stop_accept = CancellationToken::new();
     let stop_servers = CancellationToken::new();
 
-    let svc = ConnIntService::new(hub.clone(), metrics.clone());
+    let svc = ConnIntService::new(
+        hub.clone(),
+        metrics.clone(),
+        Duration::from_millis(c.large_group_window_ms),
+    );
     let grpc_task = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(ConnIntServer::new(svc))

@@ -51,6 +51,10 @@ pub struct ConnSection {
     /// included). Set it when several conn nodes share a few cores: each wakeup then stays on
     /// its node's own thread instead of waking a sibling thread to steal it.
     pub worker_threads: usize,
+    /// A large group that sends faster than one message per this window has the messages after
+    /// the first held and fanned out together at the window's end: one write per member for
+    /// several messages instead of one each. A quieter group's messages go out at once. 0 = off.
+    pub large_group_window_ms: u64,
 }
 
 impl Default for ConnSection {
@@ -72,6 +76,7 @@ impl Default for ConnSection {
             drain_window_secs: 10,
             lease_secs: 15,
             worker_threads: 0,
+            large_group_window_ms: 100,
         }
     }
 }
@@ -97,6 +102,12 @@ impl Validate for ConnConfig {
             return Err(ConfigError::new(
                 "conn.worker_threads",
                 "must be at most 1024 (0 = one per CPU)",
+            ));
+        }
+        if c.large_group_window_ms > 1000 {
+            return Err(ConfigError::new(
+                "conn.large_group_window_ms",
+                "must be at most 1000 (0 = off)",
             ));
         }
         if c.lease_secs < 3 {
@@ -167,6 +178,23 @@ mod tests {
         assert_eq!(
             with(100_000).validate().unwrap_err().key,
             "conn.worker_threads"
+        );
+    }
+
+    #[test]
+    fn large_group_window_is_bounded() {
+        let with = |ms| ConnConfig {
+            conn: ConnSection {
+                large_group_window_ms: ms,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert!(with(0).validate().is_ok());
+        assert!(with(1000).validate().is_ok());
+        assert_eq!(
+            with(5000).validate().unwrap_err().key,
+            "conn.large_group_window_ms"
         );
     }
 }
