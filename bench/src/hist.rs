@@ -121,6 +121,16 @@ mod tests {
         assert_eq!(c.len(), 2000);
         assert!((c.ms(0.5) - 5.0).abs() < 0.05, "{}", c.ms(0.5));
     }
+
+    #[test]
+    fn slowest_per_second_takes_each_bucket_max() {
+        let f = Fanout::new(5);
+        for (idx, us) in [(0, 1_000), (0, 3_000), (1, 2_000), (3, 250_000), (4, 10)] {
+            assert!(f.delivered(idx, us, 0));
+        }
+        assert!(!f.delivered(5, 1, 0), "outside the run");
+        assert_eq!(f.slowest_per(2), vec![3.0, 250.0, 0.0]);
+    }
 }
 
 /// Per-message delivery bookkeeping for fan-out runs: how many recipients got message `i` and the
@@ -166,6 +176,22 @@ impl Fanout {
 
     pub fn count(&self, idx: usize) -> u32 {
         self.count[idx].load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The slowest last recipient of each run of `per` consecutive messages (one second of the
+    /// schedule when `per` is the rate), in ms: shows whether a tail is one stall or spread out.
+    pub fn slowest_per(&self, per: usize) -> Vec<f64> {
+        self.max_us
+            .chunks(per.max(1))
+            .map(|c| {
+                let us = c
+                    .iter()
+                    .map(|m| m.load(std::sync::atomic::Ordering::Relaxed))
+                    .max()
+                    .unwrap_or(0);
+                (us as f64 / 100.0).round() / 10.0
+            })
+            .collect()
     }
 
     /// Send → last recipient, one value per message that reached anyone.

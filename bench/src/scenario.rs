@@ -618,6 +618,7 @@ pub async fn run_messages(
         "deliveries_per_s": if span > 0.0 { delivered as f64 / span } else { 0.0 },
         "push": run.fanout.deliveries.lock().expect("lock").summary(),
         "last_recipient": run.fanout.last_recipient().summary(),
+        "slowest_by_second_ms": run.fanout.slowest_per(rate.ceil() as usize),
         "send_ack": run.acks.lock().expect("lock").summary(),
         "dup_pushes": c.dup_pushes.load(Relaxed),
         "stray_pushes": c.stray_pushes.load(Relaxed),

@@ -215,6 +215,10 @@ impl SeqAllocator {
         let mut qb = sqlx::QueryBuilder::<sqlx::MySql>::new(
             "INSERT INTO seq_block (app_id, object_type, object_id, max_seq) ",
         );
+        // In key order: two concurrent reservations lock their rows in one order (no deadlock).
+        let mut over = over.to_vec();
+        over.sort_unstable_by_key(|&i| lists[i].0.parts());
+        let over = &over[..];
         qb.push_values(over, |mut b, &i| {
             let (a, t, o) = lists[i].0.parts();
             b.push_bind(a)
@@ -239,31 +243,59 @@ impl SeqAllocator {
     }
 
     /// Counters Redis does not have: reserve a block above MySQL's max_seq that no other process
-    /// can get (max_seq += block, read back with LAST_INSERT_ID), and seed the counter at its start.
+    /// can get (max_seq += block), and seed the counter at its start. One transaction for the
+    /// batch (one upsert and one locking read per app and list kind, one commit): a first message
+    /// into a cold group of 200 members used to pay 200 autocommit upserts, each its own log flush.
     async fn seed(&self, lists: &[(ListId, i64)], missing: &[usize]) -> Result<()> {
-        let mut seeds = BTreeMap::new();
-        let mut conn = self.pool.acquire().await?;
+        // By (app, kind), each sorted by object id: concurrent seeds lock rows in one order.
+        let mut by_kind: BTreeMap<(i64, i8), Vec<(i64, usize)>> = BTreeMap::new();
         for &i in missing {
             let (a, t, o) = lists[i].0.parts();
-            let r = sqlx::query(
-                "INSERT INTO seq_block (app_id, object_type, object_id, max_seq) VALUES (?, ?, ?, ?) \
-                 ON DUPLICATE KEY UPDATE max_seq = LAST_INSERT_ID(max_seq + ?)",
-            )
-            .bind(a)
-            .bind(t)
-            .bind(o)
-            .bind(self.block)
-            .bind(self.block)
-            .execute(&mut *conn)
-            .await?;
-            let hw = if r.rows_affected() == 1 {
-                self.block
-            } else {
-                r.last_insert_id() as i64
-            };
-            seeds.insert(i, (hw - self.block, hw));
+            by_kind.entry((a, t)).or_default().push((o, i));
         }
-        drop(conn);
+        let mut seeds = BTreeMap::new();
+        let mut tx = self.pool.begin().await?;
+        for ((a, t), mut objs) in by_kind {
+            objs.sort_unstable();
+            for chunk in objs.chunks(SEED_CHUNK) {
+                let mut up = sqlx::QueryBuilder::<sqlx::MySql>::new(
+                    "INSERT INTO seq_block (app_id, object_type, object_id, max_seq) ",
+                );
+                up.push_values(chunk, |mut b, &(o, _)| {
+                    b.push_bind(a)
+                        .push_bind(t)
+                        .push_bind(o)
+                        .push_bind(self.block);
+                });
+                up.push(" ON DUPLICATE KEY UPDATE max_seq = max_seq + ");
+                up.push_bind(self.block);
+                up.build().execute(&mut *tx).await?;
+                // The rows are locked by the upsert: this reads this transaction's own values.
+                let mut read = sqlx::QueryBuilder::<sqlx::MySql>::new(
+                    "SELECT object_id, max_seq FROM seq_block WHERE app_id = ",
+                );
+                read.push_bind(a)
+                    .push(" AND object_type = ")
+                    .push_bind(t)
+                    .push(" AND object_id IN (");
+                let mut ids = read.separated(", ");
+                for &(o, _) in chunk {
+                    ids.push_bind(o);
+                }
+                read.push(") FOR UPDATE");
+                let rows: Vec<(i64, i64)> = read.build_query_as().fetch_all(&mut *tx).await?;
+                let hw: BTreeMap<i64, i64> = rows.into_iter().collect();
+                for &(o, i) in chunk {
+                    let hw = *hw.get(&o).ok_or_else(|| {
+                        Error::Internal(format!(
+                            "seq_block row ({a}, {t}, {o}) not found after upsert"
+                        ))
+                    })?;
+                    seeds.insert(i, (hw - self.block, hw));
+                }
+            }
+        }
+        tx.commit().await?;
         self.metrics.seq_reseeds.inc_by(missing.len() as u64);
         for g in self.by_slot(lists, missing) {
             let mut inv = self.scripts.seed.prepare_invoke();
@@ -276,6 +308,9 @@ impl SeqAllocator {
         Ok(())
     }
 }
+
+/// Lists per seeding upsert (4 placeholders a row, 65 535 a statement).
+const SEED_CHUNK: usize = 4000;
 
 /// Ids reserved from one `id_segment` row, `step` at a time.
 #[derive(Debug)]

@@ -75,6 +75,74 @@ async fn seqs_survive_redis_flushes_without_reuse_or_loss() {
 }
 
 #[tokio::test]
+async fn a_cold_group_seeds_every_member_list_at_once_without_reuse() {
+    // A normal group's first message after a Redis flush seeds all its members' counters in one
+    // batch; concurrent sends into the same cold lists must still never share a seq.
+    let own = OwnRedis::start().await;
+    let mut cfg = test_config();
+    cfg.redis.url = own.url();
+    cfg.logic.seq_block_size = 7;
+    let ctx = Ctx::start_with(cfg).await;
+    let members: Vec<i64> = (2..=41).collect();
+    let mut all = vec![1];
+    all.extend(&members);
+    ctx.import_users(&all).await;
+    let d1 = ctx.register_device().await;
+    let mut s = ctx.server.clone();
+    let group = s
+        .create_group(ctx.sreq(pb::ServerCreateGroupReq {
+            group: Some(pb::Group {
+                name: "cold".into(),
+                r#type: 1,
+                ..Default::default()
+            }),
+            owner_id: 1,
+            member_ids: members.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .group_id;
+    let mut r = redis_conn(&own.url()).await;
+    let before = ctx.logic.state.metrics.seq_reseeds.get();
+    for round in 0..3 {
+        let _: () = redis::cmd("FLUSHALL").query_async(&mut r).await.unwrap();
+        let texts: Vec<String> = (0..4).map(|i| format!("r{round}m{i}")).collect();
+        let sends = texts
+            .iter()
+            .map(|t| ctx.send_text(1, d1, ReceiverType::NormalGroup, group, t, 0));
+        for m in futures::future::join_all(sends).await {
+            m.unwrap();
+        }
+    }
+    let reseeds = ctx.logic.state.metrics.seq_reseeds.get() - before;
+    assert!(
+        reseeds >= 3 * all.len() as u64,
+        "every list re-seeded each round ({reseeds})"
+    );
+    for u in all {
+        let inbox = ctx.sync(u, 0, 0, 1000).await.messages;
+        assert_eq!(inbox.len(), 12, "user {u}: nothing lost");
+        let seqs: Vec<i64> = inbox.iter().map(|m| m.seq).collect();
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "user {u}: seqs unique and increasing: {seqs:?}"
+        );
+        for round in 0..3 {
+            let texts: std::collections::BTreeSet<String> = inbox[round * 4..round * 4 + 4]
+                .iter()
+                .map(text_of)
+                .collect();
+            let want = (0..4).map(|i| format!("r{round}m{i}")).collect();
+            assert_eq!(
+                texts, want,
+                "user {u}: round {round} stays above the rounds before"
+            );
+        }
+    }
+}
+
+#[tokio::test]
 async fn redis_outage_fails_fast_reports_not_ready_and_recovers() {
     let mut own = OwnRedis::start().await;
     let port = own.port;
