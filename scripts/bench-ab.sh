@@ -18,7 +18,8 @@
 # with 10 s heartbeats, from SOURCES (4) source addresses, 0 = one address; USERS is at least
 # CONNS); SCEN=b2 the suite's sign-in storm (CONNS, default 30000, at RATE/s, default 6000, held
 # until all are in), after one unreported storm that binds the devices as the suite's B1 does.
-# SCEN=b5 runs the suite's large-group fan-out (MEMBERS, default 10000, online members of one
+# SCEN=b4 runs the suite's normal-group load (200 members, half online) at each of RATES
+# messages/s (default "205 205 205"); SCEN=b5 the suite's large-group fan-out (MEMBERS, default 10000, online members of one
 # group) at each of RATES messages/s (default "25 50 50"); CONN_WINDOW_MS sets the conn nodes'
 # large_group_window_ms, so two invocations with the same binaries compare windows.
 # CPU_SPLIT=1 prints each run's CPU seconds per process (cpu_split in bench-lib.sh).
@@ -36,11 +37,12 @@ AB=${AB:-gim-logic}
 SCEN=${SCEN:-b3}
 case "$SCEN" in
   b3) RATES=${RATES:-"500 500 500 5000 5000"} ;;
+  b4) RATES=${RATES:-"205 205 205"} ;;
   b5) MEMBERS=${MEMBERS:-10000}; RATES=${RATES:-"25 50 50"} ;;
   b6-reconnect) CONNS=${CONNS:-20000}; MSGS=${MSGS:-10}; RUNS=${RUNS:-2} ;;
   b1) CONNS=${CONNS:-100000}; RATE=${RATE:-1200}; RUNS=${RUNS:-1} ;;
   b2) CONNS=${CONNS:-30000}; RATE=${RATE:-6000}; RUNS=${RUNS:-3} ;;
-  *) echo "SCEN must be b3, b5, b6-reconnect, b1 or b2" >&2; exit 2 ;;
+  *) echo "SCEN must be b3, b4, b5, b6-reconnect, b1 or b2" >&2; exit 2 ;;
 esac
 USERS=${USERS:-$(( ${CONNS:-0} > 30000 ? CONNS : 30000 ))}
 case "$AB" in gim-logic | gim-conn | gim-bench) ;; *) echo "AB must be gim-logic, gim-conn or gim-bench" >&2; exit 2 ;; esac
@@ -63,7 +65,7 @@ for variant_bin in "$@"; do
   ln -sf "$(realpath "$variant_bin")" "$BIN/$AB"
   start_cluster
   make_fixture "$USERS" 10 200 "${MEMBERS:-1000}" >/dev/null
-  if [ "$SCEN" != b3 ] && [ "$SCEN" != b5 ]; then
+  if [ "$SCEN" != b3 ] && [ "$SCEN" != b4 ] && [ "$SCEN" != b5 ]; then
     first=1
     [ "$SCEN" = b2 ] && first=0
     for n in $(seq "$first" "$RUNS"); do
@@ -108,7 +110,11 @@ PY
   for rate in $RATES; do
     n=$((n + 1))
     out=$WORK/ab/v$variant.$SCEN.$n.json
-    if [ "$SCEN" = b5 ]; then load=(b5 --members "$MEMBERS"); else load=(b3 --pairs "$PAIRS"); fi
+    case "$SCEN" in
+      b5) load=(b5 --members "$MEMBERS") ;;
+      b4) load=(b4) ;;
+      *) load=(b3 --pairs "$PAIRS") ;;
+    esac
     cmd=("$BIN/gim-bench" "${load[@]}" --fixture "$WORK/fixture.json" --targets "$TCP_TARGETS"
       --rate "$rate" --secs "$SECS" --out "$out")
     if [ "${CPU_SPLIT:-0}" = 1 ]; then cpu_split "${cmd[@]}"; else "${cmd[@]}" >/dev/null 2>&1 || true; fi
@@ -126,6 +132,8 @@ for key, label in (("push", "push"), ("send_ack", "reply"), ("last_recipient", "
         parts.append(f"{label} p50 {d[key]['p50_ms']:.2f} ms p99 {d[key]['p99_ms']:.1f} ms")
 parts.append(f"check {'ok' if d['check'].get('ok') else 'FAILED'}")
 print(f"v{variant} {binary} rate={rate}: " + ", ".join(parts))
+if d.get("slowest_by_second_ms"):
+    print(f"  slowest per second (ms): {d['slowest_by_second_ms']}")
 PY
     if [ "$SCEN" = b5 ]; then wait_idle; fi
   done

@@ -380,6 +380,11 @@ pub struct ConfigOverrides {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 64, max = 65535))]
     pub max_frame_len: Option<i64>,
+    /// A busy large group's messages are held up to this long on each conn pod and fanned out
+    /// together (one write per member for several messages); 0 sends each at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub large_group_window_ms: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_body_bytes: Option<i64>,

@@ -213,6 +213,10 @@ pub fn conn_config(t: &Target) -> Result<ConnConfig, Invalid> {
     if let Some(v) = o.max_frame_len {
         cs.max_frame_len = v as usize;
     }
+    if let Some(v) = o.large_group_window_ms {
+        // A negative value would wrap to a huge u64: the config check below then names the key.
+        cs.large_group_window_ms = u64::try_from(v).unwrap_or(u64::MAX);
+    }
     c.validate().map_err(|e| Invalid::config(e.key, e.reason))?;
     Ok(c)
 }

@@ -188,6 +188,24 @@ fn invalid_config_overrides_are_reported_with_the_key() {
 }
 
 #[test]
+fn large_group_window_reaches_conn_and_out_of_range_values_name_the_key() {
+    let mut gc = minimal();
+    gc.spec.config.large_group_window_ms = Some(250);
+    let r = rendered(&gc);
+    let toml = &r.config_map.data.as_ref().unwrap()["conn.toml"];
+    assert!(toml.contains("large_group_window_ms = 250"), "{toml}");
+    for bad in [-1, 5000] {
+        gc.spec.config.large_group_window_ms = Some(bad);
+        let err = render::render(&Target::from_cluster(&gc, 2)).unwrap_err();
+        assert!(
+            err.message.contains("conn.large_group_window_ms"),
+            "{bad}: {}",
+            err.message
+        );
+    }
+}
+
+#[test]
 fn migration_job_is_named_after_the_logic_image() {
     let gc = minimal();
     let a = rendered(&gc);
