@@ -9,6 +9,7 @@
 //!
 //! Message and group ids come from `id_segment`: a process reserves `step` ids per MySQL update.
 
+use crate::batch::Batcher;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::rds::{Redis, Scripts, group_seq_key, slot, user_seq_key};
@@ -46,6 +47,9 @@ impl ListId {
 /// result (the store's claim catches it) but leaves a gap in the lists its seqs came from.
 pub const MARK_TTL_SECS: u64 = 120;
 
+/// A `seq_block` row's key: (app, object type, object id).
+type SeedKey = (i64, i8, i64);
+
 #[derive(Debug, Clone)]
 pub struct SeqAllocator {
     redis: Redis,
@@ -53,6 +57,9 @@ pub struct SeqAllocator {
     scripts: Arc<Scripts>,
     block: i64,
     metrics: Arc<Metrics>,
+    /// Block reservations for cold lists, shared by concurrent allocations: a cold start or a
+    /// Redis flush makes every active list seed at once, and each seed is a MySQL commit.
+    seeder: Arc<Batcher<Vec<SeedKey>, Result<Vec<i64>>>>,
 }
 
 impl SeqAllocator {
@@ -63,12 +70,24 @@ impl SeqAllocator {
         block: i64,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let seeder = {
+            let (pool, metrics) = (pool.clone(), metrics.clone());
+            Arc::new(Batcher::spawn(
+                crate::store::BATCH_MAX,
+                crate::store::BATCH_CONCURRENCY,
+                move |reqs| {
+                    metrics.batch("seeds", reqs.len());
+                    seed_batch(pool.clone(), block, reqs)
+                },
+            ))
+        };
         Self {
             redis,
             pool,
             scripts,
             block,
             metrics,
+            seeder,
         }
     }
 
@@ -243,59 +262,20 @@ impl SeqAllocator {
     }
 
     /// Counters Redis does not have: reserve a block above MySQL's max_seq that no other process
-    /// can get (max_seq += block), and seed the counter at its start. One transaction for the
-    /// batch (one upsert and one locking read per app and list kind, one commit): a first message
-    /// into a cold group of 200 members used to pay 200 autocommit upserts, each its own log flush.
+    /// can get (max_seq += block), and seed the counter at its start. The reservation goes
+    /// through [`Self::seeder`]: concurrent allocations share one transaction.
     async fn seed(&self, lists: &[(ListId, i64)], missing: &[usize]) -> Result<()> {
-        // By (app, kind), each sorted by object id: concurrent seeds lock rows in one order.
-        let mut by_kind: BTreeMap<(i64, i8), Vec<(i64, usize)>> = BTreeMap::new();
-        for &i in missing {
-            let (a, t, o) = lists[i].0.parts();
-            by_kind.entry((a, t)).or_default().push((o, i));
-        }
-        let mut seeds = BTreeMap::new();
-        let mut tx = self.pool.begin().await?;
-        for ((a, t), mut objs) in by_kind {
-            objs.sort_unstable();
-            for chunk in objs.chunks(SEED_CHUNK) {
-                let mut up = sqlx::QueryBuilder::<sqlx::MySql>::new(
-                    "INSERT INTO seq_block (app_id, object_type, object_id, max_seq) ",
-                );
-                up.push_values(chunk, |mut b, &(o, _)| {
-                    b.push_bind(a)
-                        .push_bind(t)
-                        .push_bind(o)
-                        .push_bind(self.block);
-                });
-                up.push(" ON DUPLICATE KEY UPDATE max_seq = max_seq + ");
-                up.push_bind(self.block);
-                up.build().execute(&mut *tx).await?;
-                // The rows are locked by the upsert: this reads this transaction's own values.
-                let mut read = sqlx::QueryBuilder::<sqlx::MySql>::new(
-                    "SELECT object_id, max_seq FROM seq_block WHERE app_id = ",
-                );
-                read.push_bind(a)
-                    .push(" AND object_type = ")
-                    .push_bind(t)
-                    .push(" AND object_id IN (");
-                let mut ids = read.separated(", ");
-                for &(o, _) in chunk {
-                    ids.push_bind(o);
-                }
-                read.push(") FOR UPDATE");
-                let rows: Vec<(i64, i64)> = read.build_query_as().fetch_all(&mut *tx).await?;
-                let hw: BTreeMap<i64, i64> = rows.into_iter().collect();
-                for &(o, i) in chunk {
-                    let hw = *hw.get(&o).ok_or_else(|| {
-                        Error::Internal(format!(
-                            "seq_block row ({a}, {t}, {o}) not found after upsert"
-                        ))
-                    })?;
-                    seeds.insert(i, (hw - self.block, hw));
-                }
-            }
-        }
-        tx.commit().await?;
+        let keys: Vec<SeedKey> = missing.iter().map(|&i| lists[i].0.parts()).collect();
+        let hws = self
+            .seeder
+            .call(keys)
+            .await
+            .unwrap_or_else(|| Err(Error::Internal("seq seeder stopped".into())))?;
+        let seeds: BTreeMap<usize, (i64, i64)> = missing
+            .iter()
+            .zip(hws)
+            .map(|(&i, hw)| (i, (hw - self.block, hw)))
+            .collect();
         self.metrics.seq_reseeds.inc_by(missing.len() as u64);
         for g in self.by_slot(lists, missing) {
             let mut inv = self.scripts.seed.prepare_invoke();
@@ -307,6 +287,84 @@ impl SeqAllocator {
         }
         Ok(())
     }
+}
+
+/// Reserves one block per key for a batch of seeding requests: one transaction for all of them
+/// (a key asked for twice gets one block, which both then seed: the Redis seed only creates a
+/// missing counter, so neither reuses a seq). When that fails, each request on its own, so each
+/// gets its own error. Returns each request's new `max_seq` per key, in its order.
+async fn seed_batch(pool: MySqlPool, block: i64, reqs: Vec<Vec<SeedKey>>) -> Vec<Result<Vec<i64>>> {
+    let pick = |hw: &BTreeMap<SeedKey, i64>, keys: &[SeedKey]| -> Result<Vec<i64>> {
+        keys.iter()
+            .map(|k| {
+                hw.get(k).copied().ok_or_else(|| {
+                    Error::Internal(format!("seq_block row {k:?} not found after upsert"))
+                })
+            })
+            .collect()
+    };
+    if reqs.len() > 1 {
+        let all: Vec<SeedKey> = reqs.iter().flatten().copied().collect();
+        if let Ok(hw) = reserve_blocks(&pool, block, &all).await {
+            return reqs.iter().map(|keys| pick(&hw, keys)).collect();
+        }
+    }
+    let mut out = Vec::with_capacity(reqs.len());
+    for keys in &reqs {
+        out.push(match reserve_blocks(&pool, block, keys).await {
+            Ok(hw) => pick(&hw, keys),
+            Err(e) => Err(e),
+        });
+    }
+    out
+}
+
+/// One transaction: per (app, kind), one multi-row upsert adding a block to each distinct key
+/// (keys in order, so concurrent reservations lock rows in one order) and one locking read of
+/// the results. A first message into a cold group of 200 members used to pay 200 autocommit
+/// upserts, each its own log flush.
+async fn reserve_blocks(
+    pool: &MySqlPool,
+    block: i64,
+    keys: &[SeedKey],
+) -> Result<BTreeMap<SeedKey, i64>> {
+    let mut by_kind: BTreeMap<(i64, i8), std::collections::BTreeSet<i64>> = BTreeMap::new();
+    for &(a, t, o) in keys {
+        by_kind.entry((a, t)).or_default().insert(o);
+    }
+    let mut hws = BTreeMap::new();
+    let mut tx = pool.begin().await?;
+    for ((a, t), objs) in by_kind {
+        let objs: Vec<i64> = objs.into_iter().collect();
+        for chunk in objs.chunks(SEED_CHUNK) {
+            let mut up = sqlx::QueryBuilder::<sqlx::MySql>::new(
+                "INSERT INTO seq_block (app_id, object_type, object_id, max_seq) ",
+            );
+            up.push_values(chunk, |mut b, &o| {
+                b.push_bind(a).push_bind(t).push_bind(o).push_bind(block);
+            });
+            up.push(" ON DUPLICATE KEY UPDATE max_seq = max_seq + ");
+            up.push_bind(block);
+            up.build().execute(&mut *tx).await?;
+            // The rows are locked by the upsert: this reads this transaction's own values.
+            let mut read = sqlx::QueryBuilder::<sqlx::MySql>::new(
+                "SELECT object_id, max_seq FROM seq_block WHERE app_id = ",
+            );
+            read.push_bind(a)
+                .push(" AND object_type = ")
+                .push_bind(t)
+                .push(" AND object_id IN (");
+            let mut ids = read.separated(", ");
+            for &o in chunk {
+                ids.push_bind(o);
+            }
+            read.push(") FOR UPDATE");
+            let rows: Vec<(i64, i64)> = read.build_query_as().fetch_all(&mut *tx).await?;
+            hws.extend(rows.into_iter().map(|(o, hw)| ((a, t, o), hw)));
+        }
+    }
+    tx.commit().await?;
+    Ok(hws)
 }
 
 /// Lists per seeding upsert (4 placeholders a row, 65 535 a statement).
