@@ -86,22 +86,8 @@ impl Conn {
     /// Queues a frame. When the queue already holds `cap` frames the client is not reading:
     /// the frame is refused and the connection is told to close (slow consumer -> close, never grow).
     pub fn push(&self, frame: Bytes) -> Push {
-        let result = {
-            let mut s = self.lock();
-            if s.closed || matches!(s.control, Some(Control::Overflow)) {
-                return Push::Closed;
-            }
-            if s.queue.len() >= self.cap {
-                s.control = Some(Control::Overflow);
-                s.queue = VecDeque::new();
-                Push::Overflow
-            } else {
-                s.queue.push_back(frame);
-                Push::Queued
-            }
-        };
-        self.waker.wake();
-        result
+        self.push_many(std::iter::once(frame))
+            .expect("one frame is always queued or refused")
     }
 
     /// Queues several frames under one lock and one wake-up (a held large-group batch). None

@@ -280,7 +280,7 @@ async fn bind_devices(pool: MySqlPool, binds: Vec<(DeviceId, UserId)>) -> Vec<Re
 }
 
 /// A batcher of MySQL work on the shared pool that records its batch sizes under `name`.
-fn mysql_batcher<T, R, F, Fut>(
+pub(crate) fn mysql_batcher<T, R, F, Fut>(
     name: &'static str,
     pool: &MySqlPool,
     metrics: &Arc<Metrics>,

@@ -70,17 +70,12 @@ impl SeqAllocator {
         block: i64,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let seeder = {
-            let (pool, metrics) = (pool.clone(), metrics.clone());
-            Arc::new(Batcher::spawn(
-                crate::store::BATCH_MAX,
-                crate::store::BATCH_CONCURRENCY,
-                move |reqs| {
-                    metrics.batch("seeds", reqs.len());
-                    seed_batch(pool.clone(), block, reqs)
-                },
-            ))
-        };
+        let seeder = Arc::new(crate::core::mysql_batcher(
+            "seeds",
+            &pool,
+            &metrics,
+            move |pool, reqs| seed_batch(pool, block, reqs),
+        ));
         Self {
             redis,
             pool,
@@ -311,10 +306,11 @@ async fn seed_batch(pool: MySqlPool, block: i64, reqs: Vec<Vec<SeedKey>>) -> Vec
     }
     let mut out = Vec::with_capacity(reqs.len());
     for keys in &reqs {
-        out.push(match reserve_blocks(&pool, block, keys).await {
-            Ok(hw) => pick(&hw, keys),
-            Err(e) => Err(e),
-        });
+        out.push(
+            reserve_blocks(&pool, block, keys)
+                .await
+                .and_then(|hw| pick(&hw, keys)),
+        );
     }
     out
 }
