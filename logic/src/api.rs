@@ -21,11 +21,25 @@ fn trace_id(meta: &MetadataMap) -> String {
         .unwrap_or_else(gim_common::telemetry::new_trace_id)
 }
 
-async fn handle<T>(
+/// Runs one RPC's work (see [`handle_boxed`]). The work goes to the heap before anything else:
+/// a send's future is several KiB, and every layer wrapped around it (the span, the trace-id
+/// scope, this function's own future, tonic's) would otherwise copy all of it when it is built
+/// and moved. Those copies were 6 % of logic's CPU under B3 (`memmove` under `send_message` in a
+/// `perf record --call-graph dwarf` profile); one allocation per RPC replaces them.
+fn handle<'a, T: 'a>(
+    state: &'a State,
+    method: &'static str,
+    meta: &'a MetadataMap,
+    fut: impl Future<Output = Result<T>> + 'a,
+) -> impl Future<Output = Result<Response<T>, Status>> + 'a {
+    handle_boxed(state, method, meta, Box::pin(fut))
+}
+
+async fn handle_boxed<T>(
     state: &State,
     method: &'static str,
     meta: &MetadataMap,
-    fut: impl Future<Output = Result<T>>,
+    fut: std::pin::Pin<Box<impl Future<Output = Result<T>>>>,
 ) -> Result<Response<T>, Status> {
     let trace_id = trace_id(meta);
     let span = tracing::info_span!("rpc", method, trace_id = %trace_id);
