@@ -318,7 +318,7 @@ impl State {
         let stores = {
             let pool = pool.clone();
             let metrics = metrics.clone();
-            Batcher::spawn(store::BATCH_MAX, store::BATCH_CONCURRENCY, move |jobs| {
+            Batcher::spawn(store::BATCH_MAX, store::STORE_CONCURRENCY, move |jobs| {
                 let (pool, metrics) = (pool.clone(), metrics.clone());
                 metrics.batch("stores", jobs.len());
                 async move {
