@@ -21,10 +21,10 @@ fn trace_id(meta: &MetadataMap) -> String {
         .unwrap_or_else(gim_common::telemetry::new_trace_id)
 }
 
-/// Runs one RPC's work (see [`handle_boxed`]). The work goes to the heap before anything else:
-/// a send's future is several KiB, and every layer wrapped around it (the span, the trace-id
-/// scope, this function's own future, tonic's) would otherwise copy all of it when it is built
-/// and moved. Those copies were 6 % of logic's CPU under B3 (`memmove` under `send_message` in a
+/// Runs one RPC's work inside its span and trace-id scope, and counts it. The work goes to the
+/// heap before anything else: a send's future holds the locals of every await point in it, and
+/// every layer wrapped around it (the span, the trace-id scope, this function's own future,
+/// tonic's) would otherwise copy all of it when it is built and moved. Those copies were 6 % of logic's CPU under B3 (`memmove` under `send_message` in a
 /// `perf record --call-graph dwarf` profile); one allocation per RPC replaces them.
 fn handle<'a, T: 'a>(
     state: &'a State,
