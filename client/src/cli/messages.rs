@@ -24,7 +24,7 @@ pub struct SendArgs {
     #[arg(long, requires = "user")]
     device: Option<i64>,
     /// Device token; minted from --key when absent
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     token: Option<String>,
     /// Receiver: a user id
     #[arg(long)]

@@ -219,7 +219,9 @@ pub struct AppArgs {
     #[arg(long, env = ENV_APP_ID)]
     pub app_id: i64,
     /// The app's private key (base64url, as printed by `app create`)
-    #[arg(long, env = ENV_APP_KEY, hide_env_values = true)]
+    // base64url has '-' in its alphabet: one key in 64 starts with it, and without this clap
+    // reads `--key -u...` as an unknown flag `-u` (seen in CI: run-local.sh's demo app).
+    #[arg(long, env = ENV_APP_KEY, hide_env_values = true, allow_hyphen_values = true)]
     pub key: Option<String>,
 }
 
@@ -264,7 +266,7 @@ pub struct DeviceArgs {
     #[arg(long)]
     pub device: i64,
     /// Device token; minted from --key when absent
-    #[arg(long, hide_env_values = true)]
+    #[arg(long, hide_env_values = true, allow_hyphen_values = true)]
     pub token: Option<String>,
 }
 
@@ -470,4 +472,21 @@ async fn group(cmd: GroupCmd) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_tokens_may_start_with_a_hyphen() {
+        let cli = Cli::try_parse_from([
+            "gim", "user", "import", "--app-id", "7", "--key", "-uAbc_d", "--users", "1,2",
+        ])
+        .expect("a key starting with '-' is a value");
+        let Command::User(UserCmd::Import { app, .. }) = cli.cmd else {
+            panic!("parsed as {cli:?}");
+        };
+        assert_eq!(app.key.as_deref(), Some("-uAbc_d"));
+    }
 }
