@@ -24,8 +24,9 @@ fn trace_id(meta: &MetadataMap) -> String {
 /// Runs one RPC's work inside its span and trace-id scope, and counts it. The work goes to the
 /// heap before anything else: a send's future holds the locals of every await point in it, and
 /// every layer wrapped around it (the span, the trace-id scope, this function's own future,
-/// tonic's) would otherwise copy all of it when it is built and moved. Those copies were 6 % of logic's CPU under B3 (`memmove` under `send_message` in a
-/// `perf record --call-graph dwarf` profile); one allocation per RPC replaces them.
+/// tonic's) would otherwise copy all of it when it is built and moved. Those copies were 6 % of
+/// logic's CPU under B3 (`memmove` under `send_message` in a `perf record --call-graph dwarf`
+/// profile); one allocation per RPC replaces them.
 fn handle<'a, T: 'a>(
     state: &'a State,
     method: &'static str,

@@ -479,7 +479,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_and_tokens_may_start_with_a_hyphen() {
+    fn a_key_may_start_with_a_hyphen() {
         let cli = Cli::try_parse_from([
             "gim", "user", "import", "--app-id", "7", "--key", "-uAbc_d", "--users", "1,2",
         ])
