@@ -80,6 +80,16 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
     }
 }
 
+impl<T: Send + 'static, R: Send + 'static> Batcher<T, crate::error::Result<R>> {
+    /// [`Self::call`] for batchers whose results are `Result`s: a stopped runner (only while
+    /// the process shuts down) is an internal error naming the batcher (`what`).
+    pub async fn try_call(&self, item: T, what: &'static str) -> crate::error::Result<R> {
+        self.call(item)
+            .await
+            .unwrap_or_else(|| Err(crate::error::Error::Internal(format!("{what} stopped"))))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -462,20 +462,15 @@ impl State {
         }
         for _ in 0..2 {
             // Both statements are batched with concurrent sign-ins (a first-sign-in storm).
-            let row = self
-                .device_rows
-                .call(device)
-                .await
-                .unwrap_or_else(|| Err(Error::Internal("device batcher stopped".into())))?;
+            let row = self.device_rows.try_call(device, "device batcher").await?;
             match row {
                 None => return not_bound("device is not registered"),
                 Some((a, _)) if a != app.0 => return not_bound("device is not registered"),
                 Some((_, 0)) => {
                     let won = self
                         .device_binds
-                        .call((device, user))
-                        .await
-                        .unwrap_or_else(|| Err(Error::Internal("device batcher stopped".into())))?;
+                        .try_call((device, user), "device batcher")
+                        .await?;
                     if won {
                         self.devices.insert(device, (app, user));
                         return Ok(());

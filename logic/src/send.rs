@@ -290,10 +290,7 @@ impl State {
         app: AppId,
         key: crate::store::ReqKey,
     ) -> Result<Option<pb::SendMessageResp>> {
-        self.firsts
-            .call((app, key))
-            .await
-            .unwrap_or_else(|| Err(Error::Internal("store batcher stopped".into())))
+        self.firsts.try_call((app, key), "store batcher").await
     }
 
     /// Stores one message's user-list copies: small messages through the batcher (shared
@@ -305,10 +302,7 @@ impl State {
         if job.rows.len() > crate::store::BATCH_ROWS_MAX {
             return crate::store::store_one(&self.pool, &job).await;
         }
-        self.stores
-            .call(job)
-            .await
-            .unwrap_or_else(|| Err(Error::Internal("store batcher stopped".into())))
+        self.stores.try_call(job, "store batcher").await
     }
 
     /// Background push after the store. `rows` carries each owner's seq; for non-persistent

@@ -261,11 +261,7 @@ impl SeqAllocator {
     /// through [`Self::seeder`]: concurrent allocations share one transaction.
     async fn seed(&self, lists: &[(ListId, i64)], missing: &[usize]) -> Result<()> {
         let keys: Vec<SeedKey> = missing.iter().map(|&i| lists[i].0.parts()).collect();
-        let hws = self
-            .seeder
-            .call(keys)
-            .await
-            .unwrap_or_else(|| Err(Error::Internal("seq seeder stopped".into())))?;
+        let hws = self.seeder.try_call(keys, "seq seeder").await?;
         let seeds: BTreeMap<usize, (i64, i64)> = missing
             .iter()
             .zip(hws)

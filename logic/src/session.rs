@@ -272,9 +272,8 @@ impl State {
         // Batched with concurrent sign-ins: a sign-in storm costs MySQL one query per batch.
         let large = self
             .large_of
-            .call((app, user))
-            .await
-            .unwrap_or_else(|| Err(Error::Internal("sign-in batcher stopped".into())))?;
+            .try_call((app, user), "sign-in batcher")
+            .await?;
         tracing::debug!(%app, %user, %device, node = %req.node_id, conn = req.conn_id, "signed in");
         Ok(pb::SignInResp {
             large_group_ids: large,
@@ -362,10 +361,7 @@ impl State {
             limit: limit + 1,
         };
         let rows = Self::settled(from, || async {
-            self.sync_pages
-                .call(key)
-                .await
-                .unwrap_or_else(|| Err(Error::Internal("sync batcher stopped".into())))
+            self.sync_pages.try_call(key, "sync batcher").await
         })
         .await?;
         let (messages, has_more) = page(rows, limit as usize)?;
@@ -417,14 +413,16 @@ impl State {
         }
         // Batched with concurrent acks: one statement and one commit (log flush) per batch.
         self.acks
-            .call(AckRow {
-                app: req.app_id,
-                user: req.user_id,
-                device: req.device_id,
-                ack: req.device_ack,
-            })
+            .try_call(
+                AckRow {
+                    app: req.app_id,
+                    user: req.user_id,
+                    device: req.device_id,
+                    ack: req.device_ack,
+                },
+                "ack batcher",
+            )
             .await
-            .unwrap_or_else(|| Err(Error::Internal("ack batcher stopped".into())))
     }
 }
 
