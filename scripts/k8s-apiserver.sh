@@ -56,6 +56,13 @@ EOF
 }
 
 cmd_build() {
+  # One build per machine: a second caller (another checkout, a CI job sharing the cache) waits
+  # for the first and then finds the binaries built, instead of racing it in the same tree.
+  exec 9>"${GIM_K8S_BUILD_LOCK:-/tmp/gim-k8s-build.lock}"
+  if ! flock -n 9; then
+    log "another build holds ${GIM_K8S_BUILD_LOCK:-/tmp/gim-k8s-build.lock}; waiting for it"
+    flock 9
+  fi
   if [ -x "$BIN/kube-apiserver" ] && [ -x "$BIN/kube-controller-manager" ]; then
     log "already built in $BIN"
     return 0
