@@ -38,6 +38,9 @@ bash scripts/k8s-apiserver.sh stop >/dev/null 2>&1 || true
 step "helm lint, helm template, kubernetes-validate --strict"
 bash scripts/k8s-lint.sh
 
+step "TypeScript SDK: generated code current, build, tests against a local gim"
+bash scripts/sdk-ts.sh
+
 # Stages that need a browser or release builds.
 for extra in scripts/e2e-browser.sh scripts/bench-smoke.sh; do
   if [ -x "$extra" ]; then
