@@ -4,6 +4,7 @@
 # because the tests check the objects the operator writes, not running workloads.
 #
 #   scripts/k8s-apiserver.sh build    # once; cached under $GIM_K8S_CACHE (default ~/.cache/gim-k8s)
+#   scripts/k8s-apiserver.sh build-node  # adds kubelet, kube-scheduler, kube-proxy (scripts/k8s-node.sh)
 #   scripts/k8s-apiserver.sh start    # idempotent; prints the run dir holding the kubeconfigs
 #   scripts/k8s-apiserver.sh stop
 #   scripts/k8s-apiserver.sh status
@@ -24,6 +25,11 @@ BIN="$CACHE/bin"
 API_PORT="${GIM_K8S_API_PORT:-16443}"
 ETCD_PORT="${GIM_K8S_ETCD_PORT:-12379}"
 ETCD_PEER_PORT="${GIM_K8S_ETCD_PEER_PORT:-12380}"
+# scripts/k8s-node.sh sets GIM_K8S_NODE_IP (the pod bridge's address): the server then binds and
+# advertises there (pods reach it through the `kubernetes` Service; Endpoints refuse loopback),
+# mounts ServiceAccount tokens and runs every controller, since a kubelet will run the pods.
+NODE_IP="${GIM_K8S_NODE_IP:-}"
+ADDR="${NODE_IP:-127.0.0.1}"
 GOROOT_DEB=/usr/lib/go-1.19
 
 log() { echo "k8s-apiserver: $*" >&2; }
@@ -63,7 +69,7 @@ cmd_build() {
     log "another build holds ${GIM_K8S_BUILD_LOCK:-/tmp/gim-k8s-build.lock}; waiting for it"
     flock 9
   fi
-  if [ -x "$BIN/kube-apiserver" ] && [ -x "$BIN/kube-controller-manager" ]; then
+  if [ -z "${GIM_K8S_FORCE:-}" ] && [ -x "$BIN/kube-apiserver" ] && [ -x "$BIN/kube-controller-manager" ]; then
     log "already built in $BIN"
     return 0
   fi
@@ -95,7 +101,7 @@ cmd_build() {
     -X k8s.io/kubernetes/vendor/k8s.io/component-base/version.gitMajor=1 \
     -X k8s.io/kubernetes/vendor/k8s.io/component-base/version.gitMinor=$(echo "$ver" | cut -d. -f2) \
     -X k8s.io/kubernetes/vendor/k8s.io/client-go/pkg/version.gitVersion=v${ver}"
-  log "building kube-apiserver and kube-controller-manager v$ver (takes a while on 2 cores)"
+  log "building ${GIM_K8S_COMPONENTS:-kube-apiserver kube-controller-manager} v$ver (takes a while on 2 cores)"
   # GOPATH mode with the vendor/ tree, as the upstream 1.20 build (hack/lib/golang.sh) and
   # Debian's rules do. Module mode with -mod=vendor is refused by Go 1.19 for this tree
   # ("updates to go.mod needed"); both use only vendor/, and GOPROXY=off keeps it offline.
@@ -122,12 +128,27 @@ cmd_build() {
         -O zz_generated.openapi -h vendor/k8s.io/code-generator/hack/boilerplate.go.txt \
         -r "$CACHE/openapi-violations.report"
     fi
-    for c in kube-apiserver kube-controller-manager; do
-      go build -trimpath -ldflags "$ldflags" -o "$BIN/$c.tmp" "./cmd/$c"
+    for c in ${GIM_K8S_COMPONENTS:-kube-apiserver kube-controller-manager}; do
+      [ -x "$BIN/$c" ] && continue
+      # The kubelet links cgo (cAdvisor, mount utils) as upstream builds it; the rest is pure Go.
+      local cgo=0
+      [ "$c" = kubelet ] && cgo=1
+      CGO_ENABLED=$cgo go build -trimpath -ldflags "$ldflags" -o "$BIN/$c.tmp" "./cmd/$c"
       mv "$BIN/$c.tmp" "$BIN/$c"
     done
   )
   log "built in $((SECONDS - t0))s: $(ls "$BIN")"
+}
+
+# The node components for scripts/k8s-node.sh, from the same source tree and Go env.
+cmd_build_node() {
+  if [ -x "$BIN/kubelet" ] && [ -x "$BIN/kube-scheduler" ] && [ -x "$BIN/kube-proxy" ]; then
+    log "node components already built in $BIN"
+    return 0
+  fi
+  apt_install gcc libc6-dev
+  GIM_K8S_COMPONENTS="kube-apiserver kube-controller-manager kubelet kube-scheduler kube-proxy" \
+    GIM_K8S_FORCE=1 cmd_build
 }
 
 healthy() {
@@ -141,7 +162,7 @@ kind: Config
 clusters:
 - name: gim-local
   cluster:
-    server: https://127.0.0.1:${API_PORT}
+    server: https://${ADDR}:${API_PORT}
     certificate-authority: ${RUN}/pki/ca.crt
 contexts:
 - name: $2
@@ -172,9 +193,15 @@ cmd_start() {
       -keyout ca.key -out ca.crt 2>/dev/null
     openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver" \
       -keyout server.key -out server.csr 2>/dev/null
-    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n' >ext.cnf
+    printf 'subjectAltName=IP:127.0.0.1,IP:%s,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n' "$ADDR" >ext.cnf
     openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
       -extfile ext.cnf -out server.crt 2>/dev/null
+    # Client certificate the server presents to kubelets (kubectl logs/exec/port-forward).
+    openssl req -newkey rsa:2048 -nodes -subj "/O=system:masters/CN=kube-apiserver-kubelet-client" \
+      -keyout kubelet-client.key -out kubelet-client.csr 2>/dev/null
+    printf 'extendedKeyUsage=clientAuth\n' >client.cnf
+    openssl x509 -req -in kubelet-client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+      -extfile client.cnf -out kubelet-client.crt 2>/dev/null
     openssl genrsa -out sa.key 2048 2>/dev/null
     openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
   )
@@ -195,9 +222,24 @@ EOF
     --unsafe-no-fsync >"$RUN/logs/etcd.log" 2>&1 </dev/null &
   echo $! >"$RUN/etcd.pid"
 
+  local node_args cm_args
+  if [ -n "$NODE_IP" ]; then
+    node_args=(--enable-admission-plugins NamespaceLifecycle,LimitRanger,ServiceAccount,DefaultStorageClass,ResourceQuota
+      --kubelet-preferred-address-types InternalIP,Hostname
+      --kubelet-client-certificate "$RUN/pki/kubelet-client.crt" --kubelet-client-key "$RUN/pki/kubelet-client.key")
+    cm_args=(--controllers '*' --root-ca-file "$RUN/pki/ca.crt"
+      --cluster-signing-cert-file "$RUN/pki/ca.crt" --cluster-signing-key-file "$RUN/pki/ca.key"
+      --node-monitor-grace-period 20s --pod-eviction-timeout 30s)
+  else
+    node_args=(--enable-admission-plugins NamespaceLifecycle,LimitRanger,DefaultStorageClass,ResourceQuota
+      --disable-admission-plugins ServiceAccount)
+    # Workload controllers are left out on purpose: with no kubelet they would only create
+    # pods that never start.
+    cm_args=(--controllers garbagecollector,namespace)
+  fi
   setsid "$BIN/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:${ETCD_PORT}" \
-    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$API_PORT" --insecure-port 0 \
+    --bind-address "$ADDR" --advertise-address "$ADDR" --secure-port "$API_PORT" --insecure-port 0 \
     --tls-cert-file "$RUN/pki/server.crt" --tls-private-key-file "$RUN/pki/server.key" \
     --client-ca-file "$RUN/pki/ca.crt" \
     --token-auth-file "$RUN/tokens.csv" \
@@ -207,8 +249,7 @@ EOF
     --service-account-issuer https://kubernetes.default.svc \
     --service-cluster-ip-range 10.96.0.0/16 \
     --allow-privileged=false \
-    --enable-admission-plugins NamespaceLifecycle,LimitRanger,DefaultStorageClass,ResourceQuota \
-    --disable-admission-plugins ServiceAccount \
+    "${node_args[@]}" \
     --cert-dir "$RUN/pki" >"$RUN/logs/kube-apiserver.log" 2>&1 </dev/null &
   echo $! >"$RUN/kube-apiserver.pid"
 
@@ -223,12 +264,10 @@ EOF
   healthy || { log "kube-apiserver not ready after 60s"; tail -n 30 "$RUN/logs/kube-apiserver.log" >&2; exit 1; }
 
   # Garbage collection (ownerReferences) and namespace deletion live in the controller manager.
-  # Workload controllers are left out on purpose: with no kubelet they would only create
-  # pods that never start.
   setsid "$BIN/kube-controller-manager" \
     --kubeconfig "$RUN/admin.kubeconfig" --authentication-kubeconfig "$RUN/admin.kubeconfig" \
     --authorization-kubeconfig "$RUN/admin.kubeconfig" \
-    --controllers garbagecollector,namespace --leader-elect=false \
+    "${cm_args[@]}" --leader-elect=false \
     --bind-address 127.0.0.1 --secure-port 0 --port 0 \
     --service-account-private-key-file "$RUN/pki/sa.key" \
     >"$RUN/logs/kube-controller-manager.log" 2>&1 </dev/null &
@@ -255,6 +294,7 @@ cmd_stop() {
 
 case "${1:-}" in
   build) cmd_build ;;
+  build-node) cmd_build_node ;;
   start) cmd_start ;;
   stop) cmd_stop ;;
   status) if healthy; then echo "running: $RUN"; else echo "not running"; exit 1; fi ;;

@@ -41,6 +41,8 @@ ensure_validate() {
 }
 
 ensure_helm
+# `k8s-lint.sh helm`: only make sure helm is cached and print its path (scripts/k8s-e2e.sh).
+if [ "${1:-}" = helm ]; then echo "$HELM"; exit 0; fi
 ensure_validate
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
