@@ -63,7 +63,8 @@ done
 # --- build ----------------------------------------------------------------------------------------
 log "building gim-logic, gim-conn and gim (cargo, debug)"
 cargo build -q -p gim-logic -p gim-conn -p gim-client --bins
-log "building the demo page (npm)"
+log "building the TypeScript SDK and the demo page on it (npm)"
+(cd sdk/ts && npm ci --no-audit --no-fund --loglevel=error >/dev/null && npm run -s build >/dev/null)
 (cd web && npm ci --no-audit --no-fund --loglevel=error >/dev/null && npm run -s build >/dev/null)
 GIM=$BIN/gim
 

@@ -1,5 +1,5 @@
-// Bundles src/main.js (and the socket protocol's .proto, read as text) into dist/app.js and copies
-// the static files. The .proto under ../proto is the one source of truth for the wire format.
+// Bundles src/main.js with @gim/sdk (../sdk/ts, built first: its dist/) into dist/app.js and copies
+// the static files. The SDK's protobuf code is generated from ../proto, the one source of truth.
 import { build } from 'esbuild';
 import { cpSync, mkdirSync } from 'node:fs';
 
@@ -11,7 +11,6 @@ await build({
   format: 'esm',
   target: ['es2020'],
   outfile: 'dist/app.js',
-  loader: { '.proto': 'text' },
   sourcemap: true,
   logLevel: 'info',
 });

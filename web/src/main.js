@@ -1,11 +1,12 @@
-// The chat page: signs in through the demo server's token API, keeps conversations (1:1 and groups)
-// in localStorage with the last seq, so a reload shows the history and syncs only what it missed.
-import { Session } from './session.js';
-import { ReceiverType } from './proto.js';
+// The chat page, built on @gim/sdk: GimClient keeps the connection (sign-in, heartbeats, reconnect
+// to the next node, RECONNECT/KICKED) and delivers every message once in order; a MessageView
+// keeps the conversations, saved in localStorage with the last seqs, so a reload shows the history
+// and syncs only what it missed.
+import { GimClient, MessageView, ReceiverType, textOf } from '@gim/sdk';
 
 const $ = (id) => document.getElementById(id);
-const MAX_STORED = 500;
-const state = { cfg: null, session: null, me: null, store: null, current: null, groups: [], unread: {} };
+const MAX_PER_CONVERSATION = 500;
+const state = { cfg: null, client: null, me: null, view: null, saved: null, current: null, groups: [], unread: {} };
 
 function showError(e) {
   const el = $('error');
@@ -22,22 +23,22 @@ async function getJson(url) {
   return body;
 }
 
+// What survives a reload: the view, the user list's last seq, each large group's last group seq.
 function storeKey() { return `gim-demo:${state.cfg.app_id}:${state.me.user_id}`; }
 function loadStore() {
-  try { return JSON.parse(localStorage.getItem(storeKey())) || { lastSeq: '0', messages: [] }; }
-  catch { return { lastSeq: '0', messages: [] }; }
+  try {
+    const s = JSON.parse(localStorage.getItem(storeKey()));
+    if (s && s.view) return { lastSeq: s.lastSeq, groups: s.groups || {}, view: MessageView.fromJSON(s.view, { maxPerConversation: MAX_PER_CONVERSATION }) };
+  } catch (e) {
+    console.warn('stored conversations unreadable, starting afresh', e);
+  }
+  return { lastSeq: '0', groups: {}, view: new MessageView(state.me.user_id, { maxPerConversation: MAX_PER_CONVERSATION }) };
 }
 function saveStore() {
-  state.store.messages = state.store.messages.slice(-MAX_STORED);
-  localStorage.setItem(storeKey(), JSON.stringify(state.store));
-}
-
-function convOf(m) {
-  if (m.receiver_type === ReceiverType.USER) {
-    const peer = m.sender_id === state.me.user_id ? m.receiver_id : m.sender_id;
-    return `u:${peer}`;
-  }
-  return `g:${m.receiver_id}`;
+  const c = state.client;
+  const groups = {};
+  for (const g of state.groups) if (g.large && c.groupSeq(g.group_id) !== undefined) groups[g.group_id] = c.groupSeq(g.group_id).toString();
+  localStorage.setItem(storeKey(), JSON.stringify({ lastSeq: c.lastSeq.toString(), groups, view: state.view.toJSON() }));
 }
 
 function convTitle(key) {
@@ -48,28 +49,20 @@ function convTitle(key) {
 }
 
 function onMessage(m) {
-  const text = m.message_body && m.message_body.message_content && m.message_body.message_content.text
-    ? m.message_body.message_content.text.text : `<type ${m.message_body ? m.message_body.message_type : '?'}>`;
-  const item = {
-    seq: m.seq, message_id: m.message_id, sender_id: m.sender_id, receiver_type: m.receiver_type,
-    receiver_id: m.receiver_id, text, send_time: m.send_time, conv: convOf(m),
-  };
-  if (m.seq !== '0') {
-    state.store.messages.push(item);
-    if (m.receiver_type !== ReceiverType.LARGE_GROUP) state.store.lastSeq = m.seq;
-    saveStore();
-  }
-  if (item.conv !== state.current) state.unread[item.conv] = (state.unread[item.conv] || 0) + 1;
+  // Not persisted (seq 0) messages are not kept; everything else the view keeps exactly once.
+  const conv = state.view.add(m);
+  if (!conv) return;
+  saveStore();
+  if (conv !== state.current) state.unread[conv] = (state.unread[conv] || 0) + 1;
   render();
 }
 
 function render() {
-  const convs = new Map();
-  for (const m of state.store ? state.store.messages : []) convs.set(m.conv, m);
-  if (state.current && !convs.has(state.current)) convs.set(state.current, null);
+  const convs = [...(state.view ? state.view.conversations() : [])].reverse();
+  if (state.current && !convs.includes(state.current)) convs.unshift(state.current);
   const ul = $('convs');
   ul.replaceChildren();
-  for (const key of convs.keys()) {
+  for (const key of convs) {
     const li = document.createElement('li');
     li.dataset.conv = key;
     li.textContent = convTitle(key);
@@ -95,17 +88,17 @@ function render() {
   const ol = $('messages');
   ol.replaceChildren();
   $('title').textContent = state.current ? convTitle(state.current) : 'no conversation selected';
-  if (!state.current || !state.store) return;
-  for (const m of state.store.messages.filter((x) => x.conv === state.current)) {
+  if (!state.current || !state.view) return;
+  for (const m of state.view.messages(state.current)) {
     const li = document.createElement('li');
-    li.dataset.seq = m.seq;
-    if (m.sender_id === state.me.user_id) li.className = 'mine';
+    li.dataset.seq = m.seq.toString();
+    if (m.senderId === state.view.self) li.className = 'mine';
     const meta = document.createElement('span');
     meta.className = 'meta';
-    meta.textContent = `user ${m.sender_id} · seq ${m.seq}`;
+    meta.textContent = `user ${m.senderId} · seq ${m.seq}`;
     const body = document.createElement('span');
     body.className = 'text';
-    body.textContent = m.text;
+    body.textContent = textOf(m) ?? `<type ${m.messageBody ? m.messageBody.messageType : '?'}>`;
     li.append(body, meta);
     ol.append(li);
   }
@@ -127,22 +120,33 @@ async function signIn() {
   const tok = await getJson(`/api/token?user=${user}&device=${localStorage.getItem(devKey) || 0}`);
   localStorage.setItem(devKey, String(tok.device_id));
   state.me = { user_id: String(tok.user_id), device_id: String(tok.device_id) };
-  state.store = loadStore();
-  state.session = new Session({
+  const stored = loadStore();
+  state.view = stored.view;
+  const client = new GimClient({
     endpoints: state.cfg.endpoints,
-    nodeIndex,
-    creds: { app_id: String(tok.app_id), user_id: String(tok.user_id), device_id: String(tok.device_id), token: tok.token },
-    lastSeq: state.store.lastSeq,
-    onMessage,
-    onStatus: setStatus,
-    onError: showError,
-    onKicked: (r) => { showError(new Error(`signed out: this device signed in elsewhere (${r})`)); toggle(false); },
+    firstEndpoint: nodeIndex,
+    credentials: { appId: tok.app_id, userId: tok.user_id, deviceId: tok.device_id, token: tok.token },
+    startSeq: stored.lastSeq,
   });
-  state.session.start();
+  state.client = client;
+  client.on('message', onMessage);
+  client.on('connected', ({ endpoint }) => setStatus(`signed in as user ${user} on ${endpoint}`));
+  client.on('disconnected', ({ reason, retryInMs }) => setStatus(`disconnected (${reason}), reconnecting in ${retryInMs} ms`));
+  client.on('reconnect', ({ reason }) => setStatus(`node draining (${reason}), moving`));
+  client.on('kicked', ({ reason }) => { showError(new Error(`signed out: this device signed in elsewhere (${reason})`)); toggle(false); });
+  client.on('failed', ({ error }) => { showError(error); toggle(false); });
+  client.on('error', ({ error }) => showError(error));
+  setStatus(`connecting to ${state.cfg.endpoints[nodeIndex]}`);
+  client.start();
   toggle(true);
   render();
   getJson(`/api/groups?user=${user}&device=${tok.device_id}`)
-    .then((g) => { state.groups = g.groups; render(); })
+    .then((g) => {
+      state.groups = g.groups;
+      // Large groups are read from their own list: follow each from where this page left off.
+      for (const x of state.groups) if (x.large) client.trackLargeGroup(x.group_id, stored.groups[x.group_id] || 0).catch(showError);
+      render();
+    })
     .catch(showError);
 }
 
@@ -167,7 +171,7 @@ async function send(ev) {
   }
   try {
     clearError();
-    await state.session.sendText(rt, id, text);
+    await state.client.sendText(rt, id, text);
     $('text').value = '';
   } catch (e) {
     showError(e);
@@ -179,7 +183,7 @@ async function main() {
   for (const u of state.cfg.users) $('user').append(new Option(`user ${u}`, String(u)));
   state.cfg.endpoints.forEach((e, i) => $('node').append(new Option(e, String(i))));
   $('signin').onclick = () => signIn().catch(showError);
-  $('signout').onclick = () => { state.session.stop(); toggle(false); };
+  $('signout').onclick = () => { state.client.close(); setStatus('signed out'); toggle(false); };
   $('compose').onsubmit = send;
   $('newchat').onsubmit = (ev) => { ev.preventDefault(); const p = $('peer').value; if (p) openConv(`u:${p}`); };
   // ?user=2&node=1 preselects and signs in (used by the browser test and handy for demos).

@@ -1,6 +1,7 @@
 // Browser end-to-end test: two headless Chromium pages (separate profiles) sign in as different
 // users through two different conn nodes and exchange messages; one reloads and must show its
-// history plus what arrived while it was away; a bad send must show the server's gim code.
+// history plus what arrived while it was away; a large-group message reaches the other member; a
+// bad send must show the server's gim code.
 //
 //   GIM_DEMO_URL=http://127.0.0.1:8000 node test/browser.mjs     (the demo server of run-local.sh)
 import { chromium } from 'playwright-core';
@@ -75,6 +76,15 @@ try {
   const count = await b.locator('#messages li .text', { hasText: away }).count();
   if (count !== 1) throw new Error(`"${away}" shown ${count} times after reload`);
   console.log('ok: reload shows history and resyncs what was missed, once');
+
+  // The demo's large group: read from the group's own list (the SDK tracks it), seen by both.
+  const lobby = `to the lobby (${run})`;
+  await a.locator('#groups li', { hasText: 'large' }).click();
+  await send(a, lobby);
+  await b.locator('#groups li', { hasText: 'large' }).click();
+  await sees(b, lobby);
+  await sees(a, lobby);
+  console.log('ok: large group message reaches the other member');
 
   // A server error shows its gim code.
   await openChat(b, 999999);

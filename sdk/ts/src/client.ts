@@ -241,8 +241,9 @@ export class GimClient {
   /**
    * Sends over the long connection. Retries across reconnects with the same idempotency key until
    * `sendDeadlineMs`, so a send that may or may not have reached the server is never stored twice.
-   * Business errors (e.g. 1010 user not found) reject at once. For user and normal-group sends it
-   * resolves after the sender's own copy has been delivered as a `message` event.
+   * Business errors (e.g. 1010 user not found) reject at once. For user and normal-group sends,
+   * and sends to a tracked large group, it resolves after the sender's own copy has been delivered
+   * as a `message` event.
    */
   async send(input: SendInput): Promise<SendResult> {
     const clientRequestId = input.clientRequestId ?? this.newRequestId();
@@ -262,9 +263,12 @@ export class GimClient {
       try {
         const s = await this.waitConnected(Math.max(1, deadline - Date.now()));
         const out = await s.call(PackageType.SEND_MESSAGE, SendMessageInputSchema, msg, SendMessageOutputSchema);
-        if (out.seq > 0n && input.receiverType !== ReceiverType.LARGE_GROUP) {
+        // The sending device gets no push of its own copy: fetch it, in order, from its list.
+        const g = input.receiverType === ReceiverType.LARGE_GROUP ? toId(input.receiverId) : undefined;
+        if (out.seq > 0n && (g === undefined || this.groups.has(g))) {
           await this.serial(async () => {
-            if (out.seq > this.last) await this.syncOn(s);
+            if (g === undefined && out.seq > this.last) await this.syncOn(s);
+            if (g !== undefined && out.seq > (this.groups.get(g) ?? 0n)) await this.groupSyncOn(s, g);
           }).catch(() => {
             // The connection went; the catch-up after the reconnect delivers the own copy.
           });

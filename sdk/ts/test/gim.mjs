@@ -120,6 +120,9 @@ export async function startGim() {
 
   const gim = {
     appId,
+    key,
+    serverUrl,
+    clientUrl,
     urls: [conns.a.url, conns.b.url],
     url: (name) => conns[name].url,
     /** Fresh users of the app (ids unique within this run). */
