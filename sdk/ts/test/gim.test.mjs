@@ -365,6 +365,44 @@ describe('dedupe', () => {
   });
 });
 
+describe('bounds', () => {
+  test('pushes beyond the push queue are dropped and recovered by one sync, in order', async () => {
+    const [u1, u2] = await gim.users(2);
+    const a = await connected(await gim.credentials(u1));
+    const hold = holdingPushes();
+    const b = await connected(await gim.credentials(u2), { WebSocket: hold.HoldingWebSocket, maxQueuedPushes: 1 });
+    for (let i = 0; i < 5; i++) await a.c.sendText(ReceiverType.USER, u2, `q${i}`);
+    await hold.held(5);
+    assert.equal(b.rec.messages.length, 0);
+    // All five at once: one fits the queue, four are dropped, the sync after it brings them back.
+    hold.release();
+    await b.rec.until('all five', () => b.rec.messages.length === 5);
+    assert.deepEqual(b.rec.texts(), ['q0', 'q1', 'q2', 'q3', 'q4']);
+    assertExactlyOnceInOrder(b.rec.messages);
+  });
+
+  test('a heartbeat without a reply closes the connection and the client reconnects', async () => {
+    const [u] = await gim.users(1);
+    let dropping = true;
+    // The ws WebSocket, except that heartbeat replies are lost until the first one was.
+    class DeafWebSocket extends WebSocket {
+      set onmessage(fn) {
+        super.onmessage = (e) => {
+          const out = fromBinary(OutputSchema, new Uint8Array(e.data));
+          if (dropping && out.type === PackageType.HEARTBEAT) return;
+          fn(e);
+        };
+      }
+      get onmessage() { return super.onmessage; }
+    }
+    const x = client(await gim.credentials(u), { WebSocket: DeafWebSocket, heartbeatMs: 100, requestTimeoutMs: 300 });
+    const [d] = await x.rec.until('the heartbeat failing', () => x.rec.of('disconnected'));
+    assert.match(d.reason, /heartbeat failed/);
+    dropping = false;
+    await x.rec.until('the reconnect', () => x.rec.of('connected').length === 2);
+  });
+});
+
 describe('large groups', () => {
   test('pushes in group-seq order, history pages, and offline catch-up of a tracked group', async () => {
     const [owner, m1, m2] = await gim.users(3);
