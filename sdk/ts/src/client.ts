@@ -304,7 +304,16 @@ export class GimClient {
     if (!this.groups.has(g)) this.groups.set(g, toId(sinceSeq));
     const s = this.session && !this.session.isClosed ? this.session : undefined;
     // Not connected: the catch-up after sign-in syncs every tracked group.
-    if (s) await this.serial(() => this.groupSyncOn(s, g));
+    if (!s) return;
+    try {
+      await this.serial(() => this.groupSyncOn(s, g));
+    } catch (e) {
+      // Connection trouble: the catch-up after the reconnect syncs it. A refusal (1004 not a
+      // member, 1006 not a large group) stops tracking, or every catch-up would fail on it.
+      if (isRetryable(e)) return;
+      this.groups.delete(g);
+      throw e;
+    }
   }
 
   /**
@@ -446,7 +455,16 @@ export class GimClient {
 
   private async catchUp(s: Session): Promise<void> {
     await this.syncOn(s);
-    for (const g of [...this.groups.keys()]) await this.groupSyncOn(s, g);
+    for (const g of [...this.groups.keys()]) {
+      try {
+        await this.groupSyncOn(s, g);
+      } catch (e) {
+        if (s.isClosed || isRetryable(e)) throw e;
+        // E.g. removed from the group meanwhile: stop tracking it rather than fail every catch-up.
+        this.groups.delete(g);
+        this.emit("error", { error: e as Error });
+      }
+    }
   }
 
   private async deliverPush(s: Session, m: MessageItem): Promise<void> {

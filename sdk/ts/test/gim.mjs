@@ -82,7 +82,9 @@ export async function startGim() {
   await cli('gim-logic', ['migrate'], logicEnv);
   const port = (addr) => Number(addr.split(':')[1]);
   const logic = startProc('logic', 'gim-logic', logicEnv);
-  await waitPort(port(logicEnv.GIM_LOGIC__SERVER_LISTEN), logic, 'gim-logic');
+  for (const k of ['GIM_LOGIC__INT_LISTEN', 'GIM_LOGIC__CLIENT_LISTEN', 'GIM_LOGIC__SERVER_LISTEN']) {
+    await waitPort(port(logicEnv[k]), logic, 'gim-logic');
+  }
   const serverUrl = `http://${logicEnv.GIM_LOGIC__SERVER_LISTEN}`;
   const clientUrl = `http://${logicEnv.GIM_LOGIC__CLIENT_LISTEN}`;
 
@@ -107,7 +109,7 @@ export async function startGim() {
   const startConn = async (name) => {
     const c = conns[name];
     c.proc = startProc(`conn-${name}`, 'gim-conn', c.env);
-    await waitPort(port(c.env.GIM_CONN__WS_LISTEN), c.proc, `gim-conn ${name}`);
+    for (const k of ['GIM_CONN__GRPC_LISTEN', 'GIM_CONN__WS_LISTEN']) await waitPort(port(c.env[k]), c.proc, `gim-conn ${name}`);
   };
   await startConn('a');
   await startConn('b');

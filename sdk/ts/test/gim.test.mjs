@@ -405,7 +405,7 @@ describe('bounds', () => {
 
 describe('large groups', () => {
   test('pushes in group-seq order, history pages, and offline catch-up of a tracked group', async () => {
-    const [owner, m1, m2] = await gim.users(3);
+    const [owner, m1, m2, outsider] = await gim.users(4);
     const g = await gim.group(owner, [m1, m2], { large: true });
     const o = await connected(await gim.credentials(owner));
     await o.c.trackLargeGroup(g);
@@ -433,5 +433,11 @@ describe('large groups', () => {
     await late.rec.until(`${n} group messages`, () => late.rec.messages.length === n);
     assert.deepEqual(late.rec.texts(), on.rec.texts());
     assertExactlyOnceInOrder(late.rec.messages);
+    // A non-member is refused, and the refusal does not break its client's connection.
+    const x = await connected(await gim.credentials(outsider));
+    await assert.rejects(x.c.trackLargeGroup(g), (e) => e.code === GimCode.NOT_IN_GROUP);
+    assert.equal(x.c.groupSeq(g), undefined, 'not tracked');
+    await x.c.resync();
+    assert.equal(x.rec.of('disconnected').length, 0);
   });
 });
