@@ -284,6 +284,22 @@ describe('sync', () => {
     assertExactlyOnceInOrder(b.rec.messages);
   });
 
+  test('acks: a new device of the user starts after what another device acknowledged', async () => {
+    const [u1, u2] = await gim.users(2);
+    const a = await connected(await gim.credentials(u1));
+    const first = await connected(await gim.credentials(u2));
+    await a.c.sendText(ReceiverType.USER, u2, 'k1');
+    await a.c.sendText(ReceiverType.USER, u2, 'k2');
+    await first.rec.until('k1, k2', () => first.rec.messages.length === 2);
+    // The node answers a connection's requests in order, so once this sync is answered the ack
+    // sent before it is stored.
+    await first.c.resync();
+    const second = await connected(await gim.credentials(u2));
+    const k3 = await a.c.sendText(ReceiverType.USER, u2, 'k3');
+    await second.rec.until('k3', () => second.rec.messages.some((m) => m.messageId === k3.messageId));
+    assert.deepEqual(second.rec.texts(), ['k3'], 'sync from 0 started after the acked k2');
+  });
+
   test('a restart from an older saved seq replays messages the view keeps once', async () => {
     const [u1, u2] = await gim.users(2);
     const a = await connected(await gim.credentials(u1));
