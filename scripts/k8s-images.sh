@@ -67,6 +67,8 @@ for name in conn logic operator; do
   if ! $DOCKER image inspect "$ref" >/dev/null 2>&1; then
     ctx=$(mktemp -d)
     cp "$bin" "$ctx/gim-$name"
+    # The release profile keeps line tables for profiling here; images do not need them.
+    strip --strip-debug "$ctx/gim-$name"
     # Same layout as the multi-stage docker/$name.Dockerfile, on the locally imported base.
     docker_file="FROM $BASE
 COPY gim-$name /usr/local/bin/gim-$name
