@@ -72,6 +72,13 @@ log "applying migrations"
 "$BIN/gim-logic" --config config/logic.toml migrate >/dev/null
 
 # --- processes ------------------------------------------------------------------------------------
+# The internal APIs run authenticated here as in a deployment: one secret for the local cluster,
+# made once and kept beside the demo app (conn and logic read it; nothing else needs it).
+SECRET_FILE=$STATE/internal.secret
+if [ ! -s "$SECRET_FILE" ]; then
+  (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$SECRET_FILE")
+fi
+export GIM_INTERNAL__SECRET_FILE=$PWD/$SECRET_FILE
 start() {
   # $1 = name, rest = command; output to .local/logs/<name>.log
   local name=$1; shift

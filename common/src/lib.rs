@@ -1,14 +1,17 @@
 //! What two or more gim crates need and nothing more: id newtypes, the business error codes and
 //! their gRPC mapping, layered config loading with the config types of conn and logic, tracing
 //! setup, shutdown signals, app tokens, and the Redis key names that conn, logic and the operator
-//! must agree on.
+//! must agree on, and the authentication of the internal APIs between conn and logic.
 //!
-//! Modules: [`ids`], [`error`], [`config`], [`telemetry`], [`shutdown`], [`token`], [`keys`].
+//! Modules: [`ids`], [`error`], [`config`], [`telemetry`], [`shutdown`], [`token`], [`keys`],
+//! [`internal`], [`reflection`].
 
 pub mod config;
 pub mod error;
 pub mod ids;
+pub mod internal;
 pub mod keys;
+pub mod reflection;
 pub mod shutdown;
 pub mod telemetry;
 pub mod token;

@@ -14,6 +14,10 @@ pub enum Error {
     LogicUrl(String),
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error("{0}")]
+    Config(#[from] gim_common::config::ConfigError),
+    #[error("grpc reflection: {0}")]
+    Reflection(String),
     #[error("{what} server failed: {reason}")]
     Serve { what: &'static str, reason: String },
 }

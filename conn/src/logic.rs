@@ -5,6 +5,7 @@
 //! lines for one client request join.
 
 use gim_common::TRACE_ID_HEADER;
+use gim_common::internal::{AddSecret, SecretChannel};
 use gim_proto::logic::v1::logic_int_client::LogicIntClient;
 use gim_proto::logic::v1::{
     GroupSyncReq, GroupSyncResp, IntSendMessageReq, MessageAckReq, MessageAckResp, OfflineReq,
@@ -14,7 +15,7 @@ use gim_proto::logic::v1::{
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 use tonic::{Request, Status};
 
 /// A boxed call: sessions keep at most one in flight, boxed so an idle connection's task does not
@@ -44,12 +45,13 @@ pub trait LogicApi: Send + Sync + 'static {
 /// (and keeps its connections) while logic restarts.
 #[derive(Debug, Clone)]
 pub struct GrpcLogic {
-    client: LogicIntClient<Channel>,
+    client: LogicIntClient<SecretChannel>,
     timeout: Duration,
 }
 
 impl GrpcLogic {
-    pub fn new(url: &str, timeout: Duration) -> Result<Self, String> {
+    /// `auth`: the cluster secret every call carries.
+    pub fn new(url: &str, timeout: Duration, auth: AddSecret) -> Result<Self, String> {
         let endpoint = Endpoint::from_shared(url.to_string())
             .map_err(|e| e.to_string())?
             .connect_timeout(Duration::from_secs(2))
@@ -57,7 +59,7 @@ impl GrpcLogic {
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_while_idle(true);
         Ok(Self {
-            client: LogicIntClient::new(endpoint.connect_lazy()),
+            client: LogicIntClient::with_interceptor(endpoint.connect_lazy(), auth),
             timeout,
         })
     }

@@ -42,6 +42,11 @@ struct ReasonLabel {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ServiceLabel {
+    service: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct MethodLabel {
     method: &'static str,
 }
@@ -65,6 +70,7 @@ pub struct Metrics {
     sign_ins: Family<ResultLabel, Counter>,
     closes: Family<ReasonLabel, Counter>,
     push_seconds: Family<MethodLabel, Histogram>,
+    internal_unauthenticated: Family<ServiceLabel, Counter>,
 }
 
 fn push_histogram() -> Histogram {
@@ -126,6 +132,12 @@ impl Metrics {
             "Time to fan a ConnInt push out to local connection queues",
             push_seconds.clone(),
         );
+        let internal_unauthenticated = Family::<ServiceLabel, Counter>::default();
+        registry.register(
+            "internal_unauthenticated",
+            "internal API calls refused with UNAUTHENTICATED (no or a wrong cluster secret) by service",
+            internal_unauthenticated.clone(),
+        );
         Self {
             registry,
             io,
@@ -134,6 +146,7 @@ impl Metrics {
             sign_ins,
             closes,
             push_seconds,
+            internal_unauthenticated,
         }
     }
 
@@ -147,6 +160,12 @@ impl Metrics {
 
     pub fn closed(&self, reason: &'static str) {
         self.closes.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    pub fn internal_unauthenticated(&self, service: &'static str) {
+        self.internal_unauthenticated
+            .get_or_create(&ServiceLabel { service })
+            .inc();
     }
 
     pub fn push_observe(&self, method: &'static str, started: tokio::time::Instant) {

@@ -18,6 +18,7 @@ use crate::session::{self, SessionConfig, SessionCtx};
 use crate::{tcp, ws};
 use gim_common::config::ConnConfig;
 use gim_common::error::CODE_INTERNAL;
+use gim_common::internal::{AddSecret, CheckSecret, Secret};
 use gim_common::shutdown::Shutdown;
 use gim_common::telemetry::new_trace_id;
 use gim_proto::conn::v1::conn_int_server::ConnIntServer;
@@ -32,7 +33,10 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tonic::server::NamedService;
 use tracing::{debug, info, warn};
+
+const CONN_INT_SERVICE: &str = <ConnIntServer<ConnIntService> as NamedService>::NAME;
 
 /// How long the gRPC and admin servers get to finish in-flight calls at the end of a drain.
 const SERVER_STOP_GRACE: Duration = Duration::from_secs(3);
@@ -111,9 +115,20 @@ fn host_name() -> String {
 /// Starts a node: binds every listener (port 0 works; the bound addresses are in the handle),
 /// registers in Redis, and serves until `shutdown` triggers, then drains.
 pub async fn start(cfg: ConnConfig, shutdown: Shutdown) -> Result<ConnHandle> {
-    let logic =
-        GrpcLogic::new(&cfg.conn.logic_url, Duration::from_secs(5)).map_err(Error::LogicUrl)?;
+    let auth = AddSecret(internal_secret(&cfg)?);
+    let logic = GrpcLogic::new(&cfg.conn.logic_url, Duration::from_secs(5), auth)
+        .map_err(Error::LogicUrl)?;
     start_with_logic(cfg, shutdown, Arc::new(logic)).await
+}
+
+/// The cluster secret (see `gim_common::internal`); none is allowed only with a loopback
+/// `grpc_listen`, checked again here for configs built in code.
+fn internal_secret(cfg: &ConnConfig) -> Result<Option<Secret>> {
+    Ok(Secret::from_config(
+        &cfg.internal,
+        "conn.grpc_listen",
+        cfg.conn.grpc_listen,
+    )?)
 }
 
 /// [`start`] with another `LogicApi` implementation.
@@ -123,6 +138,10 @@ pub async fn start_with_logic(
     logic: Arc<dyn LogicApi>,
 ) -> Result<ConnHandle> {
     let c = &cfg.conn;
+    let secret = internal_secret(&cfg)?;
+    if secret.is_none() {
+        info!("no internal.secret: ConnInt takes calls without one (loopback only)");
+    }
     let (tcp, tcp_addr) = bind("tcp_listen", c.tcp_listen).await?;
     let (wsl, ws_addr) = bind("ws_listen", c.ws_listen).await?;
     let (grpc, grpc_addr) = bind("grpc_listen", c.grpc_listen).await?;
@@ -185,9 +204,20 @@ pub async fn start_with_logic(
         metrics.clone(),
         Duration::from_millis(c.large_group_window_ms),
     );
+    let check = {
+        let metrics = metrics.clone();
+        CheckSecret::new(secret, CONN_INT_SERVICE, move |s| {
+            metrics.internal_unauthenticated(s)
+        })
+    };
+    let (reflect_v1, reflect_v1alpha) =
+        gim_common::reflection::servers(&[CONN_INT_SERVICE], &[gim_proto::DESCRIPTOR_SET])
+            .map_err(|e| Error::Reflection(e.to_string()))?;
     let grpc_task = tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(ConnIntServer::new(svc))
+            .add_service(reflect_v1)
+            .add_service(reflect_v1alpha)
+            .add_service(ConnIntServer::with_interceptor(svc, check))
             .serve_with_incoming_shutdown(
                 // The builder's TCP options do not apply to a given listener: without NODELAY,
                 // DeliverBatch replies wait for Nagle + delayed ACK, and logic's push batches
@@ -749,6 +779,79 @@ mod tests {
             }
         };
         assert_eq!(offline.node_id, node_id);
+    }
+
+    /// ConnInt serves only logic: a call without the cluster secret, or with another one, is
+    /// UNAUTHENTICATED and counted, and a signed-in client is neither pushed to nor kicked.
+    #[tokio::test]
+    async fn conn_int_refuses_calls_without_the_cluster_secret() {
+        use gim_common::internal::{AddSecret, Secret};
+        use gim_proto::conn::v1::conn_int_client::ConnIntClient;
+        use gim_proto::conn::v1::{BroadcastAppReq, CloseConnReq};
+        const SECRET: &str = "conn-unit-internal-secret";
+        let (h, _shutdown, mut calls) = node(|c| c.internal.secret = SECRET.into()).await;
+        let mut s = TcpStream::connect(h.tcp_addr).await.unwrap();
+        let mut buf = BytesMut::new();
+        tcp_send(
+            &mut s,
+            &envelope(PackageType::SignIn, 1, sign_in_input("good")),
+        )
+        .await;
+        assert_eq!(tcp_recv(&mut s, &mut buf).await.unwrap().code, 0);
+        let conn_id = match calls.recv().await {
+            Some(Call::SignIn(r, _)) => r.conn_id,
+            other => panic!("expected the sign-in, got {other:?}"),
+        };
+        let si = sign_in_input("good");
+        let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", h.grpc_addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let wrong = Secret::new("another-clusters-secret").unwrap();
+        let close = || CloseConnReq {
+            app_id: si.app_id,
+            device_id: si.device_id,
+            conn_id,
+            reason: "forged".into(),
+        };
+        let broadcast = || BroadcastAppReq {
+            app_id: si.app_id,
+            message: Some(Default::default()),
+        };
+        for auth in [AddSecret(None), AddSecret(Some(wrong))] {
+            let mut c = ConnIntClient::with_interceptor(ch.clone(), auth);
+            let e = c.close_conn(close()).await.unwrap_err();
+            assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
+            let e = c.broadcast_app(broadcast()).await.unwrap_err();
+            assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
+        }
+        let metrics = http_get(h.admin_addr, "/metrics").await;
+        assert!(
+            metrics.contains(
+                "gim_conn_internal_unauthenticated_total{service=\"gim.conn.v1.ConnInt\"} 4"
+            ),
+            "{metrics}"
+        );
+        // Nothing reached the client: a heartbeat's answer is the next frame it reads.
+        tcp_send(&mut s, &envelope(PackageType::Heartbeat, 2, ())).await;
+        assert_eq!(tcp_recv(&mut s, &mut buf).await.unwrap().request_id, 2);
+        // With the secret, the same calls work: the broadcast arrives, the close kicks.
+        let mut c =
+            ConnIntClient::with_interceptor(ch, AddSecret(Some(Secret::new(SECRET).unwrap())));
+        assert_eq!(
+            c.broadcast_app(broadcast())
+                .await
+                .unwrap()
+                .into_inner()
+                .delivered,
+            1
+        );
+        assert_eq!(
+            tcp_recv(&mut s, &mut buf).await.unwrap().r#type,
+            PackageType::Message as i32
+        );
+        assert!(c.close_conn(close()).await.unwrap().into_inner().closed);
     }
 
     #[tokio::test]

@@ -35,6 +35,9 @@ use tokio_util::codec::Decoder;
 
 const WAIT: Duration = Duration::from_secs(15);
 
+/// The internal APIs run authenticated, as deployed.
+const INTERNAL_SECRET: &str = "conn-test-internal-secret";
+
 fn mysql_url() -> String {
     std::env::var("GIM_TEST_MYSQL_URL")
         .unwrap_or_else(|_| "mysql://gim:gim@127.0.0.1:3306/gim_test".into())
@@ -92,6 +95,7 @@ async fn start_node(logic_int: SocketAddr, name: &str, redis: &str, lease_secs: 
     cfg.conn.admin_listen = any();
     cfg.conn.logic_url = format!("http://{logic_int}");
     cfg.conn.drain_window_secs = 1;
+    cfg.internal.secret = INTERNAL_SECRET.into();
     let shutdown = Shutdown::new();
     let h = gim_conn::start(cfg, shutdown.clone()).await.unwrap();
     Node {
@@ -118,6 +122,7 @@ impl Cluster {
         lc.logic.client_listen = any();
         lc.logic.server_listen = any();
         lc.logic.admin_listen = any();
+        lc.internal.secret = INTERNAL_SECRET.into();
         gim_common::telemetry::init(&lc.log);
         let pool = gim_logic::mysql_pool(&lc.mysql).unwrap();
         gim_logic::migrate(&pool).await.unwrap();

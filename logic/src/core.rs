@@ -11,6 +11,7 @@ use crate::seq::{Segment, SeqAllocator};
 use crate::store::{self, ReqKey, StoreJob, StoreResult};
 use crate::validate::{self, EXTRA_MAX, IDS_MAX, INTRO_MAX, NAME_MAX, URL_MAX};
 use gim_common::config::LogicSection;
+use gim_common::internal::AddSecret;
 use gim_common::token::{self, AppKey};
 use gim_common::{AppId, DeviceId, GimCode, GroupId, UserId};
 use gim_proto::conn::v1::UpdateLargeGroupMembersReq;
@@ -304,7 +305,14 @@ fn is_duplicate(e: &sqlx::Error) -> bool {
 }
 
 impl State {
-    pub fn new(cfg: LogicSection, pool: MySqlPool, redis: Redis, metrics: Arc<Metrics>) -> Self {
+    /// `internal`: the cluster secret sent with every call to conn nodes.
+    pub fn new(
+        cfg: LogicSection,
+        pool: MySqlPool,
+        redis: Redis,
+        metrics: Arc<Metrics>,
+        internal: AddSecret,
+    ) -> Self {
         let scripts = Arc::new(Scripts::default());
         let seqs = SeqAllocator::new(
             redis.clone(),
@@ -313,7 +321,7 @@ impl State {
             cfg.seq_block_size,
             metrics.clone(),
         );
-        let nodes = Arc::new(Nodes::new(redis.clone(), metrics.clone()));
+        let nodes = Arc::new(Nodes::new(redis.clone(), metrics.clone(), internal));
         let short = Duration::from_secs(5);
         let stores = {
             let pool = pool.clone();

@@ -29,6 +29,7 @@ pub use crate::core::{Sender, State, create_app};
 pub use crate::error::Error;
 
 use gim_common::config::LogicConfig;
+use gim_common::internal::{AddSecret, CheckSecret, Secret};
 use gim_common::shutdown::Shutdown;
 use gim_proto::logic::v1::logic_client_ext_server::LogicClientExtServer;
 use gim_proto::logic::v1::logic_int_server::LogicIntServer;
@@ -41,6 +42,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::server::NamedService;
 
 /// Why [`start`] failed.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +58,8 @@ pub enum StartError {
     },
     #[error("grpc reflection: {0}")]
     Reflection(String),
+    #[error("{0}")]
+    Config(#[from] gim_common::config::ConfigError),
 }
 
 /// A running logic instance: the bound addresses (port 0 in the config gives a free port) and its
@@ -130,14 +134,36 @@ pub fn mysql_pool(cfg: &gim_common::config::MysqlConfig) -> Result<MySqlPool, sq
         .connect_lazy(&cfg.url)
 }
 
+const INT_SERVICE: &str = <LogicIntServer<api::IntService> as NamedService>::NAME;
+const HEALTH_SERVICE: &str = <tonic_health::pb::health_server::HealthServer<
+    tonic_health::server::HealthService,
+> as NamedService>::NAME;
+
+/// The service name of a server, for reflection.
+fn named<S: NamedService>(_: &S) -> &'static str {
+    S::NAME
+}
+
 /// Starts the three gRPC listeners and the admin HTTP server; they stop when `shutdown` triggers.
 pub async fn start(cfg: LogicConfig, shutdown: Shutdown) -> Result<LogicHandle, StartError> {
+    // LogicInt is guarded by the cluster secret (see gim_common::internal); without one it must
+    // listen on loopback only, which this checks again for configs built in code.
+    let secret = Secret::from_config(&cfg.internal, "logic.int_listen", cfg.logic.int_listen)?;
+    if secret.is_none() {
+        tracing::info!("no internal.secret: LogicInt takes calls without one (loopback only)");
+    }
     let pool = mysql_pool(&cfg.mysql).map_err(StartError::Mysql)?;
     let redis = rds::Redis::connect(&cfg.redis)
         .await
         .map_err(StartError::Redis)?;
     let metrics = Arc::new(metrics::Metrics::default());
-    let state = Arc::new(State::new(cfg.logic.clone(), pool, redis, metrics));
+    let state = Arc::new(State::new(
+        cfg.logic.clone(),
+        pool,
+        redis,
+        metrics,
+        AddSecret(secret.clone()),
+    ));
     let inval_url = cfg
         .redis
         .cluster_nodes
@@ -174,21 +200,23 @@ pub async fn start(cfg: LogicConfig, shutdown: Shutdown) -> Result<LogicHandle, 
     health
         .set_serving::<LogicServerExtServer<api::ServerService>>()
         .await;
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(gim_proto::DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .map_err(|e| StartError::Reflection(e.to_string()))
-    };
-
     macro_rules! serve {
         ($listener:expr, $svc:expr) => {{
+            let svc = $svc;
+            let (v1, v1alpha) = gim_common::reflection::servers(
+                &[named(&svc), HEALTH_SERVICE],
+                &[
+                    gim_proto::DESCRIPTOR_SET,
+                    tonic_health::pb::FILE_DESCRIPTOR_SET,
+                ],
+            )
+            .map_err(|e| StartError::Reflection(e.to_string()))?;
             let router = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
                 .add_service(health_svc.clone())
-                .add_service(reflection()?)
-                .add_service($svc);
+                .add_service(v1)
+                .add_service(v1alpha)
+                .add_service(svc);
             let sd = shutdown.clone();
             // `tcp_nodelay` above is ignored for `serve_with_incoming`: set it on every accepted
             // socket, or small replies wait for Nagle + delayed ACK (tens of ms each).
@@ -206,7 +234,16 @@ pub async fn start(cfg: LogicConfig, shutdown: Shutdown) -> Result<LogicHandle, 
             });
         }};
     }
-    serve!(l_int, LogicIntServer::new(api::IntService(state.clone())));
+    let check = {
+        let metrics = state.metrics.clone();
+        CheckSecret::new(secret, INT_SERVICE, move |s| {
+            metrics.internal_unauthenticated(s)
+        })
+    };
+    serve!(
+        l_int,
+        LogicIntServer::with_interceptor(api::IntService(state.clone()), check)
+    );
     serve!(
         l_client,
         LogicClientExtServer::new(api::ClientService(state.clone()))

@@ -38,6 +38,11 @@ pub struct BatcherLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceLabel {
+    pub service: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StageLabel {
     pub stage: &'static str,
 }
@@ -55,6 +60,9 @@ pub struct Metrics {
     pub seq_reservations: Counter,
     pub seq_reseeds: Counter,
     pub ready: Gauge,
+    /// Internal API calls refused for a missing or wrong cluster secret (someone on the network
+    /// probing, or a conn node with another cluster's secret).
+    pub internal_unauthenticated: Family<ServiceLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -125,6 +133,12 @@ impl Default for Metrics {
             "1 when MySQL and Redis answered the last readiness probe",
             ready.clone(),
         );
+        let internal_unauthenticated = Family::<ServiceLabel, Counter>::default();
+        registry.register(
+            "internal_unauthenticated",
+            "internal API calls refused with UNAUTHENTICATED (no or a wrong cluster secret) by service",
+            internal_unauthenticated.clone(),
+        );
         Self {
             registry,
             rpcs,
@@ -136,6 +150,7 @@ impl Default for Metrics {
             seq_reservations,
             seq_reseeds,
             ready,
+            internal_unauthenticated,
         }
     }
 }
@@ -154,6 +169,12 @@ impl Metrics {
             .get_or_create(&StageLabel { stage })
             .observe((now - since).as_secs_f64());
         now
+    }
+
+    pub fn internal_unauthenticated(&self, service: &'static str) {
+        self.internal_unauthenticated
+            .get_or_create(&ServiceLabel { service })
+            .inc();
     }
 
     /// Records the size of a batch a batcher is about to run.

@@ -8,6 +8,7 @@
 use crate::error::Result;
 use crate::metrics::Metrics;
 use crate::rds::{Redis, slot};
+use gim_common::internal::{AddSecret, SecretChannel};
 use gim_common::keys::{self, NodeInfo};
 use gim_common::{AppId, DeviceId, UserId};
 use gim_proto::conn::v1::conn_int_client::ConnIntClient;
@@ -49,6 +50,8 @@ pub struct Nodes {
     cache: Mutex<Option<(Instant, NodeMap)>>,
     refresh: tokio::sync::Mutex<()>,
     channels: Mutex<HashMap<String, Channel>>,
+    /// The cluster secret every `ConnInt` call carries.
+    auth: AddSecret,
 }
 
 impl std::fmt::Debug for Nodes {
@@ -78,10 +81,11 @@ pub struct Route {
 }
 
 impl Nodes {
-    pub fn new(redis: Redis, metrics: Arc<Metrics>) -> Self {
+    pub fn new(redis: Redis, metrics: Arc<Metrics>, auth: AddSecret) -> Self {
         Self {
             redis,
             metrics,
+            auth,
             cache: Mutex::new(None),
             refresh: tokio::sync::Mutex::new(()),
             channels: Mutex::new(HashMap::new()),
@@ -175,7 +179,7 @@ impl Nodes {
         Ok(live)
     }
 
-    pub fn client(&self, addr: &str) -> ConnIntClient<Channel> {
+    pub fn client(&self, addr: &str) -> ConnIntClient<SecretChannel> {
         let mut ch = self.channels.lock().expect("lock");
         let channel = ch.entry(addr.to_string()).or_insert_with(|| {
             Endpoint::from_shared(format!("http://{addr}"))
@@ -185,7 +189,7 @@ impl Nodes {
                 .tcp_nodelay(true)
                 .connect_lazy()
         });
-        ConnIntClient::new(channel.clone())
+        ConnIntClient::with_interceptor(channel.clone(), self.auth.clone())
     }
 
     /// The online devices of each user, from their route hashes (one pipeline per slot).

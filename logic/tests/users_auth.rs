@@ -418,3 +418,46 @@ async fn racing_first_sign_ins_bind_a_device_to_exactly_one_user() {
         assert_eq!(stored, u);
     }
 }
+
+/// LogicInt serves only conn nodes: a call without the cluster secret, or with another one, is
+/// UNAUTHENTICATED and counted, while the client-facing listener needs none.
+#[tokio::test]
+async fn logic_int_refuses_calls_without_the_cluster_secret() {
+    use gim_common::internal::{AddSecret, Secret};
+    use gim_proto::logic::v1::logic_int_client::LogicIntClient;
+    let ctx = Ctx::start().await;
+    let dev = ctx.register_device().await;
+    let sync = || pb::SyncReq {
+        app_id: ctx.app.0,
+        user_id: 10,
+        device_id: dev,
+        seq: 0,
+        limit: 0,
+    };
+    let ch = channel(ctx.logic.int_addr).await;
+    let mut none = LogicIntClient::new(ch.clone());
+    let wrong = Secret::new("another-clusters-secret").unwrap();
+    let mut wrong = LogicIntClient::with_interceptor(ch, AddSecret(Some(wrong)));
+    let e = none.sync(sync()).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
+    let e = wrong.sync(sync()).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
+    let e = wrong
+        .send_message(pb::IntSendMessageReq {
+            app_id: ctx.app.0,
+            user_id: 10,
+            device_id: dev,
+            req: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
+    ctx.int.clone().sync(sync()).await.expect("with the secret");
+    let metrics = ctx.logic.state.metrics.encode();
+    assert!(
+        metrics.contains(
+            "gim_logic_internal_unauthenticated_total{service=\"gim.logic.v1.LogicInt\"} 3"
+        ),
+        "{metrics}"
+    );
+}

@@ -14,7 +14,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Secret, Service};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::ApiResource;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -376,6 +376,37 @@ impl Cx<'_> {
         })
     }
 
+    /// Creates the cluster's internal secret once, with a random value. An existing one is
+    /// never rewritten: running pods hold its value, and a new one would lock them out of each
+    /// other until every pod restarted.
+    async fn ensure_internal_secret(&self, t: &Target<'_>) -> Result<(), Error> {
+        let api: Api<Secret> = Api::namespaced(self.client(), self.ns);
+        let name = render::internal_secret_name(self.name);
+        if api.get_opt(&name).await?.is_some() {
+            return Ok(());
+        }
+        let bytes: [u8; 32] = rand::Rng::random(&mut rand::rng());
+        let value = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        match api
+            .create(&PostParams::default(), &render::internal_secret(t, value))
+            .await
+        {
+            Ok(_) => {
+                self.event(
+                    EventType::Normal,
+                    "CreatedSecret",
+                    "Create",
+                    format!("Secret {name} holds the cluster's internal API secret"),
+                )
+                .await;
+                Ok(())
+            }
+            // Another reconcile created it meanwhile: keep that one.
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     async fn reconcile_cluster(&mut self, gc: &GimCluster) -> Result<Action, Error> {
         let spec = &gc.spec;
         if let Err(inv) = validate::check(spec) {
@@ -457,6 +488,7 @@ impl Cx<'_> {
         };
 
         self.apply(&rendered.config_map).await?;
+        self.ensure_internal_secret(&target).await?;
 
         // Schema migration gates every pod template change: until the Job for the current logic
         // image has succeeded, Deployments keep running what they run.

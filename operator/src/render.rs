@@ -15,8 +15,8 @@ use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, ExecAction,
     HTTPGetAction, Lifecycle, LifecycleHandler, LocalObjectReference, ObjectFieldSelector, PodSpec,
-    PodTemplateSpec, Probe, SecretKeySelector, Service, ServicePort, ServiceSpec, Volume,
-    VolumeMount,
+    PodTemplateSpec, Probe, Secret, SecretKeySelector, SecretVolumeSource, Service, ServicePort,
+    ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -89,6 +89,14 @@ pub fn logic_ext_name(cluster: &str) -> String {
 pub fn config_name(cluster: &str) -> String {
     format!("{cluster}-config")
 }
+/// The Secret holding the cluster's internal-API secret (see `gim_common::internal`). The
+/// controller creates it once with a random value and never rewrites it.
+pub fn internal_secret_name(cluster: &str) -> String {
+    format!("{cluster}-internal")
+}
+/// Key of the internal secret in its Secret, and the file name it is mounted as.
+pub const INTERNAL_SECRET_KEY: &str = "secret";
+const INTERNAL_SECRET_DIR: &str = "/etc/gim-internal";
 
 /// Labels selecting one tier's pods. Kept minimal and stable: a Deployment selector is immutable.
 pub fn selector_labels(cluster: &str, component: &str) -> BTreeMap<String, String> {
@@ -186,6 +194,7 @@ pub fn conn_config(t: &Target) -> Result<ConnConfig, Invalid> {
         ..Default::default()
     };
     c.redis.url = REDIS_PLACEHOLDER.into();
+    c.internal.secret_file = internal_secret_path();
     let cs = &mut c.conn;
     cs.tcp_listen = port_addr(s.conn.ports.tcp);
     cs.ws_listen = port_addr(s.conn.ports.ws);
@@ -231,6 +240,7 @@ pub fn logic_config(t: &Target) -> Result<LogicConfig, Invalid> {
     };
     c.redis.url = REDIS_PLACEHOLDER.into();
     c.mysql.url = MYSQL_PLACEHOLDER.into();
+    c.internal.secret_file = internal_secret_path();
     if let Some(v) = o.mysql_max_connections {
         c.mysql.max_connections = v as u32;
     }
@@ -250,6 +260,21 @@ pub fn logic_config(t: &Target) -> Result<LogicConfig, Invalid> {
     }
     c.validate().map_err(|e| Invalid::config(e.key, e.reason))?;
     Ok(c)
+}
+
+fn internal_secret_path() -> String {
+    format!("{INTERNAL_SECRET_DIR}/{INTERNAL_SECRET_KEY}")
+}
+
+/// The cluster's internal secret with `value` (random, made by the controller), owned by the
+/// GimCluster so it is deleted with it.
+pub fn internal_secret(t: &Target, value: String) -> Secret {
+    Secret {
+        metadata: meta(t, internal_secret_name(t.name), "internal"),
+        string_data: Some(BTreeMap::from([(INTERNAL_SECRET_KEY.to_string(), value)])),
+        type_: Some("Opaque".into()),
+        ..Default::default()
+    }
 }
 
 fn to_toml<T: serde::Serialize>(v: &T) -> String {
@@ -324,6 +349,26 @@ fn config_volume(t: &Target) -> (Volume, VolumeMount) {
         VolumeMount {
             name: "config".into(),
             mount_path: CONFIG_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        },
+    )
+}
+
+/// The internal secret as a file in conn and logic pods (`internal.secret_file`).
+fn internal_secret_volume(t: &Target) -> (Volume, VolumeMount) {
+    (
+        Volume {
+            name: "internal-secret".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(internal_secret_name(t.name)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: "internal-secret".into(),
+            mount_path: INTERNAL_SECRET_DIR.into(),
             read_only: Some(true),
             ..Default::default()
         },
@@ -406,6 +451,7 @@ fn conn_deployment(t: &Target, config_hash: &str) -> Deployment {
     let p = &t.spec.conn.ports;
     let drain = t.spec.conn.drain_window_seconds;
     let (vol, mount) = config_volume(t);
+    let (secret_vol, secret_mount) = internal_secret_volume(t);
     let container = Container {
         name: "conn".into(),
         image: Some(t.spec.images.conn.clone()),
@@ -451,10 +497,10 @@ fn conn_deployment(t: &Target, config_hash: &str) -> Deployment {
             ..Default::default()
         }),
         resources: t.spec.conn.resources.clone(),
-        volume_mounts: Some(vec![mount]),
+        volume_mounts: Some(vec![mount, secret_mount]),
         ..Default::default()
     };
-    let mut pod = pod_spec(t, vec![container], vec![vol]);
+    let mut pod = pod_spec(t, vec![container], vec![vol, secret_vol]);
     pod.termination_grace_period_seconds = Some(PRESTOP_SLEEP_SECS + drain + GRACE_MARGIN_SECS);
     Deployment {
         metadata: meta(t, conn_name(t.name), "conn"),
@@ -483,6 +529,7 @@ fn conn_deployment(t: &Target, config_hash: &str) -> Deployment {
 fn logic_deployment(t: &Target, config_hash: &str) -> Deployment {
     let p = &t.spec.logic.ports;
     let (vol, mount) = config_volume(t);
+    let (secret_vol, secret_mount) = internal_secret_volume(t);
     let container = Container {
         name: "logic".into(),
         image: Some(t.spec.images.logic.clone()),
@@ -504,10 +551,10 @@ fn logic_deployment(t: &Target, config_hash: &str) -> Deployment {
             ..http_probe("admin", "/healthz", 10)
         }),
         resources: t.spec.logic.resources.clone(),
-        volume_mounts: Some(vec![mount]),
+        volume_mounts: Some(vec![mount, secret_mount]),
         ..Default::default()
     };
-    let pod = pod_spec(t, vec![container], vec![vol]);
+    let pod = pod_spec(t, vec![container], vec![vol, secret_vol]);
     Deployment {
         metadata: meta(t, logic_name(t.name), "logic"),
         spec: DeploymentSpec {

@@ -408,6 +408,14 @@ async fn creates_children_after_migration_and_reports_status() {
         "no secrets in the ConfigMap"
     );
 
+    // The internal API secret: made once per cluster, random, owned by the GimCluster.
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), &ns);
+    let internal = wait_for(|| async { secrets.get_opt("chat-internal").await.ok()? }).await;
+    let value = internal.data.as_ref().unwrap()["secret"].0.clone();
+    assert_eq!(value.len(), 64, "32 random bytes in hex");
+    assert_eq!(internal.owner_references()[0].kind, "GimCluster");
+    assert!(conn_toml.contains("secret_file = \"/etc/gim-internal/secret\""));
+
     let job = complete_migration(&admin, &ns, "chat").await;
     assert!(job.starts_with("chat-migrate-"));
     let conn = deployment(&admin, &ns, "chat-conn").await;
@@ -467,6 +475,9 @@ async fn creates_children_after_migration_and_reports_status() {
     );
     assert_eq!(condition(&gc, "Degraded").unwrap().0, "False");
     wait_event(&admin, &ns, "MigrationStarted").await;
+    // Every reconcile since kept the secret the pods hold.
+    let kept = secrets.get("chat-internal").await.unwrap();
+    assert_eq!(kept.data.as_ref().unwrap()["secret"].0, value);
 }
 
 #[tokio::test]

@@ -14,6 +14,9 @@ use tokio::sync::OnceCell;
 
 const ANY: &str = "127.0.0.1:0";
 
+/// The cluster secret of the test clusters: the internal APIs run authenticated, as deployed.
+pub const INTERNAL_SECRET: &str = "e2e-internal-secret-0123456789";
+
 /// Logic config for tests: loopback, free ports, a small sync page so pagination is exercised.
 pub fn logic_config(redis: &str) -> LogicConfig {
     let mut c = LogicConfig::default();
@@ -26,6 +29,7 @@ pub fn logic_config(redis: &str) -> LogicConfig {
     c.logic.server_listen = any;
     c.logic.admin_listen = any;
     c.logic.sync_page_size = 20;
+    c.internal.secret = INTERNAL_SECRET.into();
     c
 }
 
@@ -42,6 +46,7 @@ pub fn conn_config(name: &str, logic_int: SocketAddr, redis: &str) -> ConnConfig
     c.conn.logic_url = format!("http://{logic_int}");
     c.conn.lease_secs = 3;
     c.conn.drain_window_secs = 1;
+    c.internal.secret = INTERNAL_SECRET.into();
     c
 }
 
@@ -70,6 +75,7 @@ pub struct Logic {
     pub int_addr: SocketAddr,
     pub client_addr: SocketAddr,
     pub server_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
 }
 
 impl Logic {
@@ -82,6 +88,7 @@ impl Logic {
             int_addr: handle.int_addr,
             client_addr: handle.client_addr,
             server_addr: handle.server_addr,
+            admin_addr: handle.admin_addr,
             cfg,
             shutdown,
             handle: Some(handle),
@@ -103,6 +110,7 @@ impl Logic {
         cfg.logic.int_listen = self.int_addr;
         cfg.logic.client_listen = self.client_addr;
         cfg.logic.server_listen = self.server_addr;
+        cfg.logic.admin_listen = self.admin_addr;
         // The port was just released; retry briefly in case the OS has not caught up.
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
@@ -134,6 +142,9 @@ pub struct Conn {
     handle: Option<gim_conn::ConnHandle>,
     pub tcp_addr: SocketAddr,
     pub ws_addr: SocketAddr,
+    /// `ConnInt`, for logic.
+    pub grpc_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
     pub node_id: String,
 }
 
@@ -146,6 +157,8 @@ impl Conn {
         Conn {
             tcp_addr: handle.tcp_addr,
             ws_addr: handle.ws_addr,
+            grpc_addr: handle.grpc_addr,
+            admin_addr: handle.admin_addr,
             node_id: handle.node_id.clone(),
             shutdown,
             handle: Some(handle),
@@ -208,6 +221,7 @@ impl ChildConn {
             .env("GIM_CONN__LOGIC_URL", format!("http://{logic_int}"))
             .env("GIM_CONN__LEASE_SECS", "3")
             .env("GIM_REDIS__URL", redis)
+            .env("GIM_INTERNAL__SECRET", INTERNAL_SECRET)
             .env("GIM_LOG__FILTER", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

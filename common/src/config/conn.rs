@@ -1,6 +1,8 @@
 //! Config of `gim-conn`. Lives here so the operator can render it.
 
-use super::{ConfigError, LogConfig, RedisConfig, Validate, check_positive, check_url};
+use super::{
+    ConfigError, InternalConfig, LogConfig, RedisConfig, Validate, check_positive, check_url,
+};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
@@ -9,6 +11,7 @@ use std::net::SocketAddr;
 pub struct ConnConfig {
     pub log: LogConfig,
     pub redis: RedisConfig,
+    pub internal: InternalConfig,
     pub conn: ConnSection,
 }
 
@@ -22,12 +25,13 @@ pub struct ConnSection {
     pub tcp_listen: SocketAddr,
     /// WebSocket long connections at `/ws`.
     pub ws_listen: SocketAddr,
-    /// `ConnInt` gRPC, called by logic.
+    /// `ConnInt` gRPC, called by logic (calls need `internal.secret`). Loopback by default: a
+    /// deployment sets the pod address and the secret explicitly.
     pub grpc_listen: SocketAddr,
     /// The `ConnInt` address logic should dial, as registered in Redis (`host:port`). Empty = the
     /// grpc_listen address, with 0.0.0.0 replaced by 127.0.0.1.
     pub advertise_addr: String,
-    /// Admin HTTP: `/healthz`, `/readyz`, `/metrics`.
+    /// Admin HTTP: `/healthz`, `/readyz`, `/metrics`. Loopback by default.
     pub admin_listen: SocketAddr,
     /// `LogicInt` endpoint, e.g. `http://127.0.0.1:50000`.
     pub logic_url: String,
@@ -63,9 +67,9 @@ impl Default for ConnSection {
             node_name: String::new(),
             tcp_listen: ([0, 0, 0, 0], 8080).into(),
             ws_listen: ([0, 0, 0, 0], 8081).into(),
-            grpc_listen: ([0, 0, 0, 0], 50100).into(),
+            grpc_listen: ([127, 0, 0, 1], 50100).into(),
             advertise_addr: String::new(),
-            admin_listen: ([0, 0, 0, 0], 9200).into(),
+            admin_listen: ([127, 0, 0, 1], 9200).into(),
             logic_url: "http://127.0.0.1:50000".into(),
             sign_in_timeout_ms: 10_000,
             tcp_idle_timeout_secs: 660,
@@ -86,6 +90,8 @@ impl Validate for ConnConfig {
         self.log.validate()?;
         self.redis.validate()?;
         let c = &self.conn;
+        self.internal
+            .validate_for("conn.grpc_listen", c.grpc_listen)?;
         check_url("conn.logic_url", &c.logic_url, &["http", "https"])?;
         check_positive("conn.sign_in_timeout_ms", c.sign_in_timeout_ms)?;
         check_positive("conn.tcp_idle_timeout_secs", c.tcp_idle_timeout_secs)?;

@@ -1,6 +1,8 @@
 //! Config of `gim-logic`. Owned by the logic crate's needs; lives here so the operator can render it.
 
-use super::{ConfigError, LogConfig, MysqlConfig, RedisConfig, Validate, check_positive};
+use super::{
+    ConfigError, InternalConfig, LogConfig, MysqlConfig, RedisConfig, Validate, check_positive,
+};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
@@ -10,19 +12,21 @@ pub struct LogicConfig {
     pub log: LogConfig,
     pub mysql: MysqlConfig,
     pub redis: RedisConfig,
+    pub internal: InternalConfig,
     pub logic: LogicSection,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogicSection {
-    /// `LogicInt`, for conn nodes (internal network only).
+    /// `LogicInt`, for conn nodes (internal network only; calls need `internal.secret`).
+    /// Loopback by default: a deployment sets the pod address and the secret explicitly.
     pub int_listen: SocketAddr,
     /// `LogicClientExt`, for client apps.
     pub client_listen: SocketAddr,
     /// `LogicServerExt`, for tenants' business servers.
     pub server_listen: SocketAddr,
-    /// Admin HTTP: `/healthz`, `/readyz`, `/metrics`.
+    /// Admin HTTP: `/healthz`, `/readyz`, `/metrics`. Loopback by default.
     pub admin_listen: SocketAddr,
     /// Messages per sync page when the caller asks for none; the page is also cut so that it
     /// never exceeds one 65 535-byte frame.
@@ -38,10 +42,10 @@ pub struct LogicSection {
 impl Default for LogicSection {
     fn default() -> Self {
         Self {
-            int_listen: ([0, 0, 0, 0], 50000).into(),
+            int_listen: ([127, 0, 0, 1], 50000).into(),
             client_listen: ([0, 0, 0, 0], 50001).into(),
             server_listen: ([0, 0, 0, 0], 50002).into(),
-            admin_listen: ([0, 0, 0, 0], 9100).into(),
+            admin_listen: ([127, 0, 0, 1], 9100).into(),
             sync_page_size: 100,
             max_body_bytes: 16 * 1024,
             max_mentions: 100,
@@ -56,6 +60,8 @@ impl Validate for LogicConfig {
         self.mysql.validate()?;
         self.redis.validate()?;
         let l = &self.logic;
+        self.internal
+            .validate_for("logic.int_listen", l.int_listen)?;
         check_positive("logic.sync_page_size", l.sync_page_size.into())?;
         check_positive("logic.max_body_bytes", l.max_body_bytes as u64)?;
         if l.max_body_bytes > 60 * 1024 {

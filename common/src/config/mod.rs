@@ -16,6 +16,7 @@ pub use logic::{LogicConfig, LogicSection};
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::Path;
 
 /// Prefix of the environment variables read as config.
@@ -244,6 +245,72 @@ impl Default for RedisConfig {
     }
 }
 
+/// How conn and logic prove to each other that a call on an internal listener (`LogicInt`,
+/// `ConnInt`) comes from the other tier: one secret per cluster, sent with every call and
+/// compared in constant time (see [`crate::internal`] for why a secret and not mutual TLS).
+/// Set one of the two keys; the file form is for a mounted Kubernetes Secret.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct InternalConfig {
+    /// The cluster's shared secret (at least 16 visible ASCII characters), e.g. from
+    /// `GIM_INTERNAL__SECRET`. Empty = none. Never written out (the operator's ConfigMap
+    /// names only the file).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub secret: String,
+    /// A file holding the secret (surrounding whitespace ignored), read at start. Empty = none.
+    pub secret_file: String,
+}
+
+impl std::fmt::Debug for InternalConfig {
+    // The secret never reaches a log line through a `{:?}` of the config.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InternalConfig")
+            .field(
+                "secret",
+                &if self.secret.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
+            )
+            .field("secret_file", &self.secret_file)
+            .finish()
+    }
+}
+
+impl InternalConfig {
+    /// Whether a secret is configured (inline or as a file).
+    pub fn is_set(&self) -> bool {
+        !self.secret.is_empty() || !self.secret_file.is_empty()
+    }
+
+    /// The checks that need no file access. `listen_key`/`listen` name the internal listener
+    /// this process serves: without a secret it must be a loopback address, so that a node
+    /// reachable from the network never takes unauthenticated internal calls.
+    pub fn validate_for(&self, listen_key: &str, listen: SocketAddr) -> Result<(), ConfigError> {
+        if !self.secret.is_empty() && !self.secret_file.is_empty() {
+            return Err(ConfigError::new(
+                "internal.secret",
+                "set either internal.secret or internal.secret_file, not both",
+            ));
+        }
+        if !self.secret.is_empty() {
+            crate::internal::check_secret(&self.secret)
+                .map_err(|r| ConfigError::new("internal.secret", r))?;
+        }
+        if !self.is_set() && !listen.ip().is_loopback() {
+            return Err(ConfigError::new(
+                "internal.secret",
+                format!(
+                    "required when {listen_key} ({listen}) is not a loopback address: set \
+                     internal.secret_file or GIM_INTERNAL__SECRET to the cluster's shared secret"
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 pub(crate) fn check_url(key: &str, url: &str, schemes: &[&str]) -> Result<(), ConfigError> {
     let ok = schemes.iter().any(|s| {
         url.strip_prefix(s)
@@ -389,6 +456,36 @@ mod tests {
         assert_eq!(err.key, "log.filter");
         let err = load::<LogicConfig>(None, &env(&[("GIM_LOG__FORMAT", "xml")])).unwrap_err();
         assert_eq!(err.key, "log.format");
+    }
+
+    #[test]
+    fn internal_secret_comes_from_env_and_is_required_off_loopback() {
+        let cfg: LogicConfig = load(
+            None,
+            &env(&[
+                ("GIM_INTERNAL__SECRET", "0123456789abcdef0123"),
+                ("GIM_LOGIC__INT_LISTEN", "0.0.0.0:50000"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(cfg.internal.secret, "0123456789abcdef0123");
+        let err = load::<ConnConfig>(None, &env(&[("GIM_CONN__GRPC_LISTEN", "10.0.0.5:50100")]))
+            .unwrap_err();
+        assert_eq!(err.key, "internal.secret");
+        assert!(err.reason.contains("conn.grpc_listen"), "{err}");
+        let cfg: ConnConfig = load(
+            None,
+            &env(&[
+                ("GIM_INTERNAL__SECRET_FILE", "/run/secrets/gim"),
+                ("GIM_CONN__GRPC_LISTEN", "0.0.0.0:50100"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(cfg.internal.secret_file, "/run/secrets/gim");
+        // Loopback defaults need none.
+        assert!(load::<ConnConfig>(None, &HashMap::new()).is_ok());
+        assert!(LogicSection::default().int_listen.ip().is_loopback());
+        assert!(ConnSection::default().admin_listen.ip().is_loopback());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use gim_common::config::LogicConfig;
+use gim_common::internal::{AddSecret, Secret, SecretChannel};
 use gim_common::keys::{self, NodeInfo};
 use gim_common::shutdown::Shutdown;
 use gim_common::token::AppKey;
@@ -39,6 +40,9 @@ pub fn rand_u64() -> u64 {
     u64::from_le_bytes(b)
 }
 
+/// The internal APIs run authenticated in tests, as deployed.
+pub const INTERNAL_SECRET: &str = "logic-test-internal-secret";
+
 pub fn test_config() -> LogicConfig {
     let mut cfg = LogicConfig::default();
     cfg.mysql.url = mysql_url();
@@ -53,6 +57,7 @@ pub fn test_config() -> LogicConfig {
     cfg.logic.client_listen = any;
     cfg.logic.server_listen = any;
     cfg.logic.admin_listen = any;
+    cfg.internal.secret = INTERNAL_SECRET.into();
     cfg
 }
 
@@ -69,7 +74,7 @@ pub struct Ctx {
     pub key: AppKey,
     pub pool: sqlx::MySqlPool,
     pub cfg: LogicConfig,
-    pub int: LogicIntClient<Channel>,
+    pub int: LogicIntClient<SecretChannel>,
     pub client: LogicClientExtClient<Channel>,
     pub server: LogicServerExtClient<Channel>,
 }
@@ -103,7 +108,10 @@ impl Ctx {
         let logic = gim_logic::start(cfg.clone(), shutdown.clone())
             .await
             .unwrap();
-        let int = LogicIntClient::new(channel(logic.int_addr).await);
+        let int = LogicIntClient::with_interceptor(
+            channel(logic.int_addr).await,
+            AddSecret(Some(Secret::new(INTERNAL_SECRET).unwrap())),
+        );
         let client = LogicClientExtClient::new(channel(logic.client_addr).await);
         let server = LogicServerExtClient::new(channel(logic.server_addr).await);
         Ctx {

@@ -1,0 +1,305 @@
+//! What a process on the cluster network without the cluster secret can do: nothing. It calls
+//! every internal API a probe used (read another app's messages, forge a send, push a phishing
+//! text, broadcast, kick, join a large group, hide messages with a huge ACK) against a running
+//! cluster; each call is UNAUTHENTICATED and counted, and the live victims see none of it.
+//! Also: each gRPC listener's reflection lists only its own services, in v1 and v1alpha.
+
+use futures::StreamExt;
+use gim_client::{Notice, Session, SessionOptions};
+use gim_e2e::app::{send_retrying, text_req};
+use gim_e2e::{Cluster, WAIT, text_of};
+use gim_proto::conn::v1 as cpb;
+use gim_proto::conn::v1::conn_int_client::ConnIntClient;
+use gim_proto::connect::v1::{MessageItem, PackageType, ReceiverType, SyncInput, SyncOutput};
+use gim_proto::logic::v1 as pb;
+use gim_proto::logic::v1::logic_int_client::LogicIntClient;
+use prost::Message as _;
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::transport::Channel;
+
+fn channel(addr: SocketAddr) -> Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_lazy()
+}
+
+async fn metrics(addr: SocketAddr) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+/// The value of a counter line starting with `prefix`, 0 when absent.
+fn counter(text: &str, prefix: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0)
+}
+
+fn unauthenticated<T: std::fmt::Debug>(what: &str, r: Result<tonic::Response<T>, tonic::Status>) {
+    match r {
+        Err(s) if s.code() == tonic::Code::Unauthenticated => {}
+        other => panic!("{what}: expected UNAUTHENTICATED, got {other:?}"),
+    }
+}
+
+async fn next_message(pushes: &mut tokio::sync::mpsc::Receiver<Notice>) -> MessageItem {
+    match tokio::time::timeout(WAIT, pushes.recv()).await {
+        Ok(Some(Notice::Message(m))) => m,
+        other => panic!("expected a pushed message, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_cluster_secret_nothing_is_read_pushed_or_kicked() {
+    let cl = Cluster::start(1).await;
+    let node = &cl.conns[0];
+    let app = cl.new_app().await;
+    app.users(&[1, 2, 3]).await;
+    let large = app.group(2, &[1], true).await;
+    // Raw sessions: every push they get is visible, and none is acked behind the test's back.
+    let victim = app.device(1).await;
+    let outsider = app.device(3).await;
+    let opts = SessionOptions::default();
+    let (vs, mut vpush) = Session::connect(&node.tcp(), &victim, &opts).await.unwrap();
+    let (_os, mut opush) = Session::connect(&node.tcp(), &outsider, &opts)
+        .await
+        .unwrap();
+    let mut api2 = app.api(&app.device(2).await);
+    send_retrying(&mut api2, text_req(ReceiverType::User, 1, "private", 1)).await;
+    send_retrying(
+        &mut api2,
+        text_req(ReceiverType::LargeGroup, large, "group secret", 2),
+    )
+    .await;
+    for want in ["private", "group secret"] {
+        assert_eq!(text_of(&next_message(&mut vpush).await), want);
+    }
+
+    let logic_before = metrics(cl.logic.admin_addr).await;
+    let conn_before = metrics(node.admin_addr).await;
+
+    // The attacker: network access to both internal listeners, no secret.
+    let mut li = LogicIntClient::new(channel(cl.logic.int_addr));
+    let (a, u, d) = (app.app_id, 1, victim.device_id);
+    unauthenticated(
+        "LogicInt.Sync",
+        li.sync(pb::SyncReq {
+            app_id: a,
+            user_id: u,
+            device_id: d,
+            seq: 0,
+            limit: 0,
+        })
+        .await,
+    );
+    unauthenticated(
+        "LogicInt.GroupSync",
+        li.group_sync(pb::GroupSyncReq {
+            app_id: a,
+            user_id: u,
+            group_id: large,
+            seq: 0,
+            limit: 0,
+        })
+        .await,
+    );
+    unauthenticated(
+        "LogicInt.SendMessage",
+        li.send_message(pb::IntSendMessageReq {
+            app_id: a,
+            user_id: 2,
+            device_id: 0,
+            req: Some(text_req(ReceiverType::User, 1, "forged", 3)),
+        })
+        .await,
+    );
+    unauthenticated(
+        "LogicInt.MessageACK",
+        li.message_ack(pb::MessageAckReq {
+            app_id: a,
+            user_id: u,
+            device_id: d,
+            device_ack: 1 << 62,
+            receive_time: 0,
+        })
+        .await,
+    );
+    let mut ci = ConnIntClient::new(channel(node.grpc_addr));
+    let phishing = MessageItem {
+        seq: 99,
+        ..Default::default()
+    };
+    // Connection ids are small sequential numbers: try the first few, as a probe would.
+    for conn_id in 0..8 {
+        unauthenticated(
+            "ConnInt.DeliverMessage",
+            ci.deliver_message(cpb::DeliverMessageReq {
+                app_id: a,
+                device_id: d,
+                conn_id,
+                message: Some(phishing.clone()),
+            })
+            .await,
+        );
+        unauthenticated(
+            "ConnInt.CloseConn",
+            ci.close_conn(cpb::CloseConnReq {
+                app_id: a,
+                device_id: d,
+                conn_id,
+                reason: "forged".into(),
+            })
+            .await,
+        );
+    }
+    unauthenticated(
+        "ConnInt.BroadcastApp",
+        ci.broadcast_app(cpb::BroadcastAppReq {
+            app_id: a,
+            message: Some(phishing.clone()),
+        })
+        .await,
+    );
+    unauthenticated(
+        "ConnInt.UpdateLargeGroupMembers",
+        ci.update_large_group_members(cpb::UpdateLargeGroupMembersReq {
+            app_id: a,
+            group_id: large,
+            joined_user_ids: vec![3],
+            left_user_ids: vec![],
+            dissolved: false,
+        })
+        .await,
+    );
+    unauthenticated(
+        "ConnInt.BroadcastLargeGroup",
+        ci.broadcast_large_group(cpb::BroadcastLargeGroupReq {
+            app_id: a,
+            group_id: large,
+            message: Some(phishing.clone()),
+            exclude_device_id: 0,
+        })
+        .await,
+    );
+
+    // Every refusal was counted, per tier, with the service named.
+    let logic_after = metrics(cl.logic.admin_addr).await;
+    let conn_after = metrics(node.admin_addr).await;
+    let lkey = "gim_logic_internal_unauthenticated_total{service=\"gim.logic.v1.LogicInt\"}";
+    let ckey = "gim_conn_internal_unauthenticated_total{service=\"gim.conn.v1.ConnInt\"}";
+    assert_eq!(
+        counter(&logic_after, lkey) - counter(&logic_before, lkey),
+        4
+    );
+    assert_eq!(counter(&conn_after, ckey) - counter(&conn_before, ckey), 19);
+
+    // The victim is still connected and its next push is the next real message: no phishing
+    // text, no broadcast, no kick came before it.
+    send_retrying(&mut api2, text_req(ReceiverType::User, 1, "real", 4)).await;
+    assert_eq!(text_of(&next_message(&mut vpush).await), "real");
+    assert!(!vs.is_closed());
+    // The forged send stored nothing and the huge ACK hid nothing: a seq-0 sync has exactly the
+    // real messages.
+    let out = SyncOutput::decode(
+        vs.request(PackageType::Sync, &SyncInput { seq: 0 })
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let texts: Vec<String> = out.messages.iter().map(text_of).collect();
+    assert_eq!(texts, ["private", "real"]);
+    // The outsider was not joined to the large group: its next push is a 1:1 sent after the
+    // group's next message, not that message.
+    send_retrying(
+        &mut api2,
+        text_req(ReceiverType::LargeGroup, large, "group later", 5),
+    )
+    .await;
+    assert_eq!(text_of(&next_message(&mut vpush).await), "group later");
+    send_retrying(&mut api2, text_req(ReceiverType::User, 3, "to outsider", 6)).await;
+    assert_eq!(text_of(&next_message(&mut opush).await), "to outsider");
+}
+
+/// The services one listener lists through reflection, in v1 and in v1alpha.
+async fn reflected(addr: SocketAddr) -> (BTreeSet<String>, BTreeSet<String>) {
+    use tonic_reflection::pb::{v1, v1alpha};
+    let req = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let mut c = v1::server_reflection_client::ServerReflectionClient::new(channel(addr));
+    let mut stream = c
+        .server_reflection_info(futures::stream::iter([req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let r = stream.next().await.unwrap().unwrap();
+    let v1_names = match r.message_response {
+        Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(l)) => {
+            l.service.into_iter().map(|s| s.name).collect()
+        }
+        other => panic!("{addr}: {other:?}"),
+    };
+    let req = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+    };
+    let mut c = v1alpha::server_reflection_client::ServerReflectionClient::new(channel(addr));
+    let mut stream = c
+        .server_reflection_info(futures::stream::iter([req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let r = stream.next().await.unwrap().unwrap();
+    let v1alpha_names = match r.message_response {
+        Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(l)) => {
+            l.service.into_iter().map(|s| s.name).collect()
+        }
+        other => panic!("{addr}: {other:?}"),
+    };
+    (v1_names, v1alpha_names)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_lists_only_each_listeners_services_in_v1_and_v1alpha() {
+    let cl = Cluster::start(1).await;
+    let reflection = [
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ];
+    let want = |svcs: &[&str]| -> BTreeSet<String> {
+        svcs.iter()
+            .chain(reflection.iter())
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let health = "grpc.health.v1.Health";
+    for (addr, svcs) in [
+        (cl.logic.int_addr, want(&["gim.logic.v1.LogicInt", health])),
+        (
+            cl.logic.client_addr,
+            want(&["gim.logic.v1.LogicClientExt", health]),
+        ),
+        (
+            cl.logic.server_addr,
+            want(&["gim.logic.v1.LogicServerExt", health]),
+        ),
+        (cl.conns[0].grpc_addr, want(&["gim.conn.v1.ConnInt"])),
+    ] {
+        let (v1, v1alpha) = reflected(addr).await;
+        assert_eq!(v1, svcs, "{addr} v1");
+        assert_eq!(v1alpha, svcs, "{addr} v1alpha");
+    }
+}
