@@ -44,6 +44,9 @@ set -a
 . "$CACHE/images.env"
 set +a
 trap cleanup EXIT
+# Always a fresh node (empty etcd): a node left running by an interrupted run could still hold
+# that run's GimCluster.
+bash "$ROOT/scripts/k8s-node.sh" stop >/dev/null 2>&1 || true
 phase "start node" bash "$ROOT/scripts/k8s-node.sh" start >/dev/null
 export KUBECONFIG="$CACHE/node-run/admin.kubeconfig"
 

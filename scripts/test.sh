@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # README command two: everything CI checks, in the order that fails fastest.
 #
-#   scripts/test.sh            # deps, fmt, clippy, all tests (+ k8s/browser/bench stages when present)
+#   scripts/test.sh            # deps, fmt, clippy, all tests (+ k8s/browser/bench/real-node stages)
 #
 # Needs nothing installed beforehand but the Rust toolchain: MariaDB and Redis are installed and
 # started by scripts/deps.sh. Cargo's target dir defaults to ~/.cache/gim-target (outside the clone).
@@ -48,4 +48,12 @@ for extra in scripts/e2e-browser.sh scripts/bench-smoke.sh; do
     bash "$extra"
   fi
 done
+# Real pods on a real single-node Kubernetes: images, node, helm install, the example GimCluster
+# through migration, messaging, scale-in, rollout and a pod kill (scripts/k8s-e2e.sh). Its builds
+# are cached under ~/.cache (gim-k8s: node binaries, base image; the target dir: release binaries).
+# GIM_SKIP_K8S_NODE=1 skips it (so does GIM_SKIP_K8S_BUILD).
+if [ -z "${GIM_SKIP_K8S_NODE:-}" ] && [ -z "${GIM_SKIP_K8S_BUILD:-}" ]; then
+  step "scripts/k8s-e2e.sh (real node, real pods)"
+  bash scripts/k8s-e2e.sh
+fi
 step "all checks passed"
