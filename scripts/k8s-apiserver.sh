@@ -284,7 +284,11 @@ cmd_stop() {
       pid=$(cat "$RUN/$c.pid")
       kill "$pid" 2>/dev/null || true
       # Wait for it to exit so a following start finds the ports free.
-      for i in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+      # A zombie (an orphan this machine's init has not reaped yet) has exited too.
+      for i in $(seq 1 40); do
+        kill -0 "$pid" 2>/dev/null && ! grep -qE '^[0-9]+ \(.*\) Z' "/proc/$pid/stat" 2>/dev/null || break
+        sleep 0.25
+      done
       kill -9 "$pid" 2>/dev/null || true
       rm -f "$RUN/$c.pid"
     fi

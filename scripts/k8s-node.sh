@@ -136,7 +136,7 @@ cmd_build() {
   log "pause image $PAUSE_IMAGE built"
 }
 
-running() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
+running() { [ -f "$RUN/$1.pid" ] && alive "$(cat "$RUN/$1.pid")"; }
 
 spawn() { # name cmd... : background, own session, log + pid in the run dir
   local name=$1; shift
@@ -189,9 +189,10 @@ EOF
 
 network_down() {
   local t c r
-  iptables -w -S FORWARD | grep -e gim-no-egress | sed 's/^-A/-D/' | while read -r r; do eval iptables -w "$r"; done
+  # (grep finds nothing once they are gone: not an error here.)
+  { iptables -w -S FORWARD | grep -e gim-no-egress | sed 's/^-A/-D/' | while read -r r; do eval iptables -w "$r"; done; } || true
   for c in PREROUTING INPUT; do
-    iptables -w -t nat -S "$c" | grep -e gim-host-deps | sed 's/^-A/-D/' | while read -r r; do eval iptables -w -t nat "$r"; done
+    { iptables -w -t nat -S "$c" | grep -e gim-host-deps | sed 's/^-A/-D/' | while read -r r; do eval iptables -w -t nat "$r"; done; } || true
   done
   ip link del "$BRIDGE" 2>/dev/null || true
   rm -rf /var/lib/cni/gim
@@ -309,12 +310,15 @@ cmd_start() {
   echo "$RUN"
 }
 
+# Alive and not a zombie (this machine's init does not always reap orphans at once).
+alive() { kill -0 "$1" 2>/dev/null && ! grep -qE '^[0-9]+ \(.*\) Z' "/proc/$1/stat" 2>/dev/null; }
+
 stop_pid() {
   local c=$1 pid i
   [ -f "$RUN/$c.pid" ] || return 0
   pid=$(cat "$RUN/$c.pid")
   kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true
-  for i in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+  for i in $(seq 1 40); do alive "$pid" || break; sleep 0.25; done
   kill -9 -- "-$pid" 2>/dev/null || kill -9 "$pid" 2>/dev/null || true
   rm -f "$RUN/$c.pid"
 }
