@@ -711,20 +711,28 @@ async fn real_pods_end_to_end() {
             client.close().await;
         }
     }
-    kubectl(&["delete", "gimcluster", CLUSTER, "-n", NS, "--wait=true"]).await;
-    until("every object the operator made is gone", SLOW, || async {
+    let owned = || async {
         let sel = format!("gim.io/cluster={CLUSTER}");
-        let left = kubectl(&[
+        kubectl(&[
             "get",
             "-n",
             NS,
-            "deployments,replicasets,pods,jobs,services,configmaps,poddisruptionbudgets,horizontalpodautoscalers",
+            "deployments,replicasets,pods,jobs,services,configmaps,secrets,poddisruptionbudgets,horizontalpodautoscalers",
             "-l",
             &sel,
             "-o",
             "name",
         ])
-        .await;
+        .await
+    };
+    let before = owned().await;
+    assert!(
+        before.contains("deployment") && before.contains("service"),
+        "the operator's objects carry the cluster label: {before}"
+    );
+    kubectl(&["delete", "gimcluster", CLUSTER, "-n", NS, "--wait=true"]).await;
+    until("every object the operator made is gone", SLOW, || async {
+        let left = owned().await;
         let pods = kubectl(&["get", "pods", "-n", NS, "-o", "name"]).await;
         (left.trim().is_empty() && pods.trim().is_empty()).then_some(())
     })
