@@ -79,6 +79,9 @@ ENTRYPOINT [\"/usr/local/bin/gim-$name\"]"
     rm -rf "$ctx"
   fi
   $DOCKER tag "$ref" "gim-local/gim-$name:local"
+  # Earlier builds go (each holds a binary layer); one still used by a container stays.
+  { $DOCKER images --format '{{.Repository}}:{{.Tag}}' "gim-local/gim-$name" \
+      | grep -v -e ":$tag\$" -e ':local$' | xargs -r $DOCKER rmi >/dev/null 2>&1; } || true
   echo "GIM_IMAGE_$(echo "$name" | tr a-z A-Z)=$ref" >>"$CACHE/images.env.tmp"
   log "$ref $($DOCKER image inspect -f '{{.Size}}' "$ref" | awk '{printf "%.0f MB", $1/1e6}')"
 done
