@@ -5,6 +5,7 @@
 // GIM_SDK_LOGIC_ENV / GIM_SDK_CONN_ENV (JSON objects) add more, e.g. settings of a newer server.
 import { spawn, execFile } from 'node:child_process';
 import { once } from 'node:events';
+import { randomBytes } from 'node:crypto';
 import { createServer, connect } from 'node:net';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
@@ -69,7 +70,10 @@ async function cli(bin, args, env = {}) {
 /** The cluster's pieces; see {@link startGim}. */
 export async function startGim() {
   await createDatabase();
+  // The internal APIs (LogicInt, ConnInt) take only calls carrying the cluster's shared secret.
+  const secret = randomBytes(18).toString('base64url');
   const logicEnv = {
+    GIM_INTERNAL__SECRET: secret,
     GIM_MYSQL__URL: MYSQL,
     GIM_REDIS__URL: REDIS,
     GIM_LOGIC__INT_LISTEN: `127.0.0.1:${await freePort()}`,
@@ -91,6 +95,7 @@ export async function startGim() {
   const conns = {};
   for (const name of ['a', 'b']) {
     const env = {
+      GIM_INTERNAL__SECRET: secret,
       GIM_REDIS__URL: REDIS,
       GIM_CONN__NODE_NAME: `sdk-test-${name}`,
       GIM_CONN__TCP_LISTEN: `127.0.0.1:${await freePort()}`,
