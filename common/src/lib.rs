@@ -1,10 +1,11 @@
 //! What two or more gim crates need and nothing more: id newtypes, the business error codes and
 //! their gRPC mapping, layered config loading with the config types of conn and logic, tracing
-//! setup, shutdown signals, app tokens, and the Redis key names that conn, logic and the operator
-//! must agree on, and the authentication of the internal APIs between conn and logic.
+//! setup, shutdown signals, app tokens, the Redis key names that conn, logic and the operator
+//! must agree on, the authentication of the internal APIs between conn and logic, and (feature
+//! `redis`) the one Redis handle and node-registry reader they share.
 //!
 //! Modules: [`ids`], [`error`], [`config`], [`telemetry`], [`shutdown`], [`token`], [`keys`],
-//! [`internal`], [`reflection`].
+//! [`internal`], [`reflection`], `rds` and `registry` (feature `redis`).
 
 pub mod config;
 pub mod error;
@@ -12,6 +13,10 @@ pub mod ids;
 pub mod internal;
 pub mod keys;
 pub mod reflection;
+#[cfg(feature = "redis")]
+pub mod rds;
+#[cfg(feature = "redis")]
+pub mod registry;
 pub mod shutdown;
 pub mod telemetry;
 pub mod token;

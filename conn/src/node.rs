@@ -13,7 +13,7 @@ use crate::grpc::ConnIntService;
 use crate::hub::{Control, Hub};
 use crate::logic::{GrpcLogic, LogicApi};
 use crate::metrics::{Metrics, TransportKind};
-use crate::registry::{RedisConn, Registration};
+use crate::registry::Registration;
 use crate::session::{self, SessionConfig, SessionCtx};
 use crate::{tcp, ws};
 use gim_common::config::ConnConfig;
@@ -163,8 +163,8 @@ pub async fn start_with_logic(
     // A random suffix per start: a restarted node never matches its predecessor's stale routes.
     let node_id = format!("{name}-{}", &new_trace_id()[..8]);
 
-    let redis = RedisConn::connect(&cfg.redis).await?;
-    let mut reg = Registration::new(
+    let redis = gim_common::rds::Redis::connect(&cfg.redis).await?;
+    let reg = Registration::new(
         redis,
         node_id.clone(),
         advertised_addr.clone(),
@@ -358,7 +358,7 @@ const RESTORE_CHUNK: usize = 1000;
 /// already re-registered the node, so the routes are restored next (retried every tick until
 /// logic accepts them all).
 async fn renew_loop(
-    mut reg: Registration,
+    reg: Registration,
     hub: Arc<Hub>,
     logic: Arc<dyn LogicApi>,
     accepting: Arc<AtomicBool>,
@@ -542,6 +542,7 @@ mod tests {
     use gim_common::keys::{self, NodeInfo};
     use gim_proto::connect::v1::{Input, Output, PackageType};
     use gim_proto::frame::FrameCodec;
+    use gim_test_support::http_get;
     use prost::Message as _;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::sync::mpsc;
@@ -551,7 +552,7 @@ mod tests {
     const WAIT: Duration = Duration::from_secs(10);
 
     fn redis_url() -> String {
-        std::env::var("GIM_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/9".into())
+        gim_test_support::redis_url(9)
     }
 
     async fn node(
@@ -606,24 +607,11 @@ mod tests {
         .expect("answered in time")
     }
 
-    async fn http_get(addr: SocketAddr, path: &str) -> String {
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-        s.write_all(req.as_bytes()).await.unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.unwrap();
-        out
-    }
-
     async fn lease(node_id: &str) -> Option<NodeInfo> {
-        let client = redis::Client::open(redis_url()).unwrap();
-        let mut r = client.get_multiplexed_async_connection().await.unwrap();
-        let v: Option<String> = redis::cmd("GET")
-            .arg(keys::node_key(node_id))
-            .query_async(&mut r)
+        let redis = gim_common::rds::Redis::connect_url(&redis_url(), WAIT)
             .await
             .unwrap();
-        v.map(|s| serde_json::from_str(&s).unwrap())
+        gim_common::registry::lease(&redis, node_id).await.unwrap()
     }
 
     #[tokio::test]
@@ -643,11 +631,11 @@ mod tests {
         };
         // As after a Redis restart or flush: this node's lease key is gone (only this node's key;
         // the shared Redis is never flushed).
-        let client = redis::Client::open(redis_url()).unwrap();
-        let mut r = client.get_multiplexed_async_connection().await.unwrap();
-        let _: () = redis::cmd("DEL")
-            .arg(keys::node_key(&h.node_id))
-            .query_async(&mut r)
+        let redis = gim_common::rds::Redis::connect_url(&redis_url(), WAIT)
+            .await
+            .unwrap();
+        let _: () = redis
+            .query(redis::cmd("DEL").arg(keys::node_key(&h.node_id)))
             .await
             .unwrap();
         let restore = tokio::time::timeout(WAIT, async {
@@ -727,7 +715,7 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let metrics = http_get(h.admin_addr, "/metrics").await;
+        let metrics = http_get(h.admin_addr, "/metrics").await.1;
         assert!(
             metrics.contains("gim_conn_sign_ins_total{result=\"ok\"} 1"),
             "{metrics}"
@@ -736,16 +724,8 @@ mod tests {
             metrics.contains("gim_conn_frames_in_total{transport=\"tcp\"} 3"),
             "{metrics}"
         );
-        assert!(
-            http_get(h.admin_addr, "/readyz")
-                .await
-                .starts_with("HTTP/1.1 200")
-        );
-        assert!(
-            http_get(h.admin_addr, "/healthz")
-                .await
-                .starts_with("HTTP/1.1 200")
-        );
+        assert_eq!(http_get(h.admin_addr, "/readyz").await.0, 200);
+        assert_eq!(http_get(h.admin_addr, "/healthz").await.0, 200);
 
         let admin = h.admin_addr;
         let node_id = h.node_id.clone();
@@ -759,7 +739,7 @@ mod tests {
         shutdown.trigger();
         // Admin still answers during the drain, and says not ready.
         let deadline = Instant::now() + WAIT;
-        while !http_get(admin, "/readyz").await.starts_with("HTTP/1.1 503") {
+        while http_get(admin, "/readyz").await.0 != 503 {
             assert!(Instant::now() < deadline, "readiness never went false");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -943,7 +923,7 @@ mod tests {
             }
         }
         while ws_recv(&mut ws).await.is_some() {}
-        let metrics = http_get(h.admin_addr, "/metrics").await;
+        let metrics = http_get(h.admin_addr, "/metrics").await.1;
         for reason in ["text_frame", "ping_flood"] {
             assert!(
                 metrics.contains(&format!("reason=\"{reason}\"")),

@@ -38,13 +38,8 @@ const WAIT: Duration = Duration::from_secs(15);
 /// The internal APIs run authenticated, as deployed.
 const INTERNAL_SECRET: &str = "conn-test-internal-secret";
 
-fn mysql_url() -> String {
-    std::env::var("GIM_TEST_MYSQL_URL")
-        .unwrap_or_else(|_| "mysql://gim:gim@127.0.0.1:3306/gim_test".into())
-}
-
 fn redis_url() -> String {
-    std::env::var("GIM_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/9".into())
+    gim_test_support::redis_url(9)
 }
 
 fn any() -> SocketAddr {
@@ -115,7 +110,7 @@ impl Cluster {
     async fn start_on(redis: &str, lease_secs: u64) -> Cluster {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut lc = LogicConfig::default();
-        lc.mysql.url = mysql_url();
+        lc.mysql.url = gim_test_support::mysql_url();
         lc.mysql.max_connections = 8;
         lc.redis.url = redis.into();
         lc.logic.int_listen = any();
@@ -165,19 +160,7 @@ impl Cluster {
     }
 
     async fn device(&self) -> i64 {
-        let mut c = self.client_ext.clone();
-        c.register_device(pb::RegisterDeviceReq {
-            app_id: self.app,
-            r#type: 5,
-            brand: "b".into(),
-            model: "m".into(),
-            system_version: "1".into(),
-            sdk_version: "1".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .device_id
+        gim_test_support::register_device(&mut self.client_ext.clone(), self.app).await
     }
 
     fn sign_in(&self, user: i64, device: i64) -> SignInInput {
@@ -538,60 +521,12 @@ async fn a_draining_node_sends_its_clients_to_the_other_node_without_loss_or_dup
     alice.push(|m| m.message_id == last.message_id).await;
 }
 
-/// A throwaway redis-server on a free port (this test flushes it), killed on drop.
-struct OwnRedis {
-    child: std::process::Child,
-    url: String,
-}
-
-impl OwnRedis {
-    async fn start() -> OwnRedis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server on PATH");
-        let r = OwnRedis {
-            child,
-            url: format!("redis://127.0.0.1:{port}/"),
-        };
-        let deadline = Instant::now() + WAIT;
-        while r.conn().await.is_none() {
-            assert!(Instant::now() < deadline, "redis-server did not answer");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        r
-    }
-
-    async fn conn(&self) -> Option<redis::aio::MultiplexedConnection> {
-        let c = redis::Client::open(self.url.as_str()).ok()?;
-        let mut conn = c.get_multiplexed_async_connection().await.ok()?;
-        redis::cmd("PING")
-            .query_async::<String>(&mut conn)
-            .await
-            .ok()?;
-        Some(conn)
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_redis_flush_nodes_restore_their_lease_and_routes_and_pushes_resume() {
-    let redis = OwnRedis::start().await;
+    // A redis-server of the test's own: it is flushed.
+    let redis = gim_test_support::OwnRedis::start().await;
     // Lease 3 s: renewed every second, so the loss is noticed within a second.
-    let c = Cluster::start_on(&redis.url, 3).await;
+    let c = Cluster::start_on(&redis.url(), 3).await;
     let (d1, d2) = (c.device().await, c.device().await);
     let mut alice = Client::tcp(c.a.tcp).await;
     alice.sign_in(&c.sign_in(1, d1)).await;
@@ -600,7 +535,11 @@ async fn after_a_redis_flush_nodes_restore_their_lease_and_routes_and_pushes_res
     let before = alice.send_text(2, "before").await;
     bob.push(|m| m.message_id == before.message_id).await;
 
-    let mut r = redis.conn().await.unwrap();
+    let mut r = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
     let _: () = redis::cmd("FLUSHALL").query_async(&mut r).await.unwrap();
 
     // Both leases and both routes come back while the clients stay connected.

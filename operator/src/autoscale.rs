@@ -1,8 +1,9 @@
 //! Conn-tier autoscaling by live connections, read from the node registry conn keeps in Redis
-//! (`gim_common::keys`). The operator only reads the registry; it never writes or prunes it.
+//! (`gim_common::registry`). The operator only reads the registry; it never writes or prunes it.
 
 use crate::crd::ConnAutoscaling;
-use gim_common::keys::{self, NodeInfo};
+use gim_common::rds::Redis;
+use gim_common::registry;
 use std::time::Duration;
 
 /// What the registry says right now.
@@ -15,41 +16,19 @@ pub struct RegistrySnapshot {
     pub connections: u64,
 }
 
-/// Reads the registry: SMEMBERS the node set, MGET the lease keys, skip ids whose lease expired.
+/// Reads the registry with common's reader (malformed entries are logged and not counted).
 pub async fn read_registry(redis_url: &str, timeout: Duration) -> anyhow::Result<RegistrySnapshot> {
     let fut = async {
-        let client = redis::Client::open(redis_url)?;
-        let mut con = client.get_multiplexed_async_connection().await?;
-        let ids: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(keys::NODES_SET)
-            .query_async(&mut con)
-            .await?;
-        if ids.is_empty() {
-            return Ok(RegistrySnapshot::default());
-        }
-        let node_keys: Vec<String> = ids.iter().map(|id| keys::node_key(id)).collect();
-        let values: Vec<Option<String>> = redis::cmd("MGET")
-            .arg(&node_keys)
-            .query_async(&mut con)
-            .await?;
-        Ok(summarize(values.iter().flatten().map(String::as_str)))
+        let redis = Redis::connect_url(redis_url, timeout).await?;
+        let r = registry::read(&redis).await?;
+        anyhow::Ok(RegistrySnapshot {
+            nodes: r.live.len().try_into().unwrap_or(u32::MAX),
+            connections: r.connections(),
+        })
     };
     tokio::time::timeout(timeout, fut)
         .await
         .map_err(|_| anyhow::anyhow!("redis registry read timed out after {timeout:?}"))?
-}
-
-/// Sums the JSON `NodeInfo` values; entries that do not parse are skipped (a newer conn may add
-/// fields we do not know, which still parse; garbage does not count).
-pub fn summarize<'a>(values: impl Iterator<Item = &'a str>) -> RegistrySnapshot {
-    let mut s = RegistrySnapshot::default();
-    for v in values {
-        if let Ok(info) = serde_json::from_str::<NodeInfo>(v) {
-            s.nodes += 1;
-            s.connections += info.connections;
-        }
-    }
-    s
 }
 
 /// The replica count connection autoscaling asks for, ignoring cool-down: enough pods that each
@@ -124,28 +103,5 @@ mod tests {
         assert_eq!(decide(&a(), 5, None, long), (5, false));
         assert_eq!(decide(&a(), 9, Some(100), short), (6, true));
         assert_eq!(decide(&a(), 1, None, short), (2, true));
-    }
-
-    #[test]
-    fn summarize_skips_garbage() {
-        let n = |c: u64| {
-            serde_json::to_string(&NodeInfo {
-                node_id: "n".into(),
-                grpc_addr: "x:1".into(),
-                connections: c,
-                accepting: true,
-                updated_ms: 0,
-            })
-            .unwrap()
-        };
-        let vals = [n(10), "garbage".to_string(), n(32)];
-        let s = summarize(vals.iter().map(String::as_str));
-        assert_eq!(
-            s,
-            RegistrySnapshot {
-                nodes: 2,
-                connections: 42
-            }
-        );
     }
 }

@@ -204,22 +204,12 @@ async fn test_namespace(admin: &Client, prefix: &str) -> String {
     ns
 }
 
-async fn wait_for<T, F, Fut>(mut f: F) -> T
+async fn wait_for<T, F, Fut>(f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let start = tokio::time::Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "condition not met within {DEADLINE:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    gim_test_support::eventually_within(DEADLINE, "the condition", f).await
 }
 
 async fn create_secrets(admin: &Client, ns: &str, redis_url: &str) {
@@ -237,14 +227,7 @@ async fn create_secrets(admin: &Client, ns: &str, redis_url: &str) {
 }
 
 fn redis_url() -> String {
-    let base = std::env::var("GIM_TEST_REDIS_URL").unwrap_or("redis://127.0.0.1:6379/".into());
-    let base = base.trim_end_matches('/');
-    // Replace a db suffix if present.
-    let base = match base.rsplit_once('/') {
-        Some((head, db)) if db.parse::<u32>().is_ok() && head.ends_with(|c: char| c != '/') => head,
-        _ => base,
-    };
-    format!("{base}/{REDIS_DB}")
+    gim_test_support::redis_url(REDIS_DB)
 }
 
 fn cluster(name: &str, extra: serde_json::Value) -> serde_json::Value {
@@ -783,10 +766,11 @@ async fn conn_tier_scales_with_registry_connections() {
     let ns = test_namespace(&admin, "autoscale").await;
     // This test's nodes live in their own Redis db; the set and keys are removed afterwards.
     let url = redis_url();
-    let redis = redis::Client::open(url.as_str()).unwrap();
-    let mut con = redis.get_multiplexed_async_connection().await.unwrap();
+    let con = gim_common::rds::Redis::connect_url(&url, Duration::from_secs(10))
+        .await
+        .unwrap();
     let node_ids: Vec<String> = (0..3).map(|i| format!("{ns}-node-{i}")).collect();
-    register_nodes(&mut con, &node_ids, 120).await;
+    register_nodes(&con, &node_ids, 120).await;
     create_secrets(&admin, &ns, &url).await;
     create_cluster(
         &admin,
@@ -816,7 +800,7 @@ async fn conn_tier_scales_with_registry_connections() {
     .await;
 
     // Load grows: 750 connections -> 8 pods.
-    register_nodes(&mut con, &node_ids, 250).await;
+    register_nodes(&con, &node_ids, 250).await;
     wait_for(|| async {
         let r = deps.get("chat-conn").await.ok()?.spec.replicas?;
         (r >= 8).then_some(r)
@@ -830,26 +814,12 @@ async fn conn_tier_scales_with_registry_connections() {
     wait_event(&admin, &ns, "ScaledConn").await;
 
     for id in &node_ids {
-        let _: () = redis::cmd("DEL")
-            .arg(gim_common::keys::node_key(id))
-            .query_async(&mut con)
-            .await
-            .unwrap();
-        let _: () = redis::cmd("SREM")
-            .arg(gim_common::keys::NODES_SET)
-            .arg(id)
-            .query_async(&mut con)
-            .await
-            .unwrap();
+        gim_common::registry::deregister(&con, id).await.unwrap();
     }
 }
 
 /// Registers nodes the way conn does (lease key + set member), each holding `connections`.
-async fn register_nodes(
-    con: &mut redis::aio::MultiplexedConnection,
-    node_ids: &[String],
-    connections: u64,
-) {
+async fn register_nodes(con: &gim_common::rds::Redis, node_ids: &[String], connections: u64) {
     for (i, id) in node_ids.iter().enumerate() {
         let info = gim_common::keys::NodeInfo {
             node_id: id.clone(),
@@ -858,18 +828,7 @@ async fn register_nodes(
             accepting: true,
             updated_ms: gim_common::now_ms(),
         };
-        let _: () = redis::cmd("SET")
-            .arg(gim_common::keys::node_key(id))
-            .arg(serde_json::to_string(&info).unwrap())
-            .arg("PX")
-            .arg(60_000)
-            .query_async(con)
-            .await
-            .unwrap();
-        let _: () = redis::cmd("SADD")
-            .arg(gim_common::keys::NODES_SET)
-            .arg(id)
-            .query_async(con)
+        gim_common::registry::register(con, &info, Duration::from_secs(60))
             .await
             .unwrap();
     }

@@ -1,5 +1,5 @@
 //! Processes of a test cluster: logic and conn nodes in-process, conn nodes as child processes,
-//! and a private redis-server.
+//! (a private redis-server is `gim_test_support::OwnRedis`).
 
 use crate::{WAIT, mysql_url, redis_url};
 use gim_client::Endpoint;
@@ -8,7 +8,7 @@ use gim_common::shutdown::Shutdown;
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::OnceCell;
 
@@ -262,73 +262,6 @@ impl ChildConn {
         self.child.start_kill().expect("kill child conn");
         let _ = self.child.wait().await;
     }
-}
-
-/// A redis-server of the test's own on a free port, never the shared one: it is killed and
-/// restarted (empty: no persistence) mid-traffic.
-pub struct PrivateRedis {
-    child: Child,
-    pub port: u16,
-}
-
-impl PrivateRedis {
-    pub async fn start() -> PrivateRedis {
-        let port = free_port();
-        PrivateRedis {
-            child: Self::spawn(port).await,
-            port,
-        }
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    async fn spawn(port: u16) -> Child {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn redis-server (installed by scripts/deps.sh)");
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while !ping(port).await {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "redis-server on port {port} did not come up"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        child
-    }
-
-    /// Kills Redis (all keys are lost), waits `down_for`, and starts it again on the same port.
-    pub async fn restart(&mut self, down_for: Duration) {
-        let _ = self.child.start_kill();
-        let _ = self.child.wait().await;
-        tokio::time::sleep(down_for).await;
-        self.child = Self::spawn(self.port).await;
-    }
-}
-
-async fn ping(port: u16) -> bool {
-    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
-        return false;
-    };
-    if s.write_all(b"PING\r\n").await.is_err() {
-        return false;
-    }
-    let mut buf = [0u8; 7];
-    s.read_exact(&mut buf).await.is_ok() && &buf == b"+PONG\r\n"
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 /// Logic plus `n` conn nodes, in-process.

@@ -7,7 +7,7 @@ use gim_client::Endpoint;
 use gim_e2e::app::{send_retrying, text_req};
 use gim_e2e::cluster::{Logic, logic_config, migrate};
 use gim_e2e::{
-    ChildConn, Cluster, PrivateRedis, TestApp, TestClient, WAIT, assert_exactly_once_in_order,
+    ChildConn, Cluster, OwnRedis, TestApp, TestClient, WAIT, assert_exactly_once_in_order,
 };
 use gim_proto::connect::v1::ReceiverType;
 use std::sync::Arc;
@@ -207,7 +207,7 @@ async fn kill_9_a_conn_node_mid_traffic_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_redis_mid_traffic_loses_nothing() {
-    let mut redis = PrivateRedis::start().await;
+    let mut redis = OwnRedis::start().await;
     let cl = Cluster::start_with(&redis.url(), 2).await;
     let app = cl.new_app().await;
     let endpoints = vec![cl.conns[0].tcp(), cl.conns[1].ws()];
