@@ -17,6 +17,10 @@ fn info(id: &str, connections: u64) -> NodeInfo {
     }
 }
 
+fn one(id: &str) -> Vec<String> {
+    vec![id.to_string()]
+}
+
 /// Registers two good nodes, one malformed entry and one id without a lease, then reads.
 async fn register_read_prune(redis: &Redis) {
     let run = gim_test_support::unique("reg");

@@ -11,7 +11,6 @@ pub use redis_server::{OwnRedis, RedisCluster};
 
 use gim_proto::logic::v1::RegisterDeviceReq;
 use gim_proto::logic::v1::logic_client_ext_client::LogicClientExtClient;
-use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -100,17 +99,25 @@ where
 }
 
 /// GET `path` over a fresh connection (HTTP/1.0, no client library): status and body.
-pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+pub async fn http_get(
+    addr: impl tokio::net::ToSocketAddrs + std::fmt::Debug,
+    path: &str,
+) -> (u16, String) {
+    let mut s = match tokio::net::TcpStream::connect(&addr).await {
+        Ok(s) => s,
+        Err(e) => panic!("connect {addr:?}: {e}"),
+    };
     s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
         .await
         .expect("write request");
     let mut buf = String::new();
     s.read_to_string(&mut buf).await.expect("read response");
+    // 0 when the server closed without an answer (a pod still starting).
     let status = buf
-        .get(9..12)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP response: {buf:?}"));
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
     let body = buf
         .split_once("\r\n\r\n")
         .map(|x| x.1.to_string())

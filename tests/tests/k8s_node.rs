@@ -162,26 +162,6 @@ async fn cluster_settled(conn: i64, logic: i64) -> Value {
     .await
 }
 
-/// GET over plain HTTP/1.0 (the pods' admin ports); returns (status, body).
-async fn http_get(addr: &str, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr)
-        .await
-        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).await.unwrap();
-    let status = buf
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = buf.split_once("\r\n\r\n").map(|b| b.1).unwrap_or("");
-    (status, body.to_string())
-}
-
 struct Phases {
     t0: Instant,
     current: Option<(String, Instant)>,
@@ -509,7 +489,7 @@ async fn real_pods_end_to_end() {
     // The readiness the kubelet saw, asked again directly: every pod's real /readyz.
     let pods = conn_pods().await;
     for p in pods.values() {
-        let (code, _) = http_get(&admin_addr(p), "/readyz").await;
+        let (code, _) = gim_test_support::http_get(admin_addr(p), "/readyz").await;
         assert_eq!(code, 200, "conn pod {} /readyz", admin_addr(p));
     }
     let logic_pods = items(
@@ -523,7 +503,7 @@ async fn real_pods_end_to_end() {
     assert_eq!(logic_pods.len() as i64, spec_logic);
     for p in &logic_pods {
         assert!(pod_ready(p), "logic pod Ready");
-        let (code, _) = http_get(&admin_addr(p), "/readyz").await;
+        let (code, _) = gim_test_support::http_get(admin_addr(p), "/readyz").await;
         assert_eq!(code, 200, "logic pod {} /readyz", admin_addr(p));
     }
 
