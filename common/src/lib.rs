@@ -12,9 +12,9 @@ pub mod error;
 pub mod ids;
 pub mod internal;
 pub mod keys;
-pub mod reflection;
 #[cfg(feature = "redis")]
 pub mod rds;
+pub mod reflection;
 #[cfg(feature = "redis")]
 pub mod registry;
 pub mod shutdown;

@@ -806,7 +806,7 @@ mod tests {
             let e = c.broadcast_app(broadcast()).await.unwrap_err();
             assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
         }
-        let metrics = http_get(h.admin_addr, "/metrics").await;
+        let metrics = http_get(h.admin_addr, "/metrics").await.1;
         assert!(
             metrics.contains(
                 "gim_conn_internal_unauthenticated_total{service=\"gim.conn.v1.ConnInt\"} 4"
