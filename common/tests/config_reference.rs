@@ -132,7 +132,10 @@ fn binary_section(
                 !doc.is_empty(),
                 "{ty}.{field} has no doc comment: every config key is described in the reference"
             );
-            let v = &values[field.as_str()];
+            // A key left out of the serialized defaults (a secret, never written out) is an
+            // empty string by default.
+            let empty = toml::Value::String(String::new());
+            let v = values.get(field.as_str()).unwrap_or(&empty);
             let env = format!(
                 "GIM_{}__{}",
                 section.to_ascii_uppercase(),
