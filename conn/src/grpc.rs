@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
-use tracing::{debug, warn};
+use tracing::debug;
 
 #[derive(Debug, Clone)]
 pub struct ConnIntService {
@@ -206,7 +206,9 @@ impl ConnInt for ConnIntService {
         if closed {
             debug!(%trace_id, conn_id = r.conn_id, device_id = r.device_id, "kicked");
         } else {
-            warn!(%trace_id, conn_id = r.conn_id, "close for an unknown connection");
+            // Routine, not an operator's concern: the old connection of a device signing in
+            // again has usually closed already (one per sign-in in a reconnect storm).
+            debug!(%trace_id, conn_id = r.conn_id, "close for an unknown connection");
         }
         Ok(Response::new(CloseConnResp { closed }))
     }
@@ -224,6 +226,48 @@ mod tests {
     fn seq_of(b: Bytes) -> i64 {
         let out = Output::decode(b).unwrap();
         Message::decode(out.data).unwrap().message.unwrap().seq
+    }
+
+    /// A sign-in storm closes many already-gone connections: none of that may log at WARN.
+    #[test]
+    fn close_for_an_unknown_connection_logs_no_warning() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tracing_subscriber::layer::SubscriberExt;
+        struct Warnings(Arc<AtomicUsize>);
+        impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Warnings {
+            fn on_event(
+                &self,
+                e: &tracing::Event<'_>,
+                _: tracing_subscriber::layer::Context<'_, S>,
+            ) {
+                if *e.metadata().level() <= tracing::Level::WARN {
+                    self.0.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        let n = Arc::new(AtomicUsize::new(0));
+        let sub = tracing_subscriber::registry().with(Warnings(n.clone()));
+        tracing::subscriber::with_default(sub, || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            let svc = ConnIntService::new(
+                Arc::new(Hub::new(8)),
+                Arc::new(Metrics::new()),
+                Duration::ZERO,
+            );
+            for conn_id in 1..=100 {
+                let req = CloseConnReq {
+                    app_id: 1,
+                    device_id: 2,
+                    conn_id,
+                    reason: String::new(),
+                };
+                let r = rt.block_on(svc.close_conn(Request::new(req))).unwrap();
+                assert!(!r.into_inner().closed);
+            }
+        });
+        assert_eq!(n.load(Ordering::Relaxed), 0);
     }
 
     #[tokio::test]

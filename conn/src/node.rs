@@ -834,6 +834,40 @@ mod tests {
         assert!(c.close_conn(close()).await.unwrap().into_inner().closed);
     }
 
+    /// Before sign-in a TCP frame may be at most a few KiB: a 2-byte header announcing 64 KiB
+    /// closes the connection at once instead of reserving 64 KiB until the sign-in timeout.
+    /// After sign-in, frames up to `max_frame_len` pass.
+    #[tokio::test]
+    async fn frames_before_sign_in_are_capped() {
+        let (h, _shutdown, _calls) = node(|c| c.conn.sign_in_timeout_ms = 600_000).await;
+        let mut s = TcpStream::connect(h.tcp_addr).await.unwrap();
+        s.write_all(&[0xff, 0xff, 0, 0, 0]).await.unwrap();
+        let mut buf = BytesMut::new();
+        while tcp_recv(&mut s, &mut buf).await.is_some() {}
+        let metrics = http_get(h.admin_addr, "/metrics").await.1;
+        assert!(
+            metrics.contains("gim_conn_closes_total{reason=\"frame_too_large\"} 1"),
+            "{metrics}"
+        );
+
+        let mut s = TcpStream::connect(h.tcp_addr).await.unwrap();
+        let mut buf = BytesMut::new();
+        tcp_send(
+            &mut s,
+            &envelope(PackageType::SignIn, 1, sign_in_input("good")),
+        )
+        .await;
+        assert_eq!(tcp_recv(&mut s, &mut buf).await.unwrap().code, 0);
+        let big = Input {
+            r#type: PackageType::Heartbeat as i32,
+            request_id: 2,
+            data: vec![7u8; 3 * crate::tcp::PRE_SIGN_IN_MAX_FRAME].into(),
+        }
+        .encode_to_vec();
+        tcp_send(&mut s, &big).await;
+        assert_eq!(tcp_recv(&mut s, &mut buf).await.unwrap().request_id, 2);
+    }
+
     #[tokio::test]
     async fn connections_beyond_the_limit_are_refused_cleanly() {
         let (h, _shutdown, _calls) = node(|c| c.conn.max_connections = 2).await;

@@ -88,6 +88,8 @@ pub trait Transport:
     /// Called after the connection has been quiet for a while: drop empty buffers so an idle
     /// connection holds as little memory as possible.
     fn release_idle_buffers(&mut self) {}
+    /// Called once the connection has signed in: lift the pre-sign-in frame limit.
+    fn signed_in(&mut self) {}
 }
 
 /// Why a connection ended; also the `reason` label of the closes metric.
@@ -333,6 +335,7 @@ impl<'a> Session<'a> {
         if let Some(si) = preauth {
             self.start_sign_in(0, si);
         }
+        let mut limit_lifted = false;
         loop {
             let ev = poll_fn(|cx| self.poll_event(cx, &mut t, sleep.as_mut())).await;
             match ev {
@@ -343,7 +346,13 @@ impl<'a> Session<'a> {
                 }
                 Event::Control(c) => self.on_control(c),
                 Event::Inbound(item) => self.on_inbound(item),
-                Event::Done(done) => self.on_done(done),
+                Event::Done(done) => {
+                    self.on_done(done);
+                    if self.signed_in && !limit_lifted {
+                        t.signed_in();
+                        limit_lifted = true;
+                    }
+                }
                 Event::Timer => self.on_timer(&mut t),
             }
             let want = self.next_deadline();

@@ -24,6 +24,11 @@ const READ_CHUNK: usize = 2048;
 const WRITE_HIGH_WATER: usize = 64 * 1024;
 /// A write buffer that grew beyond this during a burst is released once empty.
 const WRITE_KEEP: usize = 8 * 1024;
+/// Largest frame before sign-in (a SIGN_IN envelope is a few hundred bytes). The codec reserves
+/// a frame's full length on its 2-byte header, so without this cap two bytes from an
+/// unauthenticated client held 64 KiB until the sign-in timeout (≈1.2 GB at the default
+/// connection limit); with it, at most this much.
+pub const PRE_SIGN_IN_MAX_FRAME: usize = 4096;
 
 #[derive(Debug)]
 pub struct TcpTransport {
@@ -32,16 +37,19 @@ pub struct TcpTransport {
     rbuf: BytesMut,
     wbuf: BytesMut,
     eof: bool,
+    /// The frame limit once signed in.
+    max_frame_len: usize,
 }
 
 impl TcpTransport {
     pub fn new(stream: TcpStream, max_frame_len: usize) -> Self {
         Self {
             stream,
-            codec: FrameCodec::new(max_frame_len),
+            codec: FrameCodec::new(max_frame_len.min(PRE_SIGN_IN_MAX_FRAME)),
             rbuf: BytesMut::new(),
             wbuf: BytesMut::new(),
             eof: false,
+            max_frame_len,
         }
     }
 
@@ -128,6 +136,10 @@ impl Sink<Bytes> for TcpTransport {
 }
 
 impl Transport for TcpTransport {
+    fn signed_in(&mut self) {
+        self.codec = FrameCodec::new(self.max_frame_len);
+    }
+
     fn release_idle_buffers(&mut self) {
         // Only empty buffers: a partial frame must survive a quiet spell.
         if self.rbuf.is_empty() {
