@@ -155,7 +155,7 @@ pub async fn start(cfg: LogicConfig, shutdown: Shutdown) -> Result<LogicHandle, 
     let pool = mysql_pool(&cfg.mysql).map_err(StartError::Mysql)?;
     let redis = rds::Redis::connect(&cfg.redis)
         .await
-        .map_err(StartError::Redis)?;
+        .map_err(|e| StartError::Redis(e.into()))?;
     let metrics = Arc::new(metrics::Metrics::default());
     let state = Arc::new(State::new(
         cfg.logic.clone(),
@@ -337,7 +337,7 @@ mod admin {
         let redis = async {
             match tokio::time::timeout(PROBE_TIMEOUT, state.redis.ping()).await {
                 Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(format!("redis: {}", e.chain())),
+                Ok(Err(e)) => Err(format!("redis: {e}")),
                 Err(_) => Err("redis: timed out".to_string()),
             }
         };

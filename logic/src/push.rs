@@ -9,7 +9,7 @@ use crate::error::Result;
 use crate::metrics::Metrics;
 use crate::rds::{Redis, slot};
 use gim_common::internal::{AddSecret, SecretChannel};
-use gim_common::keys::{self, NodeInfo};
+use gim_common::keys;
 use gim_common::{AppId, DeviceId, UserId};
 use gim_proto::conn::v1::conn_int_client::ConnIntClient;
 use gim_proto::conn::v1::{
@@ -114,32 +114,14 @@ impl Nodes {
                 return Ok(m.clone());
             }
         }
-        let ids: Vec<String> = self
-            .redis
-            .query(redis::cmd("SMEMBERS").arg(keys::NODES_SET))
-            .await?;
-        let mut live = HashMap::new();
-        if !ids.is_empty() {
-            let node_keys: Vec<String> = ids.iter().map(|i| keys::node_key(i)).collect();
-            let vals: Vec<Option<String>> =
-                self.redis.query(redis::cmd("MGET").arg(&node_keys)).await?;
-            let mut gone = Vec::new();
-            for (id, v) in ids.iter().zip(vals) {
-                match v.and_then(|v| serde_json::from_str::<NodeInfo>(&v).ok()) {
-                    Some(info) => {
-                        live.insert(id.clone(), info.grpc_addr);
-                    }
-                    None => gone.push(id.clone()),
-                }
-            }
-            if !gone.is_empty() {
-                // The lease expired: the node is dead (or drained without cleanup).
-                let _ = self
-                    .redis
-                    .query::<i64>(redis::cmd("SREM").arg(keys::NODES_SET).arg(&gone))
-                    .await;
-            }
-        }
+        let reg = gim_common::registry::read(&self.redis).await?;
+        let live: HashMap<String, String> = reg
+            .live
+            .into_iter()
+            .map(|n| (n.node_id, n.grpc_addr))
+            .collect();
+        // The lease expired: the node is dead (or drained without cleanup).
+        let _ = gim_common::registry::prune(&self.redis, &reg.expired).await;
         let live = Arc::new(live);
         // Drop channels of nodes that left, so the pool does not grow with node churn.
         {
