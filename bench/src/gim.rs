@@ -48,7 +48,13 @@ pub fn parse_body(tag: u32, item: &MessageItem) -> Option<(u64, u64)> {
     else {
         return None;
     };
-    let mut parts = t.text.splitn(3, ':');
+    parse_text(tag, &t.text)
+}
+
+/// `(message index, scheduled unix µs)` of a body text written by [`body`] for run `tag` (the
+/// peers' scenarios send the same text); `None` for anything else.
+pub fn parse_text(tag: u32, text: &str) -> Option<(u64, u64)> {
+    let mut parts = text.splitn(3, ':');
     if parts.next()?.parse::<u32>().ok()? != tag {
         return None;
     }

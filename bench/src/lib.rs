@@ -6,16 +6,20 @@
 //! (no coordinated omission). Connections spread over several 127.0.0.x source addresses and
 //! several target nodes; large runs spread over several worker processes.
 //!
-//! Modules: [`hist`], [`net`], [`wire`], [`baseline`], [`fixture`], [`gim`], [`scenario`],
-//! [`worker`], [`report`].
+//! Modules: [`hist`], [`net`], [`wire`], [`cpu`], [`baseline`], [`nats`], [`fixture`], [`gim`], [`scenario`],
+//! [`worker`], [`report`], [`xmpp`] and [`peer`] (ejabberd, the IM peer).
 
 pub mod baseline;
+pub mod cpu;
 pub mod fixture;
 pub mod gim;
 pub mod hist;
+pub mod nats;
 pub mod net;
+pub mod peer;
 pub mod report;
 mod report_md;
 pub mod scenario;
 pub mod wire;
 pub mod worker;
+pub mod xmpp;

@@ -5,7 +5,7 @@ use gim_bench::fixture::{self, Fixture, SetupSpec};
 use gim_bench::scenario::{self, LargeGroup, NormalGroups, OneToOne, Plan};
 use gim_bench::wire::Transport;
 use gim_bench::worker::{self, StormSpec, SyncExpect};
-use gim_bench::{baseline, gim, net, report};
+use gim_bench::{baseline, cpu, gim, net, peer, report};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -25,6 +25,16 @@ struct Common {
     /// the kernel picks the source at connect time (see `net`).
     #[arg(long, default_value_t = 0)]
     sources: u8,
+    /// Processes whose CPU time the run measures, `label:pid,...` (a label may repeat: summed);
+    /// the result's `cpu` gives seconds per label and per unit of work (see `cpu`).
+    #[arg(long, default_value = "")]
+    cpu: String,
+}
+
+impl Common {
+    fn cpu(&self) -> anyhow::Result<Vec<(String, u32)>> {
+        cpu::parse(&self.cpu)
+    }
 }
 
 #[derive(Args, Clone)]
@@ -189,6 +199,8 @@ enum Cmd {
     BaseIdle {
         #[arg(long)]
         target: SocketAddr,
+        #[arg(long, value_enum, default_value_t = baseline::Proto::Raw)]
+        proto: baseline::Proto,
         /// The server's pid, for /proc/<pid>/status.
         #[arg(long)]
         pid: u32,
@@ -201,8 +213,29 @@ enum Cmd {
     BaseFanout {
         #[arg(long)]
         target: SocketAddr,
+        #[arg(long, value_enum, default_value_t = baseline::Proto::Raw)]
+        proto: baseline::Proto,
         #[arg(long, default_value_t = 10_000)]
         conns: usize,
+        #[command(flatten)]
+        load: Load,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// P3 against ejabberd: `pairs` pairs of XMPP users (`u<n>@<domain>`) send each other chat
+    /// messages, both online; checked by reading each recipient's MAM archive.
+    P3Ejabberd {
+        /// ejabberd's c2s listeners (plain TCP), comma-separated.
+        #[arg(long)]
+        targets: String,
+        #[arg(long, default_value = "bench.local")]
+        domain: String,
+        #[arg(long, default_value = "bench-pw")]
+        password: String,
+        #[arg(long, default_value_t = 0)]
+        first_user: usize,
+        #[arg(long, default_value_t = 1000)]
+        pairs: usize,
         #[command(flatten)]
         load: Load,
         #[command(flatten)]
@@ -214,6 +247,9 @@ enum Cmd {
         results: PathBuf,
         #[arg(long)]
         out: PathBuf,
+        /// Only (re)write the "Peers" section of the existing file.
+        #[arg(long)]
+        peers_only: bool,
     },
 }
 
@@ -240,8 +276,16 @@ fn with_command(mut v: serde_json::Value) -> serde_json::Value {
 
 async fn run_plan(plan: &dyn Plan, load: &Load, g: &Gim) -> anyhow::Result<()> {
     let fx = Fixture::load(&g.fixture)?;
-    let v =
-        scenario::run_messages(&fx, plan, &g.spread()?, g.transport, load.rate, load.secs).await?;
+    let v = scenario::run_messages(
+        &fx,
+        plan,
+        &g.spread()?,
+        g.transport,
+        load.rate,
+        load.secs,
+        &g.common.cpu()?,
+    )
+    .await?;
     finish(v, g.common.out.as_deref())
 }
 
@@ -357,6 +401,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 g.transport,
                 load.rate,
                 load.secs,
+                &g.common.cpu()?,
             )
             .await?;
             finish(v, g.common.out.as_deref())
@@ -401,7 +446,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "--sources".into(),
                 g.common.sources.to_string(),
             ];
+            let probe = cpu::Probe::start(&g.common.cpu()?);
             let mut v = worker::coordinate(&spec, procs.max(1), &conn_pids, &extra).await?;
+            // Every connection's sign-in (and, for B6b, its sync) is the unit of work.
+            v["cpu"] = probe.finish(v["signed_in"].as_u64().unwrap_or(0), "sign-in");
             v["scenario"] = serde_json::Value::String(name);
             v["sync_per_user"] = sync_per_user.into();
             finish(v, g.common.out.as_deref())
@@ -419,30 +467,76 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::BaseIdle {
             target,
+            proto,
             pid,
             conns,
             common,
         } => {
             net::parse_targets(&target.to_string())?;
-            let v = baseline::idle(baseline::spread_to(target, common.sources), pid, conns).await?;
+            let v = baseline::idle(
+                proto,
+                baseline::spread_to(target, common.sources),
+                pid,
+                conns,
+            )
+            .await?;
             report::emit(&with_command(v), common.out.as_deref())
         }
         Cmd::BaseFanout {
             target,
+            proto,
             conns,
             load,
             common,
         } => {
             net::parse_targets(&target.to_string())?;
             let v = baseline::fanout(
+                proto,
                 baseline::spread_to(target, common.sources),
                 conns,
                 load.rate,
                 load.secs,
+                &common.cpu()?,
             )
             .await?;
             report::emit(&with_command(v), common.out.as_deref())
         }
-        Cmd::Report { results, out } => report::write_markdown(&results, &out),
+        Cmd::P3Ejabberd {
+            targets,
+            domain,
+            password,
+            first_user,
+            pairs,
+            load,
+            common,
+        } => {
+            let spread = net::Spread {
+                sources: net::sources(10, common.sources),
+                targets: net::parse_targets(&targets)?,
+            };
+            let acc = peer::Accounts { domain, password };
+            let v = peer::one_to_one(
+                &acc,
+                &spread,
+                first_user,
+                pairs,
+                load.rate,
+                load.secs,
+                &common.cpu()?,
+            )
+            .await?;
+            finish(v, common.out.as_deref())
+        }
+        Cmd::Report {
+            results,
+            out,
+            peers_only,
+        } => {
+            if peers_only {
+                report::write_peers(&results, &out)
+            } else {
+                report::write_markdown(&results, &out)
+            }
+        }
     }
 }

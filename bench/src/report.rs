@@ -33,6 +33,16 @@ pub fn write_markdown(dir: &Path, out: &Path) -> anyhow::Result<()> {
     crate::report_md::write(dir, out)
 }
 
+/// Rewrites only the "Peers" section of the existing `out` from the results in `dir`
+/// (`scripts/bench-peers.sh`).
+pub fn write_peers(dir: &Path, out: &Path) -> anyhow::Result<()> {
+    let section = crate::report_md::peers(dir)?;
+    anyhow::ensure!(!section.is_empty(), "no peer results in {}", dir.display());
+    let doc = std::fs::read_to_string(out).unwrap_or_default();
+    std::fs::write(out, crate::report_md::splice_peers(&doc, &section))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

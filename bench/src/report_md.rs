@@ -370,6 +370,7 @@ pub fn write(dir: &Path, out: &Path) -> anyhow::Result<()> {
         }
     }
 
+    md.push_str(&peers(dir)?);
     writeln!(md, "## Runs\n")?;
     writeln!(
         md,
@@ -525,6 +526,303 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("`gim-bench b3 --rate 5000`"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+/// Highest offered rate among keys `<prefix>.<rate>` whose run passed its check with
+/// `ptr <= limit`: `(rate, key)`.
+fn best_rate(r: &Results, prefix: &str, ptr: &str, limit: f64) -> Option<(f64, String)> {
+    r.0.keys()
+        .filter_map(|k| {
+            let rate: f64 = k.strip_prefix(prefix)?.strip_prefix('.')?.parse().ok()?;
+            let v = r.med(k, ptr)?;
+            (v <= limit && r.all_ok(k) != Some(false)).then(|| (rate, k.clone()))
+        })
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+}
+
+/// The "Peers" section: gim against ejabberd (P3) and nats-server (P5) measured in one
+/// invocation of `scripts/bench-peers.sh`, and CPU per unit of work for every run that measured
+/// it. Empty when the results hold no peer runs.
+pub fn peers(dir: &Path) -> anyhow::Result<String> {
+    let r = Results::load(dir)?;
+    if !r
+        .0
+        .keys()
+        .any(|k| k.starts_with("p3.") || k.starts_with("p5."))
+    {
+        return Ok(String::new());
+    }
+    let mut md = String::new();
+    writeln!(md, "## Peers\n")?;
+    let machine = std::fs::read_to_string(dir.join("peers-machine.txt")).unwrap_or_default();
+    writeln!(
+        md,
+        "gim against servers a team could run instead, on this host, in one invocation of \
+         `scripts/bench-peers.sh` (same generator, schedule and clock; ejabberd on the same \
+         MariaDB; each peer configured as `scripts/bench-peers-lib.sh` says). {}\n",
+        machine.trim()
+    )?;
+    writeln!(
+        md,
+        "| id | what | goal | gim | peer | ratio | command (gim; peer) |"
+    )?;
+    writeln!(md, "|---|---|---|---|---|---|---|")?;
+    let cmd = |k: &Option<String>| {
+        k.as_deref()
+            .and_then(|k| r.command(k))
+            .map_or("n/a".to_string(), |c| {
+                format!("`{}`", shorten(&drop_out(&c)))
+            })
+    };
+    let gim3 = best_rate(&r, "p3.gim", "/push/p99_ms", 50.0);
+    let ej3 = best_rate(&r, "p3.ejabberd", "/push/p99_ms", 50.0);
+    writeln!(
+        md,
+        "| P3 | highest 1:1 rate offered with p99 ≤ 50 ms (msg/s) | ≥ 3× ejabberd | {} | {} | {} | {}; {} |",
+        fmt(gim3.as_ref().map(|g| g.0)),
+        fmt(ej3.as_ref().map(|g| g.0)),
+        ratio(gim3.as_ref().map(|g| g.0), ej3.as_ref().map(|g| g.0)),
+        cmd(&gim3.as_ref().map(|g| g.1.clone())),
+        cmd(&ej3.as_ref().map(|g| g.1.clone()))
+    )?;
+    // CPU per message at the highest rate both kept within the latency goal: same load, same work.
+    let common = match (&gim3, &ej3) {
+        (Some(_), Some((rate, _))) => {
+            let k = format!("p3.gim.{rate}");
+            r.0.contains_key(&k)
+                .then(|| (k, format!("p3.ejabberd.{rate}")))
+        }
+        _ => None,
+    };
+    if let Some((g, e)) = &common {
+        let gc = r.med(g, "/cpu/us_per_unit");
+        let ec = r.med(e, "/cpu/us_per_unit");
+        writeln!(
+            md,
+            "| P3 | server CPU per message (µs), same offered rate ({}) | ≤ 1/3 of ejabberd | {} | {} | {} | {}; {} |",
+            fmt(r.med(g, "/offered_msgs_per_s")),
+            fmt(gc),
+            fmt(ec),
+            ratio(gc, ec),
+            cmd(&Some(g.clone())),
+            cmd(&Some(e.clone()))
+        )?;
+    }
+    let p5_rate =
+        r.0.keys()
+            .filter_map(|k| k.strip_prefix("p5.nats.")?.parse::<f64>().ok())
+            .filter(|x| r.0.contains_key(&format!("p5.gim.{x}")))
+            .max_by(f64::total_cmp);
+    if let Some(rate) = p5_rate {
+        let (g, n) = (format!("p5.gim.{rate}"), format!("p5.nats.{rate}"));
+        for (what, goal, ptr) in [
+            ("deliveries/s", "≥ 1.0× NATS", "/deliveries_per_s"),
+            (
+                "p99 send → last recipient (ms)",
+                "≤ NATS's",
+                "/last_recipient/p99_ms",
+            ),
+        ] {
+            writeln!(
+                md,
+                "| P5 | {what} at {} msg/s to {} WebSocket subscribers | {goal} | {} | {} | {} | {}; {} |",
+                fmt(Some(rate)),
+                fmt(r.med(&g, "/conns").or(r.med(&n, "/conns"))),
+                fmt(r.med(&g, ptr)),
+                fmt(r.med(&n, ptr)),
+                ratio(r.med(&g, ptr), r.med(&n, ptr)),
+                cmd(&Some(g.clone())),
+                cmd(&Some(n.clone()))
+            )?;
+        }
+        // gim's message runs count CPU per message sent; per delivery is the same CPU over the
+        // deliveries, as the NATS run counts it.
+        let per_delivery = |k: &str| {
+            let d = r.med(k, "/delivered")?;
+            (d > 0.0).then_some(r.med(k, "/cpu/total_secs")? / d * 1e6)
+        };
+        let (gc, nc) = (per_delivery(&g), per_delivery(&n));
+        writeln!(
+            md,
+            "| P5 | server CPU per delivery (µs) at {} msg/s | - | {} | {} | {} | {}; {} |",
+            fmt(Some(rate)),
+            fmt(gc),
+            fmt(nc),
+            ratio(gc, nc),
+            cmd(&Some(g.clone())),
+            cmd(&Some(n.clone()))
+        )?;
+    }
+    let (gi, ni) = (
+        r.med("p5-idle.gim", "/kib_per_conn"),
+        r.med("p5-idle.nats", "/kib_per_conn"),
+    );
+    if gi.is_some() || ni.is_some() {
+        writeln!(
+            md,
+            "| P5 | server RSS per subscribed WebSocket connection (KiB) | ≤ NATS's | {} | {} | {} | {}; {} |",
+            fmt(gi),
+            fmt(ni),
+            ratio(gi, ni),
+            cmd(&Some("p5-idle.gim".into())),
+            cmd(&Some("p5-idle.nats".into()))
+        )?;
+    }
+    writeln!(md)?;
+
+    writeln!(md, "### CPU per unit of work\n")?;
+    writeln!(
+        md,
+        "CPU seconds per 10 000 units (messages sent, deliveries or sign-ins) of each process, \
+         from /proc over the run's schedule and drain (connects and checks excluded). The \
+         generator shares the cores and is shown apart, not in the total.\n"
+    )?;
+    let labels: Vec<String> = {
+        let mut l: Vec<String> =
+            r.0.values()
+                .flatten()
+                .filter_map(|v| v.pointer("/cpu/secs")?.as_object())
+                .flat_map(|o| o.keys().cloned())
+                .collect();
+        l.sort();
+        l.dedup();
+        l
+    };
+    write!(md, "| key | unit | rate/s |")?;
+    for l in &labels {
+        write!(md, " {l} |")?;
+    }
+    writeln!(md, " total | µs per unit | generator |")?;
+    writeln!(
+        md,
+        "|---|---|---|{}---|---|---|",
+        "---|".repeat(labels.len())
+    )?;
+    for (key, runs) in &r.0 {
+        // Runs without `--cpu` carry an empty measurement.
+        let Some(first) = runs
+            .first()
+            .and_then(|v| v.get("cpu"))
+            .filter(|c| c["secs"].as_object().is_some_and(|o| !o.is_empty()))
+        else {
+            continue;
+        };
+        let per10k = |secs: Option<f64>| {
+            let units = r.med(key, "/cpu/units")?;
+            (units > 0.0).then(|| secs.unwrap_or(0.0) / units * 1e4)
+        };
+        write!(
+            md,
+            "| {key} | {} | {} |",
+            first.get("unit").and_then(Value::as_str).unwrap_or("?"),
+            fmt(r
+                .med(key, "/offered_msgs_per_s")
+                .or(r.med(key, "/offered_connects_per_s")))
+        )?;
+        for l in &labels {
+            let s = r.med(key, &format!("/cpu/secs/{l}"));
+            write!(
+                md,
+                " {} |",
+                if s.is_some() {
+                    fmt(per10k(s))
+                } else {
+                    "-".into()
+                }
+            )?;
+        }
+        writeln!(
+            md,
+            " {} | {} | {} |",
+            fmt(r.med(key, "/cpu/secs_per_10k")),
+            fmt(r.med(key, "/cpu/us_per_unit")),
+            fmt(per10k(r.med(key, "/cpu/generator_secs")))
+        )?;
+    }
+    writeln!(md)?;
+    for (name, title) in [
+        ("p3", "P3: 1:1, gim and ejabberd"),
+        ("p5", "P5: fan-out, gim and NATS"),
+    ] {
+        if Path::new(&format!("bench/plots/{name}.png")).exists() {
+            writeln!(md, "![{title}](bench/plots/{name}.png)\n")?;
+        }
+    }
+    Ok(md)
+}
+
+/// A command without its `--out FILE` (every run has one; it only says where the JSON went).
+fn drop_out(cmd: &str) -> String {
+    let mut out = Vec::new();
+    let mut words = cmd.split(' ');
+    while let Some(w) = words.next() {
+        if w == "--out" {
+            words.next();
+        } else {
+            out.push(w);
+        }
+    }
+    out.join(" ")
+}
+
+/// Replaces the "Peers" section of an existing BENCHMARKS.md (or inserts it before "## Runs"),
+/// leaving everything else as it is: the peers suite runs apart from the main one.
+pub fn splice_peers(doc: &str, section: &str) -> String {
+    if let Some(start) = doc.find("## Peers\n") {
+        let end = doc[start + 1..]
+            .find("\n## ")
+            .map_or(doc.len(), |e| start + 1 + e + 1);
+        return format!("{}{}{}", &doc[..start], section, &doc[end..]);
+    }
+    match doc.find("## Runs\n") {
+        Some(at) => format!("{}{}{}", &doc[..at], section, &doc[at..]),
+        None => format!("{doc}\n{section}"),
+    }
+}
+
+#[cfg(test)]
+mod peer_tests {
+    use super::*;
+
+    #[test]
+    fn splices_the_peers_section_in_place() {
+        let doc = "# x\n\n## Results\n\nr\n\n## Runs\n\nruns\n";
+        let once = splice_peers(doc, "## Peers\n\nA\n\n");
+        assert_eq!(
+            once,
+            "# x\n\n## Results\n\nr\n\n## Peers\n\nA\n\n## Runs\n\nruns\n"
+        );
+        let twice = splice_peers(&once, "## Peers\n\nB\n\n");
+        assert_eq!(
+            twice,
+            "# x\n\n## Results\n\nr\n\n## Peers\n\nB\n\n## Runs\n\nruns\n"
+        );
+    }
+
+    #[test]
+    fn peers_table_picks_the_highest_rate_within_the_latency_goal() {
+        let dir = std::env::temp_dir().join(format!("gim-bench-peers-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let put = |key: &str, p99: f64, us: f64| {
+            let v = serde_json::json!({
+                "offered_msgs_per_s": 1.0, "push": {"p99_ms": p99}, "check": {"ok": true},
+                "cpu": {"unit": "message", "units": 1000, "us_per_unit": us,
+                        "secs_per_10k": us / 100.0, "secs": {"x": us / 1000.0}},
+                "command": format!("/x/gim-bench {key}")
+            });
+            std::fs::write(dir.join(format!("{key}.r1.json")), v.to_string()).unwrap();
+        };
+        put("p3.gim.1000", 5.0, 100.0);
+        put("p3.gim.5000", 40.0, 80.0);
+        put("p3.gim.7500", 900.0, 70.0);
+        put("p3.ejabberd.500", 10.0, 600.0);
+        put("p3.ejabberd.1000", 60.0, 500.0);
+        let md = peers(&dir).unwrap();
+        assert!(md.contains("| P3 | highest 1:1 rate offered with p99 ≤ 50 ms (msg/s) | ≥ 3× ejabberd | 5000 | 500.0 | 10.00× |"), "{md}");
+        // CPU compared at 500/s: gim has no run there, so no CPU row from mismatched loads.
+        assert!(!md.contains("server CPU per message"), "{md}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -394,7 +394,9 @@ impl Plan for OneToOne {
 }
 
 impl OneToOne {
-    fn ends(&self, i: u64) -> (usize, usize) {
+    /// `(sending connection, receiving connection)` of message `i`: pairs in turn, each pair's
+    /// direction alternating.
+    pub fn ends(&self, i: u64) -> (usize, usize) {
         let p = (i % self.pairs as u64) as usize;
         let dir = ((i / self.pairs as u64) % 2) as usize;
         (2 * p + dir, 2 * p + 1 - dir)
@@ -481,6 +483,7 @@ pub async fn run_messages(
     transport: Transport,
     rate: f64,
     secs: f64,
+    cpu: &[(String, u32)],
 ) -> anyhow::Result<Value> {
     let messages = (rate * secs).round().max(1.0) as u64;
     let run = new_run(messages as usize, gim::run_tag());
@@ -491,6 +494,8 @@ pub async fn run_messages(
 
     let sends: Vec<_> = (0..messages).map(|i| plan.send(fx, i)).collect();
     let (queues, r) = (conns.clone(), run.clone());
+    // CPU over the schedule and the wait for its pushes and replies, not connects or the check.
+    let probe = crate::cpu::Probe::start(cpu);
     let (start_us, sent) = paced(messages, rate, LEAD, move |i, sched_us| {
         let (from, receiver_type, receiver_id) = sends[i as usize];
         let cmd = Cmd::Send {
@@ -518,6 +523,7 @@ pub async fn run_messages(
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let cpu = probe.finish(messages, "message");
 
     // Correctness: every recipient's list holds every message sent to it exactly once.
     let group = plan.group_check(fx);
@@ -623,6 +629,7 @@ pub async fn run_messages(
         "dup_pushes": c.dup_pushes.load(Relaxed),
         "stray_pushes": c.stray_pushes.load(Relaxed),
         "disconnects": c.disconnects.load(Relaxed),
+        "cpu": cpu,
         "check": {
             "lists_checked": checked,
             "missing": missing,
@@ -665,6 +672,7 @@ pub async fn run_syncs(
     transport: Transport,
     rate: f64,
     secs: f64,
+    cpu: &[(String, u32)],
 ) -> anyhow::Result<Value> {
     let run = new_run(0, tag);
     let users: Vec<usize> = base.iter().map(|b| b.0).collect();
@@ -672,6 +680,7 @@ pub async fn run_syncs(
     let n = (rate * secs).round().max(1.0) as u64;
     let seqs: Vec<i64> = base.iter().map(|b| b.1).collect();
     let queues = conns.clone();
+    let probe = crate::cpu::Probe::start(cpu);
     paced(n, rate, LEAD, move |i, sched_us| {
         let k = (i % queues.len() as u64) as usize;
         let cmd = Cmd::Sync {
@@ -686,6 +695,7 @@ pub async fn run_syncs(
     while run.syncs.lock().expect("lock").len() < n && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let cpu = probe.finish(n, "sync");
     drop(conns);
     let syncs = run.syncs.lock().expect("lock").summary();
     let bad = run.c.sync_bad.load(Relaxed);
@@ -698,6 +708,7 @@ pub async fn run_syncs(
         "secs": secs,
         "syncs": n,
         "sync": syncs,
+        "cpu": cpu,
         "check": { "replies": syncs.count, "bad_replies": bad, "ok": bad == 0 && syncs.count == n },
         "first_error": run.c.first_error.get(),
     }))
