@@ -7,17 +7,19 @@
 use crate::apis::ApiSupport;
 use crate::autoscale;
 use crate::crd::{Condition, GimCluster, GimClusterStatus, TierStatus};
+use crate::diagnose::{self, Migration, Problem};
 use crate::render::{self, CLUSTER_LABEL, MANAGED_BY, MANAGER, Rendered, Target};
 use crate::validate::{self, Invalid};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod, Secret, Service};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::ApiResource;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -34,6 +36,28 @@ pub enum Error {
     Json(#[from] serde_json::Error),
 }
 
+impl Error {
+    /// A small fixed set of label values for the errors metric: the API status class, not its
+    /// free-text message, so the series count stays bounded.
+    pub fn metric_reason(&self) -> &'static str {
+        match self {
+            Error::Kube(kube::Error::Api(e)) => match e.code {
+                401 => "unauthorized",
+                403 => "forbidden",
+                404 => "not_found",
+                409 => "conflict",
+                422 => "invalid",
+                429 => "throttled",
+                500..=599 => "server_error",
+                _ => "api_other",
+            },
+            Error::Kube(kube::Error::SerdeError(_)) => "decode",
+            Error::Kube(_) => "transport",
+            Error::Json(_) => "encode",
+        }
+    }
+}
+
 /// Tunables; the defaults suit production, tests shorten them.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -45,6 +69,11 @@ pub struct Settings {
     /// Re-check interval while a migration Job runs.
     pub migration_poll: Duration,
     pub registry_timeout: Duration,
+    /// A failed migration Job is deleted and run again this long after it gave up (at once when
+    /// the MySQL Secret changes), so a fixed database recovers without anyone deleting it.
+    pub migration_retry: Duration,
+    /// A conn/logic container running this long without passing readiness is `PodsNotReady`.
+    pub not_ready_grace: Duration,
 }
 
 impl Default for Settings {
@@ -55,12 +84,20 @@ impl Default for Settings {
             backoff_max: Duration::from_secs(300),
             migration_poll: Duration::from_secs(5),
             registry_timeout: Duration::from_secs(2),
+            migration_retry: Duration::from_secs(120),
+            not_ready_grace: Duration::from_secs(120),
         }
     }
 }
 
+/// Annotation on the migration Job: the MySQL Secret's resourceVersion it ran with. A failed Job
+/// whose Secret has changed since is retried at once.
+pub const MYSQL_SECRET_VERSION: &str = "gim.io/mysql-secret-version";
+
 pub struct Context {
     pub client: Client,
+    /// Metrics and readiness this process reports.
+    pub health: Arc<crate::admin::Health>,
     pub apis: ApiSupport,
     pub recorder: Recorder,
     pub settings: Settings,
@@ -93,6 +130,7 @@ impl Context {
         );
         Context {
             client,
+            health: Default::default(),
             apis,
             recorder,
             settings,
@@ -136,28 +174,73 @@ pub async fn run(
 ) {
     let client = ctx.client.clone();
     let ar = gimcluster_resource();
-    let (clusters, deployments, jobs) = match &namespace {
+    let (clusters, deployments, jobs, pods) = match &namespace {
         Some(ns) => (
             Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar),
             Api::<Deployment>::namespaced(client.clone(), ns),
             Api::<Job>::namespaced(client.clone(), ns),
+            Api::<Pod>::namespaced(client.clone(), ns),
         ),
         None => (
             Api::<DynamicObject>::all_with(client.clone(), &ar),
             Api::<Deployment>::all(client.clone()),
             Api::<Job>::all(client.clone()),
+            Api::<Pod>::all(client.clone()),
         ),
     };
+    let pod_owner = ar.clone();
     let owned = watcher::Config::default().labels(&format!("{MANAGED_BY}={MANAGER}"));
-    Controller::new_with(clusters, watcher::Config::default(), ar)
+    let controller = Controller::new_with(clusters.clone(), watcher::Config::default(), ar)
         .owns(deployments, owned.clone())
         .owns(jobs, owned)
+        // Pods carry the cluster label (not an owner reference to the GimCluster): their status
+        // changes (image pulls, crashes, readiness) feed the Degraded condition.
+        .watches(
+            pods,
+            watcher::Config::default().labels(CLUSTER_LABEL),
+            move |pod: Pod| {
+                let ns = pod.namespace()?;
+                let cluster = pod.labels().get(CLUSTER_LABEL)?;
+                Some(ObjectRef::new_with(cluster, pod_owner.clone()).within(&ns))
+            },
+        );
+    let health = ctx.health.clone();
+    let store = controller.store();
+    health.set_store(store.clone());
+    // Not `store.wait_until_ready()`: kube's store wakes only the last of several waiters, and
+    // the controller's own runner waits on it too. One list of the same API with the same
+    // credentials proves the same: the CRD is served and this account may read it.
+    let synced = health.clone();
+    let list_api = clusters.clone();
+    let retry = ctx.settings.backoff_base;
+    tokio::spawn(async move {
+        let mut delay = retry;
+        loop {
+            match list_api
+                .list_metadata(&ListParams::default().limit(1))
+                .await
+            {
+                Ok(_) => return synced.set_synced(),
+                Err(e) => synced.watch_error(&e.to_string()),
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(30));
+        }
+    });
+    controller
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
-        .for_each(|res| async move {
-            match res {
-                Ok((obj, _)) => tracing::debug!(cluster = %obj, "reconciled"),
-                Err(e) => tracing::warn!(error = %e, "reconcile failed"),
+        .for_each(|res| {
+            let health = health.clone();
+            async move {
+                match res {
+                    Ok((obj, _)) => tracing::debug!(cluster = %obj, "reconciled"),
+                    Err(kube::runtime::controller::Error::QueueError(e)) => {
+                        health.watch_error(&e.to_string());
+                        tracing::warn!(error = %e, "watch failed");
+                    }
+                    Err(e) => tracing::warn!(error = %e, "reconcile failed"),
+                }
             }
         })
         .await;
@@ -173,6 +256,15 @@ fn error_policy(obj: Arc<DynamicObject>, err: &Error, ctx: Arc<Context>) -> Acti
 
 /// Entry point per object; public for the mocked-API tests.
 pub async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = tokio::time::Instant::now();
+    let res = reconcile_object(obj, &ctx).await;
+    ctx.health
+        .metrics
+        .reconciled(started, res.as_ref().map(|_| ()));
+    res
+}
+
+async fn reconcile_object(obj: Arc<DynamicObject>, ctx: &Context) -> Result<Action, Error> {
     let ns = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
     if obj.metadata.deletion_timestamp.is_some() {
@@ -183,7 +275,7 @@ pub async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Act
     let generation = obj.metadata.generation;
     let reference = obj.object_ref(&gimcluster_resource());
     let mut cx = Cx {
-        ctx: &ctx,
+        ctx,
         ns: &ns,
         name: &name,
         generation,
@@ -340,11 +432,12 @@ impl Cx<'_> {
         Ok(())
     }
 
+    /// The trimmed value and the Secret's resourceVersion.
     async fn secret_value(
         &self,
         what: &str,
         r: &crate::crd::SecretKeyRef,
-    ) -> Result<Result<String, Invalid>, Error> {
+    ) -> Result<Result<(String, String), Invalid>, Error> {
         let api: Api<Secret> = Api::namespaced(self.client(), self.ns);
         let Some(secret) = api.get_opt(&r.name).await? else {
             return Ok(Err(Invalid {
@@ -364,8 +457,9 @@ impl Cx<'_> {
                     .and_then(|d| d.get(&r.key))
                     .cloned()
             });
+        let version = secret.metadata.resource_version.clone().unwrap_or_default();
         Ok(match value {
-            Some(v) if !v.trim().is_empty() => Ok(v.trim().to_string()),
+            Some(v) if !v.trim().is_empty() => Ok((v.trim().to_string(), version)),
             _ => Err(Invalid {
                 reason: "SecretMissing",
                 message: format!(
@@ -413,12 +507,15 @@ impl Cx<'_> {
             self.degrade(inv).await?;
             return Ok(Action::requeue(self.ctx.settings.resync * 10));
         }
-        if let Err(inv) = self.secret_value("mysql", &spec.mysql).await? {
-            self.degrade(inv).await?;
-            return Ok(Action::requeue(self.ctx.settings.resync));
-        }
+        let mysql_version = match self.secret_value("mysql", &spec.mysql).await? {
+            Ok((_, version)) => version,
+            Err(inv) => {
+                self.degrade(inv).await?;
+                return Ok(Action::requeue(self.ctx.settings.resync));
+            }
+        };
         let redis_url = match self.secret_value("redis", &spec.redis).await? {
-            Ok(u) => u,
+            Ok((u, _)) => u,
             Err(inv) => {
                 self.degrade(inv).await?;
                 return Ok(Action::requeue(self.ctx.settings.resync));
@@ -490,15 +587,25 @@ impl Cx<'_> {
         self.apply(&rendered.config_map).await?;
         self.ensure_internal_secret(&target).await?;
 
+        let pods: Api<Pod> = Api::namespaced(self.client(), self.ns);
+        let pods = pods
+            .list(&ListParams::default().labels(&format!("{CLUSTER_LABEL}={}", self.name)))
+            .await?
+            .items;
+
         // Schema migration gates every pod template change: until the Job for the current logic
         // image has succeeded, Deployments keep running what they run.
         let jobs: Api<Job> = Api::namespaced(self.client(), self.ns);
         let job_name = rendered.migrate_job.name_any();
-        let migrated = match jobs.get_opt(&job_name).await? {
+        let migration = match jobs.get_opt(&job_name).await? {
             None => {
                 // Created once and never re-applied: a Job's pod template is immutable.
-                jobs.create(&Default::default(), &rendered.migrate_job)
-                    .await?;
+                let mut job = rendered.migrate_job.clone();
+                job.metadata
+                    .annotations
+                    .get_or_insert_with(Default::default)
+                    .insert(MYSQL_SECRET_VERSION.into(), mysql_version.clone());
+                jobs.create(&Default::default(), &job).await?;
                 self.event(
                     EventType::Normal,
                     "MigrationStarted",
@@ -509,49 +616,59 @@ impl Cx<'_> {
                     ),
                 )
                 .await;
-                false
+                Migration::Pending(None)
             }
             Some(job) => {
-                let st = job.status.unwrap_or_default();
-                let cond = |t: &str| {
-                    st.conditions
-                        .iter()
-                        .flatten()
-                        .any(|c| c.type_ == t && c.status == "True")
-                };
-                if cond("Failed") {
-                    self.degrade(Invalid {
-                        reason: "MigrationFailed",
-                        message: format!(
-                            "migration Job {job_name} failed; running pods are unchanged. Fix the \
-                             database or delete the Job to retry"
-                        ),
-                    })
-                    .await?;
-                    return Ok(Action::requeue(self.ctx.settings.resync));
+                let m = diagnose::migration(&job, &pods);
+                if let Migration::Failed { at, .. } = &m {
+                    self.retry_failed_migration(&jobs, &job, *at, &mysql_version)
+                        .await?;
                 }
-                cond("Complete") || st.succeeded.unwrap_or(0) > 0
+                m
             }
         };
 
         let g = self.generation;
+        let (migrated, problem, failed) = match migration {
+            Migration::Succeeded => (true, None, false),
+            Migration::Pending(p) => (false, p, false),
+            Migration::Failed { problem, .. } => (false, Some(problem), true),
+        };
         if !migrated {
-            set_condition(
-                &mut status.conditions,
-                "Degraded",
-                false,
-                "Reconciling",
-                "spec is valid",
-                g,
-            );
-            set_condition(
-                &mut status.conditions,
-                "Progressing",
-                true,
-                "Migrating",
-                &format!("waiting for migration Job {job_name}"),
-                g,
-            );
+            match &problem {
+                Some(p) => self.set_degraded(&mut status, Some(p)).await,
+                None => set_condition(
+                    &mut status.conditions,
+                    "Degraded",
+                    false,
+                    "Reconciling",
+                    "spec is valid",
+                    g,
+                ),
+            }
+            if failed {
+                set_condition(
+                    &mut status.conditions,
+                    "Progressing",
+                    false,
+                    diagnose::MIGRATION_FAILED,
+                    &format!(
+                        "migration failed: running pods are unchanged; retried {}s after the \
+                         Job gave up, or at once when the MySQL Secret changes",
+                        self.ctx.settings.migration_retry.as_secs()
+                    ),
+                    g,
+                );
+            } else {
+                set_condition(
+                    &mut status.conditions,
+                    "Progressing",
+                    true,
+                    "Migrating",
+                    &format!("waiting for migration Job {job_name}"),
+                    g,
+                );
+            }
             if !is_true(&status.conditions, "Ready") || live_conn.is_none() {
                 set_condition(
                     &mut status.conditions,
@@ -566,12 +683,29 @@ impl Cx<'_> {
             if let Some(r) = registry {
                 status.connections = r.connections as i64;
             }
-            self.patch_status(&status).await?;
+            if &status != self.prev {
+                self.patch_status(&status).await?;
+            }
             return Ok(Action::requeue(self.ctx.settings.migration_poll));
         }
 
-        let conn = self.apply(&rendered.conn).await?;
+        // Conn follows logic: a conn rollout drains every client, so it does not start onto a
+        // logic tier whose pods are failing. The spec still reaches logic (it may be the fix).
+        let now = Timestamp::now();
+        let grace = self.ctx.settings.not_ready_grace;
+        let logic_problem = diagnose::workload("logic", &pods, now, grace);
         let logic = self.apply(&rendered.logic).await?;
+        let held = match (&logic_problem, &live_conn) {
+            (Some(_), Some(live)) if template_changed(live, &rendered.conn) => Some(live.clone()),
+            _ => None,
+        };
+        let conn = match held.clone() {
+            Some(live) => {
+                tracing::warn!(namespace = %self.ns, name = %self.name, "conn rollout held: logic is degraded");
+                live
+            }
+            None => self.apply(&rendered.conn).await?,
+        };
         for s in &rendered.services {
             self.apply(s).await?;
         }
@@ -604,15 +738,9 @@ impl Cx<'_> {
                 && st.updated_replicas.unwrap_or(0) >= t.replicas
                 && st.observed_generation >= d.metadata.generation
         };
-        let ready = rolled(&conn, &status.conn) && rolled(&logic, &status.logic);
-        set_condition(
-            &mut status.conditions,
-            "Degraded",
-            false,
-            "Reconciled",
-            "all objects applied",
-            g,
-        );
+        let ready = held.is_none() && rolled(&conn, &status.conn) && rolled(&logic, &status.logic);
+        let problem = logic_problem.or_else(|| diagnose::workload("conn", &pods, now, grace));
+        self.set_degraded(&mut status, problem.as_ref()).await;
         if ready {
             set_condition(
                 &mut status.conditions,
@@ -631,29 +759,21 @@ impl Cx<'_> {
                 g,
             );
         } else {
-            let msg = format!(
+            let mut msg = format!(
                 "conn {}/{} ready, logic {}/{} ready",
                 status.conn.ready_replicas,
                 status.conn.replicas,
                 status.logic.ready_replicas,
                 status.logic.replicas
             );
-            set_condition(
-                &mut status.conditions,
-                "Ready",
-                false,
-                "RollingOut",
-                &msg,
-                g,
-            );
-            set_condition(
-                &mut status.conditions,
-                "Progressing",
-                true,
-                "RollingOut",
-                &msg,
-                g,
-            );
+            let reason = if held.is_some() {
+                msg.push_str("; conn rollout held until logic recovers (see Degraded)");
+                "RolloutHeld"
+            } else {
+                "RollingOut"
+            };
+            set_condition(&mut status.conditions, "Ready", false, reason, &msg, g);
+            set_condition(&mut status.conditions, "Progressing", true, reason, &msg, g);
         }
         status.observed_generation = g;
         if &status != self.prev {
@@ -666,6 +786,82 @@ impl Cx<'_> {
             ));
         }
         Ok(Action::requeue(self.ctx.settings.resync))
+    }
+
+    /// Sets Degraded from what the pods and Jobs say (False with reason `Reconciled` when
+    /// nothing is wrong) and publishes a Warning event when the reason changes.
+    async fn set_degraded(&self, status: &mut GimClusterStatus, problem: Option<&Problem>) {
+        let g = self.generation;
+        let Some(p) = problem else {
+            set_condition(
+                &mut status.conditions,
+                "Degraded",
+                false,
+                "Reconciled",
+                "all objects applied",
+                g,
+            );
+            return;
+        };
+        let was_same = status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Degraded" && c.status == "True" && c.reason == p.reason);
+        set_condition(
+            &mut status.conditions,
+            "Degraded",
+            true,
+            p.reason,
+            &p.message,
+            g,
+        );
+        if !was_same {
+            tracing::warn!(namespace = %self.ns, name = %self.name, reason = p.reason, message = %p.message, "degraded");
+            self.event(EventType::Warning, p.reason, "Diagnose", p.message.clone())
+                .await;
+        }
+    }
+
+    /// Deletes a failed migration Job once the retry interval has passed since it gave up, or
+    /// at once when the MySQL Secret changed since it ran; the next reconcile creates it anew.
+    async fn retry_failed_migration(
+        &self,
+        jobs: &Api<Job>,
+        job: &Job,
+        failed_at: Option<Timestamp>,
+        mysql_version: &str,
+    ) -> Result<(), Error> {
+        let ran_with = job
+            .annotations()
+            .get(MYSQL_SECRET_VERSION)
+            .map(String::as_str);
+        let secret_changed = ran_with.is_some_and(|v| v != mysql_version);
+        let waited = failed_at.is_none_or(|t| {
+            Duration::try_from(Timestamp::now().duration_since(t)).unwrap_or_default()
+                >= self.ctx.settings.migration_retry
+        });
+        if !(secret_changed || waited) {
+            return Ok(());
+        }
+        let name = job.name_any();
+        match jobs.delete(&name, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        let why = if secret_changed {
+            "the MySQL Secret changed"
+        } else {
+            "the retry interval passed"
+        };
+        self.event(
+            EventType::Normal,
+            "MigrationRetried",
+            "Migrate",
+            format!("deleted failed Job {name} to run the migration again: {why}"),
+        )
+        .await;
+        Ok(())
     }
 
     /// Server-side apply with our field manager. `force` takes over fields another manager set
@@ -776,6 +972,12 @@ impl Cx<'_> {
         }
         Ok(())
     }
+}
+
+/// Whether applying `rendered` would change the live Deployment's pod template (and so roll it).
+fn template_changed(live: &Deployment, rendered: &Deployment) -> bool {
+    let hash = |d: &Deployment| d.annotations().get(render::TEMPLATE_HASH).cloned();
+    hash(live) != hash(rendered)
 }
 
 fn tier_status(d: &Deployment, cluster: &str, component: &str) -> TierStatus {

@@ -109,10 +109,12 @@ impl LeaderElector {
         }
     }
 
-    /// Blocks until this candidate holds the lease.
-    pub async fn acquire(&self) {
+    /// Blocks until this candidate holds the lease; `report` sees every attempt's outcome.
+    pub async fn acquire(&self, report: impl Fn(Result<bool, &kube::Error>)) {
         loop {
-            match self.try_acquire_or_renew().await {
+            let r = self.try_acquire_or_renew().await;
+            report(r.as_ref().map(|b| *b));
+            match r {
                 Ok(true) => {
                     tracing::info!(identity = %self.identity, lease = %self.name, "became leader");
                     return;

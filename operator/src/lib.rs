@@ -3,13 +3,16 @@
 //!
 //! Modules: [`crd`] (the resource types and schema), [`validate`] (checks the schema cannot
 //! express), [`render`] (pure spec -> objects), [`controller`] (the reconcile loop),
+//! [`diagnose`] (Degraded reasons read from pod and Job status),
 //! [`autoscale`] (conn scaling from the Redis node registry), [`apis`] (API version discovery),
-//! [`leader`] (Lease-based leader election).
+//! [`leader`] (Lease-based leader election), [`admin`] (the operator's metrics and probes).
 
+pub mod admin;
 pub mod apis;
 pub mod autoscale;
 pub mod controller;
 pub mod crd;
+pub mod diagnose;
 pub mod leader;
 pub mod render;
 pub mod validate;
@@ -25,6 +28,8 @@ pub struct Options {
     /// None = no leader election (a single replica, or tests).
     pub leader: Option<LeaderOptions>,
     pub settings: controller::Settings,
+    /// Reported into by the controller and the leader loop; served by [`admin::serve`].
+    pub health: Arc<admin::Health>,
 }
 
 #[derive(Debug, Clone)]
@@ -43,14 +48,12 @@ pub async fn run(
     opts: Options,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let health = opts.health.clone();
     let apis = apis::ApiSupport::discover(&client).await?;
     let identity = opts.leader.as_ref().map(|l| l.identity.clone());
-    let ctx = Arc::new(controller::Context::new(
-        client.clone(),
-        apis,
-        opts.settings.clone(),
-        identity,
-    ));
+    let mut ctx = controller::Context::new(client.clone(), apis, opts.settings.clone(), identity);
+    ctx.health = health.clone();
+    let ctx = Arc::new(ctx);
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let mut shutdown = Box::pin(shutdown);
     let elector = match &opts.leader {
@@ -63,13 +66,18 @@ pub async fn run(
                 &l.identity,
                 l.lease,
             );
+            health.set_phase(admin::Phase::Candidate);
             tokio::select! {
-                _ = el.acquire() => {}
-                _ = &mut shutdown => return Ok(()),
+                _ = el.acquire(|r| health.lease_attempt(r)) => {}
+                _ = &mut shutdown => {
+                    health.set_phase(admin::Phase::Stopping);
+                    return Ok(());
+                }
             }
             Some(el)
         }
     };
+    health.set_phase(admin::Phase::Leading);
     let watcher_el = elector.clone();
     let guard = tokio::spawn(async move {
         let lost = match watcher_el {
@@ -89,6 +97,7 @@ pub async fn run(
         let _ = stop_rx.wait_for(|v| *v).await;
     })
     .await;
+    health.set_phase(admin::Phase::Stopping);
     let lost = guard.await.unwrap_or(true);
     if lost {
         anyhow::bail!("lost the leader lease");

@@ -1,6 +1,8 @@
-//! The operator binary: `gim-operator [--namespace NS] [--no-leader-election]`.
+//! The operator binary: `gim-operator [--namespace NS] [--no-leader-election] [--admin-listen ADDR]`.
 
 use clap::Parser;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
@@ -27,6 +29,13 @@ struct Args {
     /// Periodic re-reconcile in seconds.
     #[arg(long, default_value_t = 30)]
     resync_seconds: u64,
+    /// Admin HTTP listener: /metrics, /healthz, /readyz.
+    #[arg(
+        long,
+        env = "GIM_OPERATOR_ADMIN_LISTEN",
+        default_value = "0.0.0.0:9300"
+    )]
+    admin_listen: SocketAddr,
 }
 
 #[tokio::main]
@@ -43,6 +52,17 @@ async fn main() -> anyhow::Result<()> {
         )
         .json()
         .init();
+    let health = Arc::new(gim_operator::admin::Health::default());
+    // Bound before anything else so probes answer (not ready) while the API server is slow.
+    let listener = tokio::net::TcpListener::bind(args.admin_listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("admin listener {}: {e}", args.admin_listen))?;
+    tracing::info!(addr = %args.admin_listen, "admin listening");
+    tokio::spawn(gim_operator::admin::serve(
+        listener,
+        health.clone(),
+        std::future::pending(),
+    ));
     let client = kube::Client::try_default().await?;
     let identity = args.identity.clone().unwrap_or_else(|| {
         let host = std::fs::read_to_string("/etc/hostname")
@@ -62,6 +82,7 @@ async fn main() -> anyhow::Result<()> {
             resync: Duration::from_secs(args.resync_seconds.max(1)),
             ..Default::default()
         },
+        health,
     };
     // SIGTERM (pod deletion) or SIGINT: stop reconciling and hand the lease over.
     gim_operator::run(client, opts, gim_common::shutdown::signal()).await

@@ -30,12 +30,18 @@ pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const MANAGER: &str = "gim-operator";
 /// Pod template annotation: changes with the rendered config, so config edits roll the pods.
 pub const CONFIG_HASH: &str = "gim.io/config-hash";
+/// Deployment annotation: hash of the pod template it was rendered with, so the controller can
+/// tell whether an apply would roll the pods without diffing server-defaulted fields.
+pub const TEMPLATE_HASH: &str = "gim.io/template-hash";
 /// Job label naming the logic image the migration ran for.
 pub const MIGRATE_FOR: &str = "gim.io/migrate-image-hash";
 const CONFIG_DIR: &str = "/etc/gim";
 /// Extra seconds after the drain window before the kubelet kills a conn pod: the preStop sleep
 /// plus the process' own shutdown must fit in the grace period.
 const GRACE_MARGIN_SECS: i64 = 15;
+/// A container that fails without writing /dev/termination-log gets its log tail as the
+/// termination message: the error our binaries print last, which Degraded then quotes.
+const LOGS_ON_ERROR: &str = "FallbackToLogsOnError";
 /// preStop sleep: gives endpoints controllers and load balancers time to stop sending new
 /// connections before conn starts draining on SIGTERM.
 const PRESTOP_SLEEP_SECS: i64 = 5;
@@ -297,14 +303,23 @@ pub fn render(t: &Target) -> Result<Rendered, Invalid> {
     let logic_hpa = t.spec.logic.autoscaling.as_ref().map(|a| logic_hpa(t, a));
     Ok(Rendered {
         migrate_job: migrate_job(t),
-        conn: conn_deployment(t, &config_hash),
-        logic: logic_deployment(t, &config_hash),
+        conn: with_template_hash(conn_deployment(t, &config_hash)),
+        logic: with_template_hash(logic_deployment(t, &config_hash)),
         services: services(t),
         pdbs: pdbs(t),
         logic_hpa,
         config_map,
         config_hash,
     })
+}
+
+fn with_template_hash(mut d: Deployment) -> Deployment {
+    let tpl = serde_json::to_vec(&d.spec.template).expect("pod templates serialize to JSON");
+    d.metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(TEMPLATE_HASH.into(), short_hash(&tpl));
+    d
 }
 
 fn secret_env(name: &str, r: &crate::crd::SecretKeyRef) -> EnvVar {
@@ -498,6 +513,7 @@ fn conn_deployment(t: &Target, config_hash: &str) -> Deployment {
         }),
         resources: t.spec.conn.resources.clone(),
         volume_mounts: Some(vec![mount, secret_mount]),
+        termination_message_policy: Some(LOGS_ON_ERROR.into()),
         ..Default::default()
     };
     let mut pod = pod_spec(t, vec![container], vec![vol, secret_vol]);
@@ -552,6 +568,7 @@ fn logic_deployment(t: &Target, config_hash: &str) -> Deployment {
         }),
         resources: t.spec.logic.resources.clone(),
         volume_mounts: Some(vec![mount, secret_mount]),
+        termination_message_policy: Some(LOGS_ON_ERROR.into()),
         ..Default::default()
     };
     let pod = pod_spec(t, vec![container], vec![vol, secret_vol]);
@@ -600,6 +617,7 @@ fn migrate_job(t: &Target) -> Job {
         ]),
         resources: t.spec.logic.resources.clone(),
         volume_mounts: Some(vec![mount]),
+        termination_message_policy: Some(LOGS_ON_ERROR.into()),
         ..Default::default()
     };
     let mut pod = pod_spec(t, vec![container], vec![vol]);

@@ -16,7 +16,7 @@
 use gim_operator::crd::GimCluster;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
@@ -175,8 +175,18 @@ async fn setup() -> Option<Client> {
                         backoff_max: Duration::from_secs(5),
                         migration_poll: Duration::from_millis(500),
                         registry_timeout: Duration::from_secs(2),
+                        migration_retry: Duration::from_secs(1),
+                        ..Default::default()
                     },
+                    health: health(),
                 };
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                ADMIN_ADDR.set(listener.local_addr().unwrap()).unwrap();
+                tokio::spawn(gim_operator::admin::serve(
+                    listener,
+                    health(),
+                    std::future::pending(),
+                ));
                 if let Err(e) = gim_operator::run(client, opts, std::future::pending()).await {
                     eprintln!("operator stopped: {e:#}");
                 }
@@ -185,6 +195,35 @@ async fn setup() -> Option<Client> {
     })
     .await;
     Some(admin)
+}
+
+/// The in-process operator's health, and where its admin listener is.
+fn health() -> std::sync::Arc<gim_operator::admin::Health> {
+    static H: OnceLock<std::sync::Arc<gim_operator::admin::Health>> = OnceLock::new();
+    H.get_or_init(Default::default).clone()
+}
+static ADMIN_ADDR: OnceLock<std::net::SocketAddr> = OnceLock::new();
+
+/// One GET on the operator's admin listener: (status code, body).
+async fn admin_get(path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = wait_for(|| async { ADMIN_ADDR.get().copied() }).await;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: op\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let code = out[9..12].parse().unwrap();
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (code, body.to_string())
+}
+
+/// The value of one sample line (`name{labels} value`) in a metrics page; 0 if absent.
+fn sample(page: &str, series: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
 }
 
 async fn ensure_namespace(admin: &Client, ns: &str) {
@@ -269,10 +308,10 @@ async fn create_cluster(admin: &Client, ns: &str, v: serde_json::Value) -> GimCl
         .unwrap()
 }
 
-/// Stands in for the job controller: marks the migration Job complete.
-async fn complete_migration(admin: &Client, ns: &str, cluster: &str) -> String {
+/// The cluster's migration Job, once the operator has created it.
+async fn migration_job(admin: &Client, ns: &str, cluster: &str) -> Job {
     let jobs: Api<Job> = Api::namespaced(admin.clone(), ns);
-    let job = wait_for(|| async {
+    wait_for(|| async {
         jobs.list(&ListParams::default().labels(&format!("gim.io/cluster={cluster}")))
             .await
             .ok()?
@@ -280,8 +319,13 @@ async fn complete_migration(admin: &Client, ns: &str, cluster: &str) -> String {
             .into_iter()
             .next()
     })
-    .await;
-    let name = job.name_any();
+    .await
+}
+
+/// Stands in for the job controller: marks the migration Job complete.
+async fn complete_migration(admin: &Client, ns: &str, cluster: &str) -> String {
+    let jobs: Api<Job> = Api::namespaced(admin.clone(), ns);
+    let name = migration_job(admin, ns, cluster).await.name_any();
     jobs.patch_status(
         &name,
         &PatchParams::default(),
@@ -867,4 +911,180 @@ async fn operator_role_is_least_privilege() {
         Err(kube::Error::Api(e)) => assert_eq!(e.code, 403),
         other => panic!("listing cluster roles must be forbidden: {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn admin_endpoints_report_readiness_and_reconciles() {
+    let Some(admin) = setup().await else { return };
+    assert_eq!(admin_get("/healthz").await.0, 200);
+    // Ready once this replica leads and its GimCluster watch has listed.
+    let body = wait_for(|| async {
+        let (code, body) = admin_get("/readyz").await;
+        (code == 200).then_some(body)
+    })
+    .await;
+    assert!(body.starts_with("leader: watching"), "{body}");
+
+    let ok = r#"gim_operator_reconciles_total{result="ok"}"#;
+    let before = sample(&admin_get("/metrics").await.1, ok);
+    let ns = test_namespace(&admin, "metrics").await;
+    create_secrets(&admin, &ns, &redis_url()).await;
+    create_cluster(&admin, &ns, cluster("chat", json!({}))).await;
+    create_cluster(
+        &admin,
+        &ns,
+        cluster(
+            "broken",
+            json!({"spec": {"logic": {"ports": {"client": 50000}}}}),
+        ),
+    )
+    .await;
+    wait_condition(&admin, &ns, "broken", "Degraded", "True", "InvalidSpec").await;
+    wait_condition(&admin, &ns, "chat", "Progressing", "True", "Migrating").await;
+    // The store the gauges read from catches up with the status writes above.
+    let page = wait_for(|| async {
+        let page = admin_get("/metrics").await.1;
+        (sample(&page, ok) >= before + 2.0
+            && sample(&page, "gim_operator_degraded_clusters") >= 1.0)
+            .then_some(page)
+    })
+    .await;
+    assert!(
+        sample(&page, "gim_operator_managed_clusters") >= 2.0,
+        "{page}"
+    );
+    assert_eq!(sample(&page, "gim_operator_leader"), 1.0, "{page}");
+    assert!(
+        sample(&page, "gim_operator_reconcile_duration_seconds_count") >= before + 2.0,
+        "{page}"
+    );
+}
+
+/// Stands in for the kubelet: a pod of `cluster` with the given labels and container status.
+async fn fake_pod(
+    admin: &Client,
+    ns: &str,
+    name: &str,
+    meta: serde_json::Value,
+    status: serde_json::Value,
+) {
+    let api: Api<Pod> = Api::namespaced(admin.clone(), ns);
+    let mut m = json!({"name": name});
+    merge(&mut m, meta);
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": m,
+        "spec": {"containers": [{"name": "c", "image": "gim:x"}]}
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &pod).await.unwrap();
+    api.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": status })),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn pod_and_job_status_degrade_the_cluster_and_recovery_clears_it() {
+    let Some(admin) = setup().await else { return };
+    let ns = test_namespace(&admin, "podstatus").await;
+    create_secrets(&admin, &ns, &redis_url()).await;
+    create_cluster(&admin, &ns, cluster("chat", json!({}))).await;
+
+    // A migration attempt that cannot reach MySQL: Degraded quotes its last log line, and no
+    // Deployment is created while it fails.
+    let jobs: Api<Job> = Api::namespaced(admin.clone(), &ns);
+    let job = migration_job(&admin, &ns, "chat").await;
+    let job_name = job.name_any();
+    fake_pod(
+        &admin,
+        &ns,
+        "chat-migrate-1",
+        json!({"labels": {"gim.io/cluster": "chat", "job-name": job_name},
+            "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": job_name,
+                "uid": job.metadata.uid.clone().unwrap()}]}),
+        json!({"phase": "Failed", "containerStatuses": [{
+            "name": "c", "image": "gim:x", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": 1, "reason": "Error",
+                "message": "error: pool timed out while waiting for an open connection\n"}}}]}),
+    )
+    .await;
+    let gc = wait_condition(&admin, &ns, "chat", "Degraded", "True", "MigrationFailed").await;
+    let msg = condition(&gc, "Degraded").unwrap().2;
+    assert!(msg.contains("pool timed out"), "{msg}");
+    assert!(msg.contains("the Job retries"), "{msg}");
+
+    // The Job gives up: after the retry interval the operator runs it again by itself.
+    let uid = job.metadata.uid.clone();
+    jobs.patch_status(
+        &job_name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"failed": 5, "conditions": [{
+            "type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+            "message": "Job has reached the specified backoff limit",
+            "lastTransitionTime": k8s_openapi::jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()}]}})),
+    )
+    .await
+    .unwrap();
+    let gc = wait_condition(
+        &admin,
+        &ns,
+        "chat",
+        "Progressing",
+        "False",
+        "MigrationFailed",
+    )
+    .await;
+    assert!(
+        condition(&gc, "Degraded")
+            .unwrap()
+            .2
+            .contains("BackoffLimitExceeded")
+    );
+    let deps: Api<Deployment> = Api::namespaced(admin.clone(), &ns);
+    assert!(
+        deps.get_opt("chat-conn").await.unwrap().is_none(),
+        "nothing rolls"
+    );
+    wait_event(&admin, &ns, "MigrationRetried").await;
+    wait_for(|| async {
+        let j = jobs.get_opt(&job_name).await.ok()??;
+        (j.metadata.uid != uid).then_some(())
+    })
+    .await;
+    // The failed attempt's pod goes with the old Job (garbage collector); the new Job is judged
+    // by its own pods only.
+    complete_migration(&admin, &ns, "chat").await;
+    wait_condition(&admin, &ns, "chat", "Degraded", "False", "Reconciled").await;
+    deployment(&admin, &ns, "chat-conn").await;
+
+    // A conn pod whose image cannot be pulled.
+    let conn_labels =
+        json!({"labels": {"gim.io/cluster": "chat", "app.kubernetes.io/component": "conn"}});
+    fake_pod(
+        &admin,
+        &ns,
+        "chat-conn-bad",
+        conn_labels,
+        json!({"phase": "Pending", "containerStatuses": [{
+            "name": "c", "image": "gim:x", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"waiting": {"reason": "ImagePullBackOff",
+                "message": "Back-off pulling image \"gim-conn:nope\""}}}]}),
+    )
+    .await;
+    let gc = wait_condition(&admin, &ns, "chat", "Degraded", "True", "ImagePullFailed").await;
+    let msg = condition(&gc, "Degraded").unwrap().2;
+    assert!(
+        msg.contains("chat-conn-bad") && msg.contains("gim-conn:nope"),
+        "{msg}"
+    );
+    wait_event(&admin, &ns, "ImagePullFailed").await;
+    // Fixed (here: the pod goes away as its ReplicaSet is replaced): the condition clears.
+    Api::<Pod>::namespaced(admin.clone(), &ns)
+        .delete("chat-conn-bad", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_condition(&admin, &ns, "chat", "Degraded", "False", "Reconciled").await;
 }
