@@ -919,8 +919,9 @@ async fn admin_endpoints_report_readiness_and_reconciles() {
     assert_eq!(admin_get("/healthz").await.0, 200);
     // Ready once this replica leads and its GimCluster watch has listed.
     let body = wait_for(|| async {
+        // A standby is ready too: wait for this replica to have taken the lease.
         let (code, body) = admin_get("/readyz").await;
-        (code == 200).then_some(body)
+        (code == 200 && body.starts_with("leader:")).then_some(body)
     })
     .await;
     assert!(body.starts_with("leader: watching"), "{body}");
