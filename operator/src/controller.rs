@@ -14,6 +14,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::ApiResource;
@@ -709,6 +710,9 @@ impl Cx<'_> {
         for s in &rendered.services {
             self.apply(s).await?;
         }
+        for p in &rendered.network_policies {
+            self.apply(p).await?;
+        }
         if let Some(ar) = &self.ctx.apis.pdb {
             for p in &rendered.pdbs {
                 self.apply_as(p, ar).await?;
@@ -921,6 +925,10 @@ impl Cx<'_> {
             (
                 ApiResource::erase::<Job>(&()),
                 names(vec![r.migrate_job.name_any()]),
+            ),
+            (
+                ApiResource::erase::<NetworkPolicy>(&()),
+                names(r.network_policies.iter().map(|p| p.name_any()).collect()),
             ),
         ];
         if let Some(ar) = &self.ctx.apis.pdb {

@@ -12,6 +12,7 @@
 use k8s_openapi::api::core::v1::{
     Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint,
 };
+use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -84,6 +85,11 @@ pub struct GimClusterSpec {
     /// Passed through to both tiers' pods.
     #[serde(default)]
     pub scheduling: Scheduling,
+    /// Ingress NetworkPolicies for both tiers: `LogicInt` only from conn pods, `ConnInt` only
+    /// from logic pods, client ports open. Enforced only by a network plugin that implements
+    /// NetworkPolicies (Calico, Cilium, ...).
+    #[serde(default)]
+    pub network_policy: NetworkPolicyOptions,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -427,6 +433,36 @@ pub struct Scheduling {
     pub priority_class_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_name: Option<String>,
+}
+
+/// One NetworkPolicy per tier: `LogicInt` admits only this cluster's conn pods, `ConnInt` only its
+/// logic pods, the client ports (conn TCP/WebSocket, logic client/server APIs) admit anyone.
+/// Egress is left alone (MySQL, Redis, DNS live wherever the platform put them). They take
+/// effect only where the cluster's network plugin enforces NetworkPolicies (Calico, Cilium,
+/// Antrea, ...); elsewhere they are stored and do nothing.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicyOptions {
+    /// Render the policies; false deletes ones rendered before.
+    #[serde(default = "d_true")]
+    pub enabled: bool,
+    /// Who may reach the admin ports (metrics, health), e.g. the monitoring namespace. Empty:
+    /// any source, as without a policy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub admin_from: Vec<NetworkPolicyPeer>,
+}
+
+fn d_true() -> bool {
+    true
+}
+
+impl Default for NetworkPolicyOptions {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            admin_from: Vec::new(),
+        }
+    }
 }
 
 /// Observed state, written only by the operator.

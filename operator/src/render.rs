@@ -18,6 +18,10 @@ use k8s_openapi::api::core::v1::{
     PodTemplateSpec, Probe, Secret, SecretKeySelector, SecretVolumeSource, Service, ServicePort,
     ServiceSpec, Volume, VolumeMount,
 };
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
+};
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -58,6 +62,8 @@ pub struct Rendered {
     pub pdbs: Vec<PodDisruptionBudget>,
     /// Only when logic autoscaling is on.
     pub logic_hpa: Option<HorizontalPodAutoscaler>,
+    /// Ingress policies for conn and logic pods; empty when `spec.networkPolicy.enabled` is false.
+    pub network_policies: Vec<NetworkPolicy>,
 }
 
 /// The part of the cluster the renderer needs; split out so tests need no API types.
@@ -308,6 +314,7 @@ pub fn render(t: &Target) -> Result<Rendered, Invalid> {
         services: services(t),
         pdbs: pdbs(t),
         logic_hpa,
+        network_policies: network_policies(t),
         config_map,
         config_hash,
     })
@@ -730,6 +737,74 @@ fn pdbs(t: &Target) -> Vec<PodDisruptionBudget> {
         .collect()
 }
 
+fn np_ports(ports: &[i32]) -> Option<Vec<NetworkPolicyPort>> {
+    Some(
+        ports
+            .iter()
+            .map(|p| NetworkPolicyPort {
+                port: Some(IntOrString::Int(*p)),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            })
+            .collect(),
+    )
+}
+
+/// Pods of one tier of this cluster, in the policy's own namespace.
+fn tier_peer(cluster: &str, component: &str) -> NetworkPolicyPeer {
+    NetworkPolicyPeer {
+        pod_selector: Some(LabelSelector {
+            match_labels: Some(selector_labels(cluster, component)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// One ingress policy per tier. Once a pod is selected by any policy, only what some rule admits
+/// reaches it: the internal port from the other tier's pods, the client ports from anywhere, the
+/// admin port from `adminFrom` (anywhere when empty). Numeric ports, not the container port
+/// names: every enforcing plugin supports them. Egress stays unrestricted (no Egress type).
+fn network_policies(t: &Target) -> Vec<NetworkPolicy> {
+    let np = &t.spec.network_policy;
+    if !np.enabled {
+        return Vec::new();
+    }
+    let admin_from = (!np.admin_from.is_empty()).then(|| np.admin_from.clone());
+    let (c, l) = (&t.spec.conn.ports, &t.spec.logic.ports);
+    let policy = |component: &str, internal: (i32, &str), open: &[i32], admin: i32| NetworkPolicy {
+        metadata: meta(t, format!("{}-{component}", t.name), component),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(t.name, component)),
+                ..Default::default()
+            }),
+            policy_types: Some(vec!["Ingress".into()]),
+            ingress: Some(vec![
+                NetworkPolicyIngressRule {
+                    from: Some(vec![tier_peer(t.name, internal.1)]),
+                    ports: np_ports(&[internal.0]),
+                },
+                NetworkPolicyIngressRule {
+                    from: None,
+                    ports: np_ports(open),
+                },
+                NetworkPolicyIngressRule {
+                    from: admin_from.clone(),
+                    ports: np_ports(&[admin]),
+                },
+            ]),
+            ..Default::default()
+        }),
+    };
+    vec![
+        // ConnInt: logic pushes to each conn pod directly (the registry holds the pod address).
+        policy("conn", (c.grpc, "logic"), &[c.tcp, c.ws], c.admin),
+        // LogicInt: sign-in, send and the rest of conn's calls.
+        policy("logic", (l.int, "conn"), &[l.client, l.server], l.admin),
+    ]
+}
+
 fn logic_hpa(t: &Target, a: &crate::crd::LogicAutoscaling) -> HorizontalPodAutoscaler {
     HorizontalPodAutoscaler {
         metadata: meta(t, logic_name(t.name), "logic"),
@@ -791,6 +866,9 @@ pub fn sample_documents(gc: &GimCluster) -> Result<Vec<(String, String)>, Invali
     }
     if let Some(h) = &r.logic_hpa {
         doc(&mut out, h);
+    }
+    for p in &r.network_policies {
+        doc(&mut out, p);
     }
     Ok(out)
 }

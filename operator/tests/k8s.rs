@@ -17,6 +17,7 @@ use gim_operator::crd::GimCluster;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
@@ -486,6 +487,13 @@ async fn creates_children_after_migration_and_reports_status() {
     let pdbs: Api<DynamicObject> = Api::namespaced_with(admin.clone(), &ns, &pdb_ar);
     wait_for(|| async { pdbs.get_opt("chat-conn").await.ok()? }).await;
     wait_for(|| async { pdbs.get_opt("chat-logic").await.ok()? }).await;
+    // The server accepts the rendered policies as they are (kubernetes-validate checks them
+    // offline against newer schemas too).
+    let nps: Api<NetworkPolicy> = Api::namespaced(admin.clone(), &ns);
+    for p in ["chat-conn", "chat-logic"] {
+        let np = wait_for(|| async { nps.get_opt(p).await.ok()? }).await;
+        assert_eq!(np.owner_references()[0].kind, "GimCluster");
+    }
 
     let gc = wait_condition(&admin, &ns, "chat", "Progressing", "True", "RollingOut").await;
     let st = gc.status.as_ref().unwrap();
@@ -505,6 +513,21 @@ async fn creates_children_after_migration_and_reports_status() {
     // Every reconcile since kept the secret the pods hold.
     let kept = secrets.get("chat-internal").await.unwrap();
     assert_eq!(kept.data.as_ref().unwrap()["secret"].0, value);
+
+    // Turning the policies off prunes them (the chart's role may delete them).
+    gc_api(&admin, &ns)
+        .patch(
+            "chat",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"networkPolicy": {"enabled": false}}})),
+        )
+        .await
+        .unwrap();
+    wait_for(|| async {
+        let left = nps.list(&ListParams::default()).await.ok()?.items;
+        left.is_empty().then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]

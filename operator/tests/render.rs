@@ -232,3 +232,113 @@ fn migration_job_is_named_after_the_logic_image() {
         .clone();
     assert_eq!(args.unwrap()[0], "migrate");
 }
+
+#[test]
+fn network_policies_admit_internal_ports_only_from_the_other_tier() {
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let gc = minimal();
+    let r = rendered(&gc);
+    assert_eq!(r.network_policies.len(), 2);
+    let policy = |tier: &str| -> &NetworkPolicy {
+        r.network_policies
+            .iter()
+            .find(|p| p.metadata.name.as_deref() == Some(&format!("mini-{tier}")))
+            .unwrap()
+    };
+    // (allowed source component or None for any, ports) per rule.
+    let rules = |p: &NetworkPolicy| -> Vec<(Option<String>, Vec<i32>)> {
+        let spec = p.spec.as_ref().unwrap();
+        assert_eq!(
+            spec.policy_types.as_deref(),
+            Some(&["Ingress".to_string()][..])
+        );
+        assert!(spec.egress.is_none(), "egress stays open");
+        spec.ingress
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|rule| {
+                let from = rule.from.as_ref().map(|peers| {
+                    assert_eq!(peers.len(), 1);
+                    assert!(peers[0].namespace_selector.is_none(), "own namespace only");
+                    let sel = peers[0].pod_selector.as_ref().unwrap();
+                    let l = sel.match_labels.as_ref().unwrap();
+                    assert_eq!(l["app.kubernetes.io/instance"], "mini");
+                    l["app.kubernetes.io/component"].clone()
+                });
+                let ports = rule
+                    .ports
+                    .as_ref()
+                    .unwrap()
+                    .iter()
+                    .map(|p| match p.port {
+                        Some(IntOrString::Int(n)) => n,
+                        ref other => panic!("numeric port expected: {other:?}"),
+                    })
+                    .collect();
+                (from, ports)
+            })
+            .collect()
+    };
+    let (c, l) = (&gc.spec.conn.ports, &gc.spec.logic.ports);
+    assert_eq!(
+        rules(policy("conn")),
+        vec![
+            (Some("logic".to_string()), vec![c.grpc]),
+            (None, vec![c.tcp, c.ws]),
+            (None, vec![c.admin]),
+        ]
+    );
+    assert_eq!(
+        rules(policy("logic")),
+        vec![
+            (Some("conn".to_string()), vec![l.int]),
+            (None, vec![l.client, l.server]),
+            (None, vec![l.admin]),
+        ]
+    );
+    // Each policy selects exactly its tier's pods (the migrate Job's pods are not selected).
+    for tier in ["conn", "logic"] {
+        let sel = policy(tier)
+            .spec
+            .as_ref()
+            .unwrap()
+            .pod_selector
+            .clone()
+            .unwrap();
+        assert_eq!(
+            sel.match_labels.unwrap(),
+            r.conn
+                .spec
+                .selector
+                .match_labels
+                .clone()
+                .map(|mut m| {
+                    m.insert("app.kubernetes.io/component".into(), tier.into());
+                    m
+                })
+                .unwrap()
+        );
+    }
+
+    // adminFrom narrows only the admin rule.
+    let mut narrowed = gc.clone();
+    narrowed.spec.network_policy.admin_from = vec![
+        serde_json::from_value(serde_json::json!({
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+        }))
+        .unwrap(),
+    ];
+    let r2 = rendered(&narrowed);
+    for p in &r2.network_policies {
+        let ingress = p.spec.as_ref().unwrap().ingress.clone().unwrap();
+        assert!(ingress[1].from.is_none(), "client ports stay open");
+        let admin = ingress[2].from.as_ref().unwrap();
+        assert!(admin[0].namespace_selector.is_some());
+    }
+
+    let mut off = gc.clone();
+    off.spec.network_policy.enabled = false;
+    assert!(rendered(&off).network_policies.is_empty());
+}

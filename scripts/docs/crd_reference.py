@@ -22,6 +22,7 @@ K8S_TYPES = {
     "affinity": "Affinity",
     "tolerations": "list of Toleration",
     "topologySpreadConstraints": "list of TopologySpreadConstraint",
+    "adminFrom": "list of NetworkPolicyPeer (`podSelector`, `namespaceSelector`, `ipBlock`)",
 }
 
 
