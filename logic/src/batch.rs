@@ -55,6 +55,11 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
                         Err(_) => break,
                     }
                 }
+                // A caller that went away (its call was cancelled) is not run for nobody.
+                batch.retain(|(_, reply)| !reply.is_closed());
+                if batch.is_empty() {
+                    continue;
+                }
                 let run = run.clone();
                 tokio::spawn(async move {
                     let (items, replies): (Vec<T>, Vec<oneshot::Sender<R>>) =
@@ -129,6 +134,45 @@ mod tests {
             sizes.len() < 40,
             "calls made while a batch was in flight were batched together: {sizes:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn callers_that_went_away_are_not_run() {
+        let ran = Arc::new(Mutex::new(Vec::new()));
+        let seen = ran.clone();
+        let (gate_tx, gate_rx) = tokio::sync::watch::channel(false);
+        let b = Arc::new(Batcher::spawn(16, 1, move |items: Vec<u32>| {
+            let (seen, mut gate) = (seen.clone(), gate_rx.clone());
+            async move {
+                seen.lock().unwrap().extend(items.iter().copied());
+                // The first batch holds the only slot until the test opens the gate.
+                let _ = gate.wait_for(|open| *open).await;
+                items
+            }
+        }));
+        let first = tokio::spawn({
+            let b = b.clone();
+            async move { b.call(1).await }
+        });
+        while ran.lock().unwrap().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        // Queued behind the busy slot, then cancelled before its batch starts.
+        let gone = tokio::spawn({
+            let b = b.clone();
+            async move { b.call(2).await }
+        });
+        tokio::task::yield_now().await;
+        gone.abort();
+        let _ = gone.await;
+        let third = tokio::spawn({
+            let b = b.clone();
+            async move { b.call(3).await }
+        });
+        gate_tx.send(true).unwrap();
+        assert_eq!(first.await.unwrap(), Some(1));
+        assert_eq!(third.await.unwrap(), Some(3));
+        assert_eq!(*ran.lock().unwrap(), vec![1, 3], "the cancelled call ran");
     }
 
     #[tokio::test]

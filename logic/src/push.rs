@@ -10,7 +10,7 @@ use crate::metrics::Metrics;
 use crate::rds::{Redis, slot};
 use gim_common::internal::{AddSecret, SecretChannel};
 use gim_common::keys;
-use gim_common::{AppId, DeviceId, UserId};
+use gim_common::{AppId, DeviceId, Seq, UserId};
 use gim_proto::conn::v1::conn_int_client::ConnIntClient;
 use gim_proto::conn::v1::{
     BroadcastAppReq, BroadcastLargeGroupReq, CloseConnReq, DeliverBatchReq, DeliverTarget,
@@ -20,6 +20,7 @@ use gim_proto::connect::v1::MessageItem;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
 use tonic::transport::{Channel, Endpoint};
 
 /// How long the live-node list is reused before re-reading the registry.
@@ -33,6 +34,11 @@ tokio::task_local! {
     /// The trace id of the request being served (set by the gRPC layer, carried into background
     /// pushes), forwarded to conn in `x-trace-id` so one send's logic and conn log lines join.
     pub static TRACE_ID: String;
+}
+
+/// The gRPC endpoint of a registry address (`host:port`).
+fn endpoint(addr: &str) -> std::result::Result<Endpoint, tonic::transport::Error> {
+    Endpoint::from_shared(format!("http://{addr}"))
 }
 
 /// A request to a conn node, carrying the current trace id.
@@ -66,7 +72,7 @@ impl std::fmt::Debug for Nodes {
 pub struct PushJob {
     pub app: AppId,
     pub item: MessageItem,
-    pub copies: Vec<(UserId, i64)>,
+    pub copies: Vec<(UserId, Seq)>,
     pub exclude: Option<DeviceId>,
     /// Trace id of the send (from the gRPC layer), forwarded to conn.
     pub trace: Option<String>,
@@ -164,8 +170,8 @@ impl Nodes {
     pub fn client(&self, addr: &str) -> ConnIntClient<SecretChannel> {
         let mut ch = self.channels.lock().expect("lock");
         let channel = ch.entry(addr.to_string()).or_insert_with(|| {
-            Endpoint::from_shared(format!("http://{addr}"))
-                .expect("registry address")
+            endpoint(addr)
+                .expect("live() admits valid addresses only")
                 .connect_timeout(Duration::from_secs(1))
                 .timeout(NODE_CALL_TIMEOUT)
                 .tcp_nodelay(true)
@@ -215,7 +221,7 @@ impl Nodes {
         &self,
         app: AppId,
         items: Vec<MessageItem>,
-        copies: &[(UserId, i64)],
+        copies: &[(UserId, Seq)],
     ) -> Result<()> {
         let trace = TRACE_ID.try_with(|t| t.clone()).ok();
         let jobs = items
@@ -265,7 +271,7 @@ impl Nodes {
         let copies = jobs
             .iter()
             .enumerate()
-            .flat_map(|(ji, j)| j.copies.iter().map(move |c| (ji, c.1)));
+            .flat_map(|(ji, j)| j.copies.iter().map(move |c| (ji, c.1.get())));
         for ((ji, seq), rs) in copies.zip(&routes) {
             for r in rs {
                 if Some(r.device) == jobs[ji].exclude || !live.contains_key(&r.node_id) {
@@ -402,5 +408,43 @@ impl Nodes {
                 false
             }
         }
+    }
+}
+
+/// Push tasks in flight; when all are taken, senders wait (backpressure instead of growth).
+const PUSH_PERMITS: usize = 4096;
+
+/// Runs pushes in the background, at most [`PUSH_PERMITS`] at once, each in the trace-id scope
+/// of the request that started it.
+#[derive(Debug, Clone)]
+pub struct Spawner {
+    permits: Arc<Semaphore>,
+}
+
+impl Default for Spawner {
+    fn default() -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(PUSH_PERMITS)),
+        }
+    }
+}
+
+impl Spawner {
+    /// Waits for a permit, then spawns `fut`.
+    pub async fn spawn(&self, fut: impl std::future::Future<Output = ()> + Send + 'static) {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("push semaphore is never closed");
+        let trace = TRACE_ID.try_with(|t| t.clone()).ok();
+        tokio::spawn(async move {
+            match trace {
+                Some(t) => TRACE_ID.scope(t, fut).await,
+                None => fut.await,
+            }
+            drop(permit);
+        });
     }
 }

@@ -472,7 +472,7 @@ async fn resends_get_their_first_result_with_or_without_the_request_mark() {
         .await
         .unwrap();
     assert!(
-        ttl > 0 && ttl <= gim_logic::seq::MARK_TTL_SECS as i64,
+        ttl > 0 && ttl <= gim_logic::messages::seq::MARK_TTL_SECS as i64,
         "the send set its request mark with a TTL: {ttl}"
     );
     let again = ctx
@@ -991,7 +991,7 @@ async fn concurrent_syncs_and_acks_share_batches_and_each_gets_its_own_result() 
     let before = batches(&ctx, "sync_pages");
     let state = &ctx.logic.state;
     let pages = futures::future::join_all(asks.iter().map(|&(u, from, limit)| {
-        state.sync(pb::SyncReq {
+        state.sessions.sync(pb::SyncReq {
             app_id: ctx.app.0,
             user_id: u,
             device_id: 0,
@@ -1030,7 +1030,7 @@ async fn concurrent_syncs_and_acks_share_batches_and_each_gets_its_own_result() 
     acks.push((devices[1], 50)); // higher than 11
     let before = batches(&ctx, "acks");
     let results = futures::future::join_all(acks.iter().map(|&(d, a)| {
-        state.ack(pb::MessageAckReq {
+        state.sessions.ack(pb::MessageAckReq {
             app_id: ctx.app.0,
             user_id: 5,
             device_id: d,
@@ -1062,7 +1062,7 @@ async fn concurrent_syncs_and_acks_share_batches_and_each_gets_its_own_result() 
 /// sync that runs in between (the client would ack past it and never see it).
 #[tokio::test]
 async fn sync_waits_for_an_in_flight_send_that_holds_an_earlier_seq() {
-    use gim_logic::seq::ListId;
+    use gim_logic::messages::seq::ListId;
     use prost::Message as _;
     let ctx = Ctx::start().await;
     ctx.import_users(&[1, 2]).await;
@@ -1072,7 +1072,15 @@ async fn sync_waits_for_an_in_flight_send_that_holds_an_earlier_seq() {
         .unwrap();
     // An "in-flight" send: seq 2 allocated, not stored yet.
     let list = ListId::User(ctx.app, gim_common::UserId(2));
-    let held = ctx.logic.state.seqs.alloc(&[(list, 1)]).await.unwrap()[0];
+    let held = ctx
+        .logic
+        .state
+        .messages
+        .seqs
+        .alloc(&[(list, 1)])
+        .await
+        .unwrap()[0]
+        .get();
     assert_eq!(held, 2);
     ctx.send_text(1, d1, ReceiverType::User, 2, "third", 0)
         .await
@@ -1117,7 +1125,7 @@ async fn membership_changes_reach_other_logic_processes_caches() {
         async move {
             let (_, n): (String, i64) = redis::cmd("PUBSUB")
                 .arg("NUMSUB")
-                .arg(gim_logic::inval::CHANNEL)
+                .arg(gim_logic::groups::inval::CHANNEL)
                 .query_async(&mut r)
                 .await
                 .ok()?;

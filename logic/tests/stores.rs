@@ -589,7 +589,7 @@ async fn a_send_is_timed_per_stage_on_the_metrics_endpoint() {
 /// script's connection is the one every later statement runs on.
 #[tokio::test]
 async fn a_failed_batch_script_is_rolled_back_and_each_job_stored_on_its_own() {
-    use gim_logic::store::{StoreJob, store_batch};
+    use gim_logic::messages::store::{StoreJob, store_batch};
     use gim_proto::connect::v1::MessageItem;
     let pool = sqlx::mysql::MySqlPoolOptions::new()
         .max_connections(1)
@@ -616,9 +616,10 @@ async fn a_failed_batch_script_is_rolled_back_and_each_job_stored_on_its_own() {
         },
         mentions: String::new(),
         body: vec![0, b'\'', b'\\', 0xff],
-        rows: vec![(gim_common::UserId(user), seq)],
+        rows: vec![(gim_common::UserId(user), gim_common::Seq(seq))],
         req_key: Some((1, 7, key)),
-        sender_seq: 0,
+        sender_seq: gim_common::Seq(0),
+        receiver_is_owner: false,
     };
     // Job 0's claim is the script's first INSERT and succeeds; jobs 1 and 2 are the same row, so
     // the second INSERT fails with the claim still in the open transaction. Were it not rolled

@@ -359,7 +359,7 @@ async fn racing_first_sign_ins_bind_a_device_to_exactly_one_user() {
         let dev = ctx.register_device().await;
         let tokens: Vec<String> = users.iter().map(|&u| ctx.device_token(u, dev)).collect();
         let results = futures::future::join_all(users.iter().zip(&tokens).map(|(&u, t)| {
-            state.auth_device(
+            state.apps.auth_device(
                 gim_common::AppId(ctx.app.0),
                 gim_common::UserId(u),
                 gim_common::DeviceId(dev),
@@ -400,7 +400,7 @@ async fn racing_first_sign_ins_bind_a_device_to_exactly_one_user() {
         .collect();
     let results =
         futures::future::join_all(users.iter().zip(&devs).zip(&tokens).map(|((&u, &d), t)| {
-            state.auth_device(
+            state.apps.auth_device(
                 gim_common::AppId(ctx.app.0),
                 gim_common::UserId(u),
                 gim_common::DeviceId(d),

@@ -214,6 +214,9 @@ pub struct MysqlConfig {
     pub max_connections: u32,
     /// A call that cannot get a connection within this fails with UNAVAILABLE instead of hanging.
     pub acquire_timeout_ms: u64,
+    /// Deadline of a batch of statements (and of an id-segment refill): a hung connection fails
+    /// the calls waiting on it with UNAVAILABLE instead of holding them forever.
+    pub statement_timeout_ms: u64,
 }
 
 impl Default for MysqlConfig {
@@ -222,6 +225,7 @@ impl Default for MysqlConfig {
             url: "mysql://gim:gim@127.0.0.1:3306/gim".into(),
             max_connections: 32,
             acquire_timeout_ms: 2_000,
+            statement_timeout_ms: 10_000,
         }
     }
 }
@@ -349,7 +353,8 @@ impl Validate for MysqlConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         check_url("mysql.url", &self.url, &["mysql", "mariadb"])?;
         check_positive("mysql.max_connections", self.max_connections.into())?;
-        check_positive("mysql.acquire_timeout_ms", self.acquire_timeout_ms)
+        check_positive("mysql.acquire_timeout_ms", self.acquire_timeout_ms)?;
+        check_positive("mysql.statement_timeout_ms", self.statement_timeout_ms)
     }
 }
 

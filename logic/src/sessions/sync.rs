@@ -1,27 +1,25 @@
-//! What conn nodes call for a long connection: sign-in (route swap + supersede), sync, acks,
-//! offline, and large-group history.
+//! Reading a device's lists: sync of the user's list (batched across concurrent syncs) and of a
+//! large group's, with the wait for an in-flight send's gap; and device acks (batched).
 
-use crate::core::{SYNC_LIMIT_MAX, SYNC_PAGE_BYTES, State};
+use super::Sessions;
+use crate::db::rows::{GROUP_MESSAGE_COLS, MessageRow, USER_MESSAGE_COLS, YOUNG};
 use crate::error::{Error, Result};
-use gim_common::{AppId, DeviceId, GroupId, UserId, keys};
-use gim_proto::conn::v1::CloseConnReq;
+use gim_common::{AppId, GroupId, UserId};
 use gim_proto::connect::v1::MessageItem;
 use gim_proto::logic::v1 as pb;
 use prost::Message as _;
+use sqlx::MySqlPool;
 use std::time::Duration;
 
-const MSG_COLS: &str = "seq, message_id, request_id, sender_type, sender_id, sender_device_id, \
-                        receiver_type, receiver_id, to_user_ids, body, send_time, status";
-const GROUP_MSG_COLS: &str = "seq, message_id, request_id, sender_type, sender_id, sender_device_id, \
-                              3, group_id, to_user_ids, body, send_time, status";
-
-/// 1 when the row was written in the last 2 s (by MySQL's clock, so clock skew between logic
-/// processes does not matter).
-const YOUNG: &str = "CAST(created_at >= NOW(3) - INTERVAL 2 SECOND AS SIGNED)";
+/// A sync page is cut before its encoded messages pass this, so that the reply plus its envelope
+/// fits one 65 535-byte frame.
+pub const SYNC_PAGE_BYTES: usize = 60_000;
+/// Largest page a caller may ask for.
+pub const SYNC_LIMIT_MAX: i32 = 1000;
 /// How long a sync waits for an in-flight send to fill a gap before answering anyway.
 const GAP_WAIT: Duration = Duration::from_secs(1);
 
-type Row = crate::core::MsgTuple;
+type Row = MessageRow;
 
 /// A gap in the seqs just before a row written moments ago is most likely a concurrent send
 /// whose seq was allocated first but whose insert has not committed yet. Answering now would let
@@ -30,61 +28,17 @@ type Row = crate::core::MsgTuple;
 fn young_gap(from: i64, rows: &[Row]) -> bool {
     let mut prev = from;
     for r in rows {
-        if r.0 != prev + 1 && r.12 == 1 {
+        if r.seq.get() != prev + 1 && r.young == 1 {
             return true;
         }
-        prev = r.0;
+        prev = r.seq.get();
     }
     false
 }
 
-const LARGE_OF_USER: &str = "SELECT m.group_id FROM group_member m \
-     JOIN im_group g ON g.app_id = m.app_id AND g.group_id = m.group_id \
-     WHERE m.app_id = ? AND m.user_id = ? AND g.type = 2 ORDER BY m.group_id";
-
-/// The large groups of each (app, user), in group id order: one text query for the batch
-/// ([`crate::lit`]; the member-by-user index, one range per user), or one per user when that fails.
-pub(crate) async fn large_groups_of(
-    pool: sqlx::MySqlPool,
-    users: Vec<(AppId, UserId)>,
-) -> Vec<Result<Vec<i64>>> {
-    use std::fmt::Write as _;
-    if users.len() > 1 {
-        let mut sql = String::from(
-            "SELECT m.app_id, m.user_id, m.group_id FROM group_member m \
-             JOIN im_group g ON g.app_id = m.app_id AND g.group_id = m.group_id WHERE g.type = 2 AND (",
-        );
-        crate::lit::join(&mut sql, &users, " OR ", |sql, (app, user)| {
-            let _ = write!(sql, "(m.app_id = {} AND m.user_id = {})", app.0, user.0);
-        });
-        sql.push_str(") ORDER BY m.group_id");
-        if let Ok(rows) = crate::lit::rows::<3>(&pool, sql).await {
-            let mut by: std::collections::HashMap<(i64, i64), Vec<i64>> = Default::default();
-            for [a, u, g] in rows {
-                by.entry((a, u)).or_default().push(g);
-            }
-            return users
-                .iter()
-                .map(|(a, u)| Ok(by.get(&(a.0, u.0)).cloned().unwrap_or_default()))
-                .collect();
-        }
-    }
-    let each = users.iter().map(|(app, user)| {
-        let pool = &pool;
-        async move {
-            Ok(sqlx::query_scalar(LARGE_OF_USER)
-                .bind(app.0)
-                .bind(user.0)
-                .fetch_all(pool)
-                .await?)
-        }
-    });
-    futures::future::join_all(each).await
-}
-
 /// One user's sync page: rows with `seq > from`, at most `limit`.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct PageKey {
+pub struct PageKey {
     pub app: i64,
     pub user: i64,
     pub from: i64,
@@ -95,7 +49,7 @@ pub(crate) struct PageKey {
 /// (each an index range scan on the primary key), every part tagged with its position; the values
 /// are integers written as literals, so no value can change the statement, and one round trip
 /// replaces a prepare + execute per user. One prepared query per page when the batch fails.
-pub(crate) async fn sync_pages(pool: sqlx::MySqlPool, keys: Vec<PageKey>) -> Vec<Result<Vec<Row>>> {
+pub async fn sync_pages(pool: MySqlPool, keys: Vec<PageKey>) -> Vec<Result<Vec<Row>>> {
     use sqlx::{FromRow as _, Row as _};
     use std::fmt::Write as _;
     if keys.len() > 1 {
@@ -106,7 +60,7 @@ pub(crate) async fn sync_pages(pool: sqlx::MySqlPool, keys: Vec<PageKey>) -> Vec
             }
             let _ = write!(
                 sql,
-                "(SELECT {MSG_COLS}, {YOUNG}, {i} FROM user_message WHERE app_id = {} AND user_id = {} \
+                "(SELECT {USER_MESSAGE_COLS}, {YOUNG}, {i} AS part FROM user_message WHERE app_id = {} AND user_id = {} \
                  AND seq > {} ORDER BY seq LIMIT {})",
                 k.app, k.user, k.from, k.limit
             );
@@ -116,7 +70,7 @@ pub(crate) async fn sync_pages(pool: sqlx::MySqlPool, keys: Vec<PageKey>) -> Vec
             .await
             .and_then(|rows| {
                 rows.iter()
-                    .map(|r| Ok((r.try_get::<i64, _>(13)?, Row::from_row(r)?)))
+                    .map(|r| Ok((r.try_get::<i64, _>("part")?, Row::from_row(r)?)))
                     .collect::<std::result::Result<Vec<_>, sqlx::Error>>()
             });
         match rows {
@@ -131,7 +85,7 @@ pub(crate) async fn sync_pages(pool: sqlx::MySqlPool, keys: Vec<PageKey>) -> Vec
                 return pages
                     .into_iter()
                     .map(|mut p| {
-                        p.sort_unstable_by_key(|r| r.0);
+                        p.sort_unstable_by_key(|r| r.seq);
                         Ok(p)
                     })
                     .collect();
@@ -142,7 +96,7 @@ pub(crate) async fn sync_pages(pool: sqlx::MySqlPool, keys: Vec<PageKey>) -> Vec
         }
     }
     let sql = format!(
-        "SELECT {MSG_COLS}, {YOUNG} FROM user_message \
+        "SELECT {USER_MESSAGE_COLS}, {YOUNG} FROM user_message \
          WHERE app_id = ? AND user_id = ? AND seq > ? ORDER BY seq LIMIT ?"
     );
     let each = keys.iter().map(|k| {
@@ -163,7 +117,7 @@ pub(crate) async fn sync_pages(pool: sqlx::MySqlPool, keys: Vec<PageKey>) -> Vec
 
 /// One device's ack.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct AckRow {
+pub struct AckRow {
     pub app: i64,
     pub user: i64,
     pub device: i64,
@@ -178,7 +132,7 @@ const ACK_SQL: &str = "INSERT INTO device_ack (app_id, user_id, device_id, ack) 
 /// either order. Rows go in key order, so concurrent batches lock rows in the same order and
 /// cannot deadlock each other. One statement per ack when the batch fails (it committed nothing:
 /// autocommit makes the statement all or nothing), so each caller gets its own outcome.
-pub(crate) async fn store_acks(pool: sqlx::MySqlPool, rows: Vec<AckRow>) -> Vec<Result<()>> {
+pub async fn store_acks(pool: MySqlPool, rows: Vec<AckRow>) -> Vec<Result<()>> {
     use std::fmt::Write as _;
     if rows.len() > 1 {
         let mut sorted: Vec<&AckRow> = rows.iter().collect();
@@ -215,115 +169,23 @@ pub(crate) async fn store_acks(pool: sqlx::MySqlPool, rows: Vec<AckRow>) -> Vec<
     futures::future::join_all(each).await
 }
 
-impl State {
-    /// Fetches a page, again (every 20 ms, for up to [`GAP_WAIT`]) while it has a young gap.
-    async fn settled<F, Fut>(from: i64, fetch: F) -> Result<Vec<Row>>
-    where
-        F: Fn() -> Fut,
-        Fut: std::future::Future<Output = Result<Vec<Row>>>,
-    {
-        let deadline = tokio::time::Instant::now() + GAP_WAIT;
-        loop {
-            let rows = fetch().await?;
-            if !young_gap(from, &rows) || tokio::time::Instant::now() >= deadline {
-                return Ok(rows);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+/// Fetches a page, again (every 20 ms, for up to [`GAP_WAIT`]) while it has a young gap.
+async fn settled<F, Fut>(from: i64, fetch: F) -> Result<Vec<Row>>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<Row>>>,
+{
+    let deadline = tokio::time::Instant::now() + GAP_WAIT;
+    loop {
+        let rows = fetch().await?;
+        if !young_gap(from, &rows) || tokio::time::Instant::now() >= deadline {
+            return Ok(rows);
         }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
 
-    pub async fn sign_in(&self, req: pb::SignInReq) -> Result<pb::SignInResp> {
-        let (app, user, device) = (
-            AppId(req.app_id),
-            UserId(req.user_id),
-            DeviceId(req.device_id),
-        );
-        if req.node_id.is_empty() {
-            return Err(Error::bad_request("node_id", "must not be empty"));
-        }
-        if req.conn_id < 0 {
-            return Err(Error::bad_request("conn_id", "must not be negative"));
-        }
-        self.auth_device(app, user, device, &req.token).await?;
-        let key = keys::route_key(app, user);
-        let value = keys::route_value(&req.node_id, req.conn_id);
-        let mut inv = self.scripts.route_swap.prepare_invoke();
-        inv.key(&key).arg(device.0).arg(&value);
-        let old: Option<String> = self.redis.script(inv).await?;
-        if let Some(old) = old
-            && old != value
-            && let Some((node, conn)) = keys::parse_route_value(&old)
-        {
-            // Supersede: the same device signed in again; its older connection is closed, on
-            // whichever node it lives (if that node is still alive).
-            let node = node.to_string();
-            let nodes = self.nodes.clone();
-            let close = CloseConnReq {
-                app_id: app.0,
-                device_id: device.0,
-                conn_id: conn,
-                reason: "signed in elsewhere".into(),
-            };
-            self.spawn_push(async move {
-                let _ = nodes.close_conn(&node, close).await;
-            })
-            .await;
-        }
-        // Batched with concurrent sign-ins: a sign-in storm costs MySQL one query per batch.
-        let large = self
-            .large_of
-            .try_call((app, user), "sign-in batcher")
-            .await?;
-        tracing::debug!(%app, %user, %device, node = %req.node_id, conn = req.conn_id, "signed in");
-        Ok(pb::SignInResp {
-            large_group_ids: large,
-        })
-    }
-
-    pub async fn offline(&self, req: pb::OfflineReq) -> Result<()> {
-        let key = keys::route_key(AppId(req.app_id), UserId(req.user_id));
-        let value = keys::route_value(&req.node_id, req.conn_id);
-        let mut inv = self.scripts.route_del.prepare_invoke();
-        inv.key(&key).arg(req.device_id).arg(&value);
-        let _: i64 = self.redis.script(inv).await?;
-        Ok(())
-    }
-
-    /// Re-records a node's routes after Redis lost them. HSETNX per device: a route that exists
-    /// (a newer sign-in, possibly on another node) is left alone. One pipeline per hash slot on a
-    /// cluster. Push reads routes straight from Redis (no route cache), so nothing to invalidate.
-    pub async fn restore_routes(&self, req: pb::RestoreRoutesReq) -> Result<u32> {
-        if req.node_id.is_empty() {
-            return Err(Error::bad_request("node_id", "must not be empty"));
-        }
-        if req.routes.iter().any(|r| r.conn_id < 0) {
-            return Err(Error::bad_request("routes.conn_id", "must not be negative"));
-        }
-        let mut groups: std::collections::BTreeMap<u16, redis::Pipeline> = Default::default();
-        for r in &req.routes {
-            let key = keys::route_key(AppId(r.app_id), UserId(r.user_id));
-            let s = if self.redis.is_cluster() {
-                crate::rds::slot(&key)
-            } else {
-                0
-            };
-            groups
-                .entry(s)
-                .or_insert_with(redis::pipe)
-                .cmd("HSETNX")
-                .arg(&key)
-                .arg(r.device_id)
-                .arg(keys::route_value(&req.node_id, r.conn_id));
-        }
-        let calls = groups
-            .values()
-            .map(|p| async move { self.redis.pipe::<Vec<i64>>(p).await });
-        let results = futures::future::try_join_all(calls).await?;
-        let restored = results.iter().flatten().filter(|&&v| v == 1).count() as u32;
-        tracing::info!(node = %req.node_id, asked = req.routes.len(), restored, "routes restored");
-        Ok(restored)
-    }
-
+impl Sessions {
     fn page_limit(&self, limit: i32) -> Result<i64> {
         if limit < 0 {
             return Err(Error::bad_request("limit", "must not be negative"));
@@ -360,7 +222,7 @@ impl State {
             from,
             limit: limit + 1,
         };
-        let rows = Self::settled(from, || async {
+        let rows = settled(from, || async {
             self.sync_pages.try_call(key, "sync batcher").await
         })
         .await?;
@@ -378,20 +240,20 @@ impl State {
             return Err(Error::bad_request("seq", "must not be negative"));
         }
         let limit = self.page_limit(req.limit)?;
-        let g = self.group(app, gid).await?;
+        let g = self.groups.group(app, gid).await?;
         if !g.is_large() {
             return Err(Error::bad_request(
                 "group_id",
                 "not a large group (normal groups sync through the user's list)",
             ));
         }
-        if !self.is_member(app, &g, user).await? {
+        if !self.groups.is_member(app, &g, user).await? {
             return Err(gim_common::GimCode::NotInGroup.into());
         }
         let sql = format!(
-            "SELECT {GROUP_MSG_COLS}, {YOUNG} FROM group_message WHERE app_id = ? AND group_id = ? AND seq > ? ORDER BY seq LIMIT ?"
+            "SELECT {GROUP_MESSAGE_COLS}, {YOUNG} FROM group_message WHERE app_id = ? AND group_id = ? AND seq > ? ORDER BY seq LIMIT ?"
         );
-        let rows = Self::settled(req.seq, || async {
+        let rows = settled(req.seq, || async {
             let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
                 .bind(app.0)
                 .bind(gid.0)
@@ -428,12 +290,12 @@ impl State {
 
 /// Up to `limit` rows (the query fetched one more to know whether more follow), cut before the
 /// encoded messages pass [`SYNC_PAGE_BYTES`]; at least one message per page.
-fn page(rows: Vec<crate::core::MsgTuple>, limit: usize) -> Result<(Vec<MessageItem>, bool)> {
+fn page(rows: Vec<Row>, limit: usize) -> Result<(Vec<MessageItem>, bool)> {
     let mut has_more = rows.len() > limit;
     let mut out = Vec::with_capacity(rows.len().min(limit));
     let mut bytes = 0usize;
     for r in rows.into_iter().take(limit) {
-        let item = crate::core::item_from(r)?;
+        let item = r.into_item()?;
         // Field tag + length prefix of a repeated message: at most 1 + 3 bytes here.
         let size = item.encoded_len() + 4;
         if !out.is_empty() && bytes + size > SYNC_PAGE_BYTES {

@@ -3,7 +3,7 @@
 //! caches' TTLs still bound staleness when a message is lost (Redis restart, reconnect); after
 //! a reconnect the listener drops every cached group, since it may have missed messages.
 
-use crate::core::State;
+use crate::rds::Redis;
 use gim_common::shutdown::Shutdown;
 use gim_common::{AppId, GroupId};
 use std::sync::Weak;
@@ -15,6 +15,24 @@ pub fn group_message(app: AppId, gid: GroupId) -> String {
     format!("g:{app}:{gid}")
 }
 
+/// What the listener drops caches on (the group domain; a trait so this module needs no groups).
+pub trait Invalidate: Send + Sync + 'static {
+    fn drop_group(&self, app: AppId, gid: GroupId);
+    fn drop_all(&self);
+}
+
+/// Tells every logic process (this one included) that a group changed. Best effort: the caches'
+/// TTLs bound the staleness when the message is lost.
+pub fn publish(redis: &Redis, app: AppId, gid: GroupId) {
+    let redis = redis.clone();
+    let msg = group_message(app, gid);
+    tokio::spawn(async move {
+        let _ = redis
+            .query::<i64>(redis::cmd("PUBLISH").arg(CHANNEL).arg(msg))
+            .await;
+    });
+}
+
 fn parse(msg: &str) -> Option<(AppId, GroupId)> {
     let mut it = msg.strip_prefix("g:")?.split(':');
     let app = it.next()?.parse().ok()?;
@@ -24,7 +42,7 @@ fn parse(msg: &str) -> Option<(AppId, GroupId)> {
 
 /// Subscribes (re-subscribing after failures) until shutdown. `url` is the single server, or any
 /// node of a cluster (PUBLISH reaches every node of a cluster).
-pub fn spawn_listener(state: Weak<State>, url: String, shutdown: Shutdown) {
+pub fn spawn_listener<T: Invalidate>(state: Weak<T>, url: String, shutdown: Shutdown) {
     use futures::StreamExt as _;
     tokio::spawn(async move {
         let Ok(client) = redis::Client::open(url.as_str()) else {
@@ -47,7 +65,7 @@ pub fn spawn_listener(state: Weak<State>, url: String, shutdown: Shutdown) {
                 }
             };
             match state.upgrade() {
-                Some(s) => s.drop_all_group_caches(),
+                Some(s) => s.drop_all(),
                 None => return,
             }
             let mut stream = ps.on_message();
@@ -62,7 +80,7 @@ pub fn spawn_listener(state: Weak<State>, url: String, shutdown: Shutdown) {
                 };
                 let Some(s) = state.upgrade() else { return };
                 if let Some((app, gid)) = parse(&payload) {
-                    s.drop_group_caches(app, gid);
+                    s.drop_group(app, gid);
                 }
             }
         }

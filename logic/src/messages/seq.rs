@@ -6,17 +6,17 @@
 //! upsert for the whole batch) before returning. If Redis loses a counter (flush, failover), the
 //! next allocation finds it missing, reserves a fresh block above `max_seq` in MySQL and re-seeds
 //! the counter there, so seqs keep increasing and none is ever reused (SPEC §4).
-//!
-//! Message and group ids come from `id_segment`: a process reserves `step` ids per MySQL update.
 
 use crate::batch::Batcher;
+use crate::db;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::rds::{Redis, Scripts, group_seq_key, slot, user_seq_key};
-use gim_common::{AppId, GroupId, UserId};
+use gim_common::{AppId, GroupId, Seq, UserId};
 use sqlx::MySqlPool;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// One message list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -60,6 +60,8 @@ pub struct SeqAllocator {
     /// Block reservations for cold lists, shared by concurrent allocations: a cold start or a
     /// Redis flush makes every active list seed at once, and each seed is a MySQL commit.
     seeder: Arc<Batcher<Vec<SeedKey>, Result<Vec<i64>>>>,
+    /// Deadline of a reservation's MySQL statement.
+    deadline: Duration,
 }
 
 impl SeqAllocator {
@@ -69,11 +71,14 @@ impl SeqAllocator {
         scripts: Arc<Scripts>,
         block: i64,
         metrics: Arc<Metrics>,
+        deadline: Duration,
     ) -> Self {
-        let seeder = Arc::new(crate::core::mysql_batcher(
+        let seeder = Arc::new(db::batcher(
             "seeds",
             &pool,
             &metrics,
+            deadline,
+            db::BATCH_CONCURRENCY,
             move |pool, reqs| seed_batch(pool, block, reqs),
         ));
         Self {
@@ -83,12 +88,13 @@ impl SeqAllocator {
             block,
             metrics,
             seeder,
+            deadline,
         }
     }
 
     /// Allocates `n` seqs in each list; returns the *last* seq of each (the first is last - n + 1).
     /// Lists must be distinct.
-    pub async fn alloc(&self, lists: &[(ListId, i64)]) -> Result<Vec<i64>> {
+    pub async fn alloc(&self, lists: &[(ListId, i64)]) -> Result<Vec<Seq>> {
         Ok(self
             .alloc_inner(lists, None)
             .await?
@@ -104,7 +110,7 @@ impl SeqAllocator {
         &self,
         lists: &[(ListId, i64)],
         mark: (&str, usize),
-    ) -> Result<Option<Vec<i64>>> {
+    ) -> Result<Option<Vec<Seq>>> {
         self.alloc_inner(lists, Some(mark)).await
     }
 
@@ -112,7 +118,7 @@ impl SeqAllocator {
         &self,
         lists: &[(ListId, i64)],
         mut mark: Option<(&str, usize)>,
-    ) -> Result<Option<Vec<i64>>> {
+    ) -> Result<Option<Vec<Seq>>> {
         let mut out = vec![0i64; lists.len()];
         let mut pending: Vec<usize> = (0..lists.len()).collect();
         for _attempt in 0..4 {
@@ -140,7 +146,7 @@ impl SeqAllocator {
                 }
             }
             if !over.is_empty() {
-                self.reserve(lists, &over, &out).await?;
+                db::deadline(self.deadline, self.reserve(lists, &over, &out)).await?;
             }
             if !missing.is_empty() {
                 self.seed(lists, &missing).await?;
@@ -152,7 +158,7 @@ impl SeqAllocator {
                 "seq counter vanished repeatedly while seeding".into(),
             ));
         }
-        Ok(Some(out))
+        Ok(Some(out.into_iter().map(Seq).collect()))
     }
 
     /// [`Self::run_alloc`] with the mark set in the script of the slot group holding
@@ -345,12 +351,9 @@ async fn reserve_blocks(
             read.push_bind(a)
                 .push(" AND object_type = ")
                 .push_bind(t)
-                .push(" AND object_id IN (");
-            let mut ids = read.separated(", ");
-            for &o in chunk {
-                ids.push_bind(o);
-            }
-            read.push(") FOR UPDATE");
+                .push(" AND object_id");
+            db::push_in(&mut read, chunk.iter().copied());
+            read.push(" FOR UPDATE");
             let rows: Vec<(i64, i64)> = read.build_query_as().fetch_all(&mut *tx).await?;
             hws.extend(rows.into_iter().map(|(o, hw)| ((a, t, o), hw)));
         }
@@ -361,45 +364,3 @@ async fn reserve_blocks(
 
 /// Lists per seeding upsert (4 placeholders a row, 65 535 a statement).
 const SEED_CHUNK: usize = 4000;
-
-/// Ids reserved from one `id_segment` row, `step` at a time.
-#[derive(Debug)]
-pub struct Segment {
-    name: &'static str,
-    state: tokio::sync::Mutex<(i64, i64)>,
-}
-
-impl Segment {
-    pub fn new(name: &'static str) -> Self {
-        Self {
-            name,
-            state: tokio::sync::Mutex::new((0, 0)),
-        }
-    }
-
-    pub async fn next(&self, pool: &MySqlPool) -> Result<i64> {
-        let mut st = self.state.lock().await;
-        if st.0 >= st.1 {
-            let r = sqlx::query(
-                "UPDATE id_segment SET max_id = LAST_INSERT_ID(max_id + step) WHERE name = ?",
-            )
-            .bind(self.name)
-            .execute(pool)
-            .await?;
-            if r.rows_affected() == 0 {
-                return Err(Error::Internal(format!(
-                    "id_segment row {:?} missing: run `gim-logic migrate`",
-                    self.name
-                )));
-            }
-            let end = r.last_insert_id() as i64;
-            let step: i32 = sqlx::query_scalar("SELECT step FROM id_segment WHERE name = ?")
-                .bind(self.name)
-                .fetch_one(pool)
-                .await?;
-            *st = (end - step as i64, end);
-        }
-        st.0 += 1;
-        Ok(st.0)
-    }
-}

@@ -6,33 +6,21 @@
 //! a lost connection, ...), each message is stored again on its own, so every caller gets exactly
 //! the result and the error it would have got without batching.
 
+use super::Messages;
+use super::idem::{ReqKey, claim};
+use crate::db::INSERT_CHUNK;
+use crate::db::rows::{SEND_REQUEST_INSERT, USER_MESSAGE_INSERT};
 use crate::error::Result;
-use gim_common::{AppId, UserId};
+use gim_common::{AppId, GroupId, Seq, UserId};
 use gim_proto::connect::v1::MessageItem;
 use gim_proto::logic::v1 as pb;
 use sqlx::{MySql, MySqlPool, QueryBuilder};
 
-/// Most rows in one INSERT (14 placeholders a row, 65 535 placeholders a statement).
-pub const INSERT_CHUNK: usize = 2000;
 /// Messages with more copies than this are stored on their own (already one large INSERT).
 pub const BATCH_ROWS_MAX: usize = 500;
-/// Most messages in one batch.
-pub const BATCH_MAX: usize = 64;
-/// Batches in flight at once (each holds one pooled connection).
-pub const BATCH_CONCURRENCY: usize = 4;
-/// Message-store batches in flight at once. Fewer than the other batchers: while two batches
-/// are in MariaDB the next one keeps filling, so each transaction carries more messages and the
-/// server pays its per-transaction costs (a thread wake-up, parsing BEGIN/COMMIT, the commit's
-/// log write) less often. B3 at 5 250 msg/s, three runs each, same session: 4 in flight gave
-/// ~1 000 transactions/s, MariaDB 3.66 s and logic 4.66 s of CPU per run (medians), push p99
-/// 73 ms; 2 in flight gave MariaDB 3.29 s, logic 4.41 s, p99 51 ms.
+/// Message-store batches in flight at once: fewer than the other batchers, so each transaction
+/// carries more messages (measured in bench/NOTES.md, "Two message-store batches in flight").
 pub const STORE_CONCURRENCY: usize = 2;
-
-/// (sender type, sender id, idempotency key) of a `send_request` row.
-pub type ReqKey = (i8, i64, i64);
-
-/// A `send_request` row as the batched pre-check reads it: app, key, message id, sender seq.
-type FirstRow = (i64, i8, i64, i64, i64, i64);
 
 /// One message's copies for one list kind (`user_message`).
 #[derive(Debug)]
@@ -43,34 +31,43 @@ pub struct StoreJob {
     pub mentions: String,
     pub body: Vec<u8>,
     /// (owner, seq) per copy.
-    pub rows: Vec<(UserId, i64)>,
+    pub rows: Vec<(UserId, Seq)>,
     /// With a key, the message is stored only if the key is not claimed yet.
     pub req_key: Option<ReqKey>,
-    pub sender_seq: i64,
+    pub sender_seq: Seq,
+    /// Each copy's receiver is its owner (a business push to users), not `item.receiver_id`.
+    pub receiver_is_owner: bool,
+}
+
+impl StoreJob {
+    fn receiver(&self, owner: UserId) -> i64 {
+        if self.receiver_is_owner {
+            owner.0
+        } else {
+            self.item.receiver_id
+        }
+    }
 }
 
 /// `Some(first result)` when the request key was already claimed: nothing was stored.
 pub type StoreResult = Result<Option<pb::SendMessageResp>>;
 
 fn insert_rows<'a>(
-    rows: impl IntoIterator<Item = (&'a StoreJob, &'a (UserId, i64))>,
+    rows: impl IntoIterator<Item = (&'a StoreJob, &'a (UserId, Seq))>,
 ) -> QueryBuilder<MySql> {
-    let mut qb = QueryBuilder::<MySql>::new(
-        "INSERT INTO user_message (app_id, user_id, seq, message_id, request_id, sender_type, sender_id, \
-         sender_device_id, receiver_type, receiver_id, to_user_ids, body, send_time, status) ",
-    );
+    let mut qb = QueryBuilder::<MySql>::new(USER_MESSAGE_INSERT);
     qb.push_values(rows, |mut b, (j, (u, seq))| {
         let item = &j.item;
         b.push_bind(j.app.0)
             .push_bind(u.0)
-            .push_bind(*seq)
+            .push_bind(seq.get())
             .push_bind(item.message_id)
             .push_bind(item.request_id)
             .push_bind(item.sender_type as i8)
             .push_bind(item.sender_id)
             .push_bind(item.sender_device_id)
             .push_bind(item.receiver_type as i8)
-            .push_bind(item.receiver_id)
+            .push_bind(j.receiver(*u))
             .push_bind(j.mentions.clone())
             .push_bind(j.body.clone())
             .push_bind(item.send_time)
@@ -93,7 +90,7 @@ pub async fn store_one(pool: &MySqlPool, j: &StoreJob) -> StoreResult {
     }
     let mut tx = pool.begin().await?;
     if let Some(k) = j.req_key
-        && let Some(first) = claim(&mut tx, j.app, k, j.item.message_id, j.sender_seq).await?
+        && let Some(first) = claim(&mut tx, j.app, k, j.item.message_id, j.sender_seq.get()).await?
     {
         return Ok(Some(first));
     }
@@ -192,9 +189,8 @@ fn script(jobs: &[&StoreJob]) -> String {
         s.push_str("BEGIN;");
     }
     if keyed > 0 {
-        s.push_str(
-            "INSERT INTO send_request (app_id, sender_type, sender_id, client_request_id, message_id, sender_seq) VALUES ",
-        );
+        s.push_str(SEND_REQUEST_INSERT);
+        s.push_str("VALUES ");
         let mut first = true;
         for j in jobs {
             let Some((t, sender, r)) = j.req_key else {
@@ -208,7 +204,12 @@ fn script(jobs: &[&StoreJob]) -> String {
             let _ = write!(
                 s,
                 "({},{},{},{},{},{})",
-                j.app.0, t, sender, r, j.item.message_id, j.sender_seq
+                j.app.0,
+                t,
+                sender,
+                r,
+                j.item.message_id,
+                j.sender_seq.get()
             );
         }
         s.push(';');
@@ -218,10 +219,8 @@ fn script(jobs: &[&StoreJob]) -> String {
         let item = &j.item;
         for (u, seq) in &j.rows {
             if in_chunk == 0 {
-                s.push_str(
-                    "INSERT INTO user_message (app_id, user_id, seq, message_id, request_id, sender_type, sender_id, \
-                     sender_device_id, receiver_type, receiver_id, to_user_ids, body, send_time, status) VALUES ",
-                );
+                s.push_str(USER_MESSAGE_INSERT);
+                s.push_str("VALUES ");
             } else {
                 s.push(',');
             }
@@ -230,14 +229,14 @@ fn script(jobs: &[&StoreJob]) -> String {
                 "({},{},{},{},{},{},{},{},{},{},",
                 j.app.0,
                 u.0,
-                seq,
+                seq.get(),
                 item.message_id,
                 item.request_id,
                 item.sender_type as i8,
                 item.sender_id,
                 item.sender_device_id,
                 item.receiver_type as i8,
-                item.receiver_id
+                j.receiver(*u)
             );
             push_hex(&mut s, j.mentions.as_bytes());
             s.push(',');
@@ -304,108 +303,57 @@ async fn run_script(pool: &MySqlPool, sql: String) -> Result<()> {
     }
 }
 
-/// Inserts the send_request row; if it exists, returns the first result (the caller's
-/// transaction then stores nothing).
-pub async fn claim(
-    tx: &mut sqlx::Transaction<'static, MySql>,
-    app: AppId,
-    (sender_type, sender_id, req_id): ReqKey,
-    message_id: i64,
-    sender_seq: i64,
-) -> StoreResult {
-    let r = sqlx::query(
-        "INSERT INTO send_request (app_id, sender_type, sender_id, client_request_id, message_id, sender_seq) \
-         VALUES (?, ?, ?, ?, ?, ?)",
+/// The row of a large group's message: one copy, in the group's list.
+#[derive(Debug)]
+pub struct GroupJob<'a> {
+    pub app: AppId,
+    pub group: GroupId,
+    pub item: &'a MessageItem,
+    pub mentions: &'a str,
+    pub body: &'a [u8],
+    pub req_key: Option<ReqKey>,
+}
+
+/// Stores a large group's message; with a request key, inside a transaction that claims it.
+pub async fn store_group(pool: &MySqlPool, j: GroupJob<'_>) -> StoreResult {
+    let item = j.item;
+    let q = sqlx::query(
+        "INSERT INTO group_message (app_id, group_id, seq, message_id, request_id, sender_type, sender_id, \
+         sender_device_id, to_user_ids, body, send_time, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
-    .bind(app.0)
-    .bind(sender_type)
-    .bind(sender_id)
-    .bind(req_id)
-    .bind(message_id)
-    .bind(sender_seq)
-    .execute(&mut **tx)
-    .await;
-    match r {
-        Ok(_) => Ok(None),
-        Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
-            let first = first_query(app, (sender_type, sender_id, req_id))
-                .fetch_one(&mut **tx)
-                .await?;
-            Ok(Some(pb::SendMessageResp {
-                seq: first.1,
-                message_id: first.0,
-            }))
-        }
-        Err(e) => Err(e.into()),
+    .bind(j.app.0)
+    .bind(j.group.0)
+    .bind(item.seq)
+    .bind(item.message_id)
+    .bind(item.request_id)
+    .bind(item.sender_type as i8)
+    .bind(item.sender_id)
+    .bind(item.sender_device_id)
+    .bind(j.mentions)
+    .bind(j.body)
+    .bind(item.send_time)
+    .bind(item.status as i8);
+    let Some(k) = j.req_key else {
+        q.execute(pool).await?;
+        return Ok(None);
+    };
+    let mut tx = pool.begin().await?;
+    if let Some(first) = claim(&mut tx, j.app, k, item.message_id, item.seq).await? {
+        return Ok(Some(first));
     }
+    q.execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(None)
 }
 
-/// (message id, sender seq) of a request key's `send_request` row.
-fn first_query(
-    app: AppId,
-    (t, s, r): ReqKey,
-) -> sqlx::query::QueryAs<'static, MySql, (i64, i64), sqlx::mysql::MySqlArguments> {
-    sqlx::query_as(
-        "SELECT message_id, sender_seq FROM send_request \
-         WHERE app_id = ? AND sender_type = ? AND sender_id = ? AND client_request_id = ?",
-    )
-    .bind(app.0)
-    .bind(t)
-    .bind(s)
-    .bind(r)
-}
-
-/// The first result of a request key, if it was used before.
-pub async fn first_result(pool: &MySqlPool, app: AppId, (t, s, r): ReqKey) -> StoreResult {
-    let first = first_query(app, (t, s, r)).fetch_optional(pool).await?;
-    Ok(first.map(|(message_id, seq)| pb::SendMessageResp { seq, message_id }))
-}
-
-/// [`first_result`] for many keys in one text query (point lookups on the primary key, values
-/// inlined as integers: one round trip, where a prepared statement of a varying shape costs two);
-/// falls back to one query per key when it fails.
-pub async fn first_results(pool: MySqlPool, keys: Vec<(AppId, ReqKey)>) -> Vec<StoreResult> {
-    use sqlx::FromRow as _;
-    use std::fmt::Write as _;
-    if keys.len() > 1 {
-        let mut sql = String::with_capacity(160 + keys.len() * 110);
-        sql.push_str(
-            "SELECT app_id, sender_type, sender_id, client_request_id, message_id, sender_seq \
-             FROM send_request WHERE ",
-        );
-        for (i, (app, (t, s, r))) in keys.iter().enumerate() {
-            if i > 0 {
-                sql.push_str(" OR ");
-            }
-            let _ = write!(
-                sql,
-                "(app_id = {} AND sender_type = {t} AND sender_id = {s} AND client_request_id = {r})",
-                app.0
-            );
+impl Messages {
+    /// Stores one message's user-list copies, the one path for every send and push: small
+    /// messages through the batcher (shared transactions with concurrent sends), large ones on
+    /// their own. `Some(first result)` when the request key was used before.
+    pub(super) async fn store_user_rows(&self, job: StoreJob) -> StoreResult {
+        if job.rows.len() > BATCH_ROWS_MAX {
+            return crate::db::deadline(self.deadline, store_one(&self.pool, &job)).await;
         }
-        let found = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-            .fetch_all(&pool)
-            .await
-            .and_then(|rows| {
-                rows.iter()
-                    .map(FirstRow::from_row)
-                    .collect::<Result<Vec<_>, _>>()
-            });
-        if let Ok(found) = found {
-            let map: std::collections::HashMap<(i64, i8, i64, i64), (i64, i64)> = found
-                .into_iter()
-                .map(|(a, t, s, r, m, q)| ((a, t, s, r), (m, q)))
-                .collect();
-            return keys
-                .iter()
-                .map(|(app, (t, s, r))| {
-                    Ok(map
-                        .get(&(app.0, *t, *s, *r))
-                        .map(|&(message_id, seq)| pb::SendMessageResp { seq, message_id }))
-                })
-                .collect();
-        }
+        self.stores.try_call(job, "store batcher").await
     }
-    let each = keys.iter().map(|(app, k)| first_result(&pool, *app, *k));
-    futures::future::join_all(each).await
 }

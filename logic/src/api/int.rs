@@ -1,0 +1,110 @@
+//! `LogicInt`: what conn nodes call for their connections (identities come in the request,
+//! checked by conn at sign-in).
+
+use super::handle;
+use crate::error::Error;
+use crate::messages::Sender;
+use crate::state::State;
+use gim_common::{AppId, DeviceId, UserId};
+use gim_proto::logic::v1 as pb;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+#[derive(Debug, Clone)]
+pub struct IntService(pub Arc<State>);
+
+#[tonic::async_trait]
+impl pb::logic_int_server::LogicInt for IntService {
+    async fn sign_in(&self, r: Request<pb::SignInReq>) -> Result<Response<pb::SignInResp>, Status> {
+        let (meta, _, req) = r.into_parts();
+        handle(
+            &self.0,
+            "LogicInt.SignIn",
+            &meta,
+            self.0.sessions.sign_in(req),
+        )
+        .await
+    }
+
+    async fn sync(&self, r: Request<pb::SyncReq>) -> Result<Response<pb::SyncResp>, Status> {
+        let (meta, _, req) = r.into_parts();
+        handle(&self.0, "LogicInt.Sync", &meta, self.0.sessions.sync(req)).await
+    }
+
+    async fn message_ack(
+        &self,
+        r: Request<pb::MessageAckReq>,
+    ) -> Result<Response<pb::MessageAckResp>, Status> {
+        let (meta, _, req) = r.into_parts();
+        handle(&self.0, "LogicInt.MessageACK", &meta, async {
+            self.0
+                .sessions
+                .ack(req)
+                .await
+                .map(|_| pb::MessageAckResp {})
+        })
+        .await
+    }
+
+    async fn offline(
+        &self,
+        r: Request<pb::OfflineReq>,
+    ) -> Result<Response<pb::OfflineResp>, Status> {
+        let (meta, _, req) = r.into_parts();
+        handle(&self.0, "LogicInt.Offline", &meta, async {
+            self.0
+                .sessions
+                .offline(req)
+                .await
+                .map(|_| pb::OfflineResp {})
+        })
+        .await
+    }
+
+    async fn restore_routes(
+        &self,
+        r: Request<pb::RestoreRoutesReq>,
+    ) -> Result<Response<pb::RestoreRoutesResp>, Status> {
+        let (meta, _, req) = r.into_parts();
+        handle(&self.0, "LogicInt.RestoreRoutes", &meta, async {
+            self.0
+                .sessions
+                .restore_routes(req)
+                .await
+                .map(|restored| pb::RestoreRoutesResp { restored })
+        })
+        .await
+    }
+
+    async fn send_message(
+        &self,
+        r: Request<pb::IntSendMessageReq>,
+    ) -> Result<Response<pb::SendMessageResp>, Status> {
+        let (meta, _, req) = r.into_parts();
+        handle(&self.0, "LogicInt.SendMessage", &meta, async {
+            let inner = req
+                .req
+                .ok_or_else(|| Error::bad_request("req", "is required"))?;
+            let sender = Sender::User {
+                user: UserId(req.user_id),
+                device: DeviceId(req.device_id),
+            };
+            self.0.messages.send(AppId(req.app_id), sender, inner).await
+        })
+        .await
+    }
+
+    async fn group_sync(
+        &self,
+        r: Request<pb::GroupSyncReq>,
+    ) -> Result<Response<pb::GroupSyncResp>, Status> {
+        let (meta, _, req) = r.into_parts();
+        handle(
+            &self.0,
+            "LogicInt.GroupSync",
+            &meta,
+            self.0.sessions.group_sync(req),
+        )
+        .await
+    }
+}

@@ -1,0 +1,186 @@
+//! `LogicServerExt`: what tenants' business servers call, authenticated by the app token.
+
+use super::{handle, server_auth};
+use crate::error::Error;
+use crate::messages::Sender;
+use crate::state::State;
+use gim_common::{GroupId, UserId};
+use gim_proto::logic::v1 as pb;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+#[derive(Debug, Clone)]
+pub struct ServerService(pub Arc<State>);
+
+#[tonic::async_trait]
+impl pb::logic_server_ext_server::LogicServerExt for ServerService {
+    async fn send_message(
+        &self,
+        r: Request<pb::SendMessageReq>,
+    ) -> Result<Response<pb::SendMessageResp>, Status> {
+        let (meta, _, req) = r.into_parts();
+        handle(&self.0, "LogicServerExt.SendMessage", &meta, async {
+            let app = server_auth(&self.0, &meta).await?;
+            let id = req.sender_id;
+            self.0
+                .messages
+                .send(app, Sender::Business { id }, req)
+                .await
+        })
+        .await
+    }
+
+    async fn import_users(
+        &self,
+        r: Request<pb::ImportUsersReq>,
+    ) -> Result<Response<pb::ImportUsersResp>, Status> {
+        let (meta, _, req) = r.into_parts();
+        handle(&self.0, "LogicServerExt.ImportUsers", &meta, async {
+            let app = server_auth(&self.0, &meta).await?;
+            let (created, updated) = self.0.users.import_users(app, &req.users).await?;
+            Ok(pb::ImportUsersResp { created, updated })
+        })
+        .await
+    }
+
+    async fn get_user(
+        &self,
+        r: Request<pb::GetUserReq>,
+    ) -> Result<Response<pb::GetUserResp>, Status> {
+        let (meta, _, req) = r.into_parts();
+        handle(&self.0, "LogicServerExt.GetUser", &meta, async {
+            let app = server_auth(&self.0, &meta).await?;
+            Ok(pb::GetUserResp {
+                user: Some(self.0.users.get_user(app, UserId(req.user_id)).await?),
+            })
+        })
+        .await
+    }
+
+    async fn create_group(
+        &self,
+        r: Request<pb::ServerCreateGroupReq>,
+    ) -> Result<Response<pb::CreateGroupResp>, Status> {
+        let (meta, _, req) = r.into_parts();
+        handle(&self.0, "LogicServerExt.CreateGroup", &meta, async {
+            let app = server_auth(&self.0, &meta).await?;
+            let g = req
+                .group
+                .ok_or_else(|| Error::bad_request("group", "is required"))?;
+            Ok(pb::CreateGroupResp {
+                group_id: self
+                    .0
+                    .groups
+                    .create_group(app, UserId(req.owner_id), g, req.member_ids)
+                    .await?,
+            })
+        })
+        .await
+    }
+
+    async fn update_group(
+        &self,
+        r: Request<pb::UpdateGroupReq>,
+    ) -> Result<Response<pb::UpdateGroupResp>, Status> {
+        let (meta, _, req) = r.into_parts();
+        handle(&self.0, "LogicServerExt.UpdateGroup", &meta, async {
+            let app = server_auth(&self.0, &meta).await?;
+            self.0.groups.update_group(app, None, req).await?;
+            Ok(pb::UpdateGroupResp {})
+        })
+        .await
+    }
+
+    async fn get_group(
+        &self,
+        r: Request<pb::GetGroupReq>,
+    ) -> Result<Response<pb::GetGroupResp>, Status> {
+        let (meta, _, req) = r.into_parts();
+        handle(&self.0, "LogicServerExt.GetGroup", &meta, async {
+            let app = server_auth(&self.0, &meta).await?;
+            let g = self.0.groups.group(app, GroupId(req.group_id)).await?;
+            Ok(pb::GetGroupResp {
+                group: Some(g.to_pb()),
+            })
+        })
+        .await
+    }
+
+    async fn get_group_members(
+        &self,
+        r: Request<pb::GetGroupMembersReq>,
+    ) -> Result<Response<pb::GetGroupMembersResp>, Status> {
+        let (meta, _, req) = r.into_parts();
+        handle(&self.0, "LogicServerExt.GetGroupMembers", &meta, async {
+            let app = server_auth(&self.0, &meta).await?;
+            Ok(pb::GetGroupMembersResp {
+                members: self
+                    .0
+                    .groups
+                    .group_members(app, GroupId(req.group_id))
+                    .await?,
+            })
+        })
+        .await
+    }
+
+    async fn add_group_member(
+        &self,
+        r: Request<pb::AddGroupMemberReq>,
+    ) -> Result<Response<pb::AddGroupMemberResp>, Status> {
+        let (meta, _, req) = r.into_parts();
+        handle(&self.0, "LogicServerExt.AddGroupMember", &meta, async {
+            let app = server_auth(&self.0, &meta).await?;
+            Ok(pb::AddGroupMemberResp {
+                user_ids: self
+                    .0
+                    .groups
+                    .add_members(app, None, GroupId(req.group_id), req.user_ids)
+                    .await?,
+            })
+        })
+        .await
+    }
+
+    async fn delete_group_member(
+        &self,
+        r: Request<pb::DeleteGroupMemberReq>,
+    ) -> Result<Response<pb::DeleteGroupMemberResp>, Status> {
+        let (meta, _, req) = r.into_parts();
+        handle(&self.0, "LogicServerExt.DeleteGroupMember", &meta, async {
+            let app = server_auth(&self.0, &meta).await?;
+            self.0
+                .groups
+                .delete_member(app, None, GroupId(req.group_id), UserId(req.user_id))
+                .await?;
+            Ok(pb::DeleteGroupMemberResp {})
+        })
+        .await
+    }
+
+    async fn push_to_users(
+        &self,
+        r: Request<pb::PushToUsersReq>,
+    ) -> Result<Response<pb::PushToUsersResp>, Status> {
+        let (meta, _, req) = r.into_parts();
+        handle(&self.0, "LogicServerExt.PushToUsers", &meta, async {
+            let app = server_auth(&self.0, &meta).await?;
+            self.0.messages.push_to_users(app, req).await
+        })
+        .await
+    }
+
+    async fn broadcast(
+        &self,
+        r: Request<pb::BroadcastReq>,
+    ) -> Result<Response<pb::BroadcastResp>, Status> {
+        let (meta, _, req) = r.into_parts();
+        handle(&self.0, "LogicServerExt.Broadcast", &meta, async {
+            let app = server_auth(&self.0, &meta).await?;
+            Ok(pb::BroadcastResp {
+                nodes: self.0.messages.broadcast(app, req).await?,
+            })
+        })
+        .await
+    }
+}

@@ -1,0 +1,269 @@
+//! Tenants and authentication: apps and their public keys, device and server tokens, device
+//! registration and the binding of a device to the first user that signs in with it.
+
+use crate::base::Base;
+use crate::batch::Batcher;
+use crate::cache::TtlCache;
+use crate::db::{self, lit};
+use crate::error::{Error, Result};
+use crate::validate::{self, NAME_MAX};
+use gim_common::token::{self, AppKey};
+use gim_common::{AppId, DeviceId, GimCode, UserId};
+use gim_proto::logic::v1 as pb;
+use sqlx::MySqlPool;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Creates an app (tenant): stores the public key, returns the id and the private key, which
+/// gim never stores (the tenant's business server mints tokens with it).
+pub async fn create_app(pool: &MySqlPool, name: &str) -> Result<(AppId, AppKey)> {
+    validate::text("name", name, NAME_MAX, true)?;
+    let key = AppKey::generate();
+    let r = sqlx::query("INSERT INTO app (name, public_key) VALUES (?, ?)")
+        .bind(name)
+        .bind(key.public_key().as_slice())
+        .execute(pool)
+        .await;
+    match r {
+        Ok(r) => Ok((AppId(r.last_insert_id() as i64), key)),
+        Err(e) if db::is_duplicate(&e) => {
+            Err(Error::bad_request("name", "an app with this name exists"))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A token verified for (server?, app, user, device, token).
+type VerifiedKey = (bool, AppId, UserId, DeviceId, String);
+
+pub struct Apps {
+    pool: MySqlPool,
+    /// Each app's public key, decoded (or `None`: no such app).
+    keys: TtlCache<AppId, Option<Arc<token::PublicKey>>>,
+    /// Tokens already verified for exactly (app, user, device) -> expiry: an Ed25519 verify per
+    /// call is the largest CPU cost of a send; the key includes the identity the caller claims.
+    verified: TtlCache<VerifiedKey, i64>,
+    devices: TtlCache<DeviceId, (AppId, UserId)>,
+    /// (app, user) of devices, one query for many devices.
+    device_rows: Batcher<DeviceId, Result<Option<(i64, i64)>>>,
+    /// First bindings of devices to users, one statement for many devices.
+    device_binds: Batcher<(DeviceId, UserId), Result<bool>>,
+}
+
+impl std::fmt::Debug for Apps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Apps")
+    }
+}
+
+impl Apps {
+    pub fn new(b: &Base) -> Self {
+        let (pool, metrics, deadline) = (b.pool.clone(), &b.metrics, b.deadline);
+        let conc = db::BATCH_CONCURRENCY;
+        Self {
+            device_rows: db::batcher("device_rows", &pool, metrics, deadline, conc, device_rows),
+            device_binds: db::batcher("device_binds", &pool, metrics, deadline, conc, bind_devices),
+            pool,
+            // App keys change only by operator action; a removed app stops within a minute.
+            keys: TtlCache::new(Duration::from_secs(60), 10_000),
+            // As long as the app-key cache: a replaced key stops old tokens within a minute.
+            verified: TtlCache::new(Duration::from_secs(60), 200_000),
+            // A binding never changes once made.
+            devices: TtlCache::new(Duration::from_secs(3600), 500_000),
+        }
+    }
+
+    async fn app_key(&self, app: AppId) -> Result<Arc<token::PublicKey>> {
+        let key = match self.keys.get(&app) {
+            Some(k) => k,
+            None => {
+                let k: Option<Vec<u8>> =
+                    sqlx::query_scalar("SELECT public_key FROM app WHERE app_id = ?")
+                        .bind(app.0)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                // A stored key that does not decode is not cached: every sign-in says why.
+                let k = match k {
+                    Some(bytes) => Some(Arc::new(token::PublicKey::from_bytes(&bytes).map_err(
+                        |e| Error::code(GimCode::Unauthorized, format!("app {app}: {e}")),
+                    )?)),
+                    None => None,
+                };
+                self.keys.insert(app, k.clone());
+                k
+            }
+        };
+        key.ok_or_else(|| Error::code(GimCode::Unauthorized, "unknown app"))
+    }
+
+    /// A client's device token for exactly (app, user, device), and the device bound to the user.
+    pub async fn auth_device(
+        &self,
+        app: AppId,
+        user: UserId,
+        device: DeviceId,
+        tok: &str,
+    ) -> Result<()> {
+        let now = token::now_secs();
+        let ck = (false, app, user, device, tok.to_string());
+        match self.verified.get(&ck) {
+            Some(exp) if exp > now => {}
+            _ => {
+                let key = self.app_key(app).await?;
+                let claims = token::verify_device_with(&key, tok, app.0, user.0, device.0, now)
+                    .map_err(|e| Error::code(GimCode::Unauthorized, e.to_string()))?;
+                self.verified.insert(ck, claims.exp);
+            }
+        }
+        self.bind_device(app, user, device).await
+    }
+
+    /// A business server's app-level token.
+    pub async fn auth_server(&self, app: AppId, tok: &str) -> Result<()> {
+        let now = token::now_secs();
+        let ck = (true, app, UserId(0), DeviceId(0), tok.to_string());
+        if self.verified.get(&ck).is_some_and(|exp| exp > now) {
+            return Ok(());
+        }
+        let key = self.app_key(app).await?;
+        let claims = token::verify_server_with(&key, tok, app.0, now)
+            .map_err(|e| Error::code(GimCode::Unauthorized, e.to_string()))?;
+        // Cached as a server token (the `true`): a device token never passes as one.
+        self.verified.insert(ck, claims.exp);
+        Ok(())
+    }
+
+    /// A registered device is bound to the first user that signs in with it; any other user (or
+    /// another app) gets 1005.
+    async fn bind_device(&self, app: AppId, user: UserId, device: DeviceId) -> Result<()> {
+        let not_bound = |why: &str| Err(Error::code(GimCode::DeviceNotBound, why));
+        if let Some((a, u)) = self.devices.get(&device) {
+            return if a == app && u == user {
+                Ok(())
+            } else {
+                not_bound("device is bound to another user")
+            };
+        }
+        for _ in 0..2 {
+            // Both statements are batched with concurrent sign-ins (a first-sign-in storm).
+            let row = self.device_rows.try_call(device, "device batcher").await?;
+            match row {
+                None => return not_bound("device is not registered"),
+                Some((a, _)) if a != app.0 => return not_bound("device is not registered"),
+                Some((_, 0)) => {
+                    let won = self
+                        .device_binds
+                        .try_call((device, user), "device batcher")
+                        .await?;
+                    if won {
+                        self.devices.insert(device, (app, user));
+                        return Ok(());
+                    }
+                    // Re-read: a concurrent first sign-in of another user may have won.
+                }
+                Some((_, u)) if u == user.0 => {
+                    self.devices.insert(device, (app, user));
+                    return Ok(());
+                }
+                Some((_, u)) => {
+                    self.devices.insert(device, (app, UserId(u)));
+                    return not_bound("device is bound to another user");
+                }
+            }
+        }
+        Err(Error::Internal("device binding did not settle".into()))
+    }
+
+    pub async fn register_device(&self, req: pb::RegisterDeviceReq) -> Result<i64> {
+        validate::id("app_id", req.app_id)?;
+        if !(1..=5).contains(&req.r#type) {
+            return Err(Error::bad_request(
+                "type",
+                format!("unknown device type {}", req.r#type),
+            ));
+        }
+        validate::text("brand", &req.brand, NAME_MAX, false)?;
+        validate::text("model", &req.model, NAME_MAX, false)?;
+        validate::text("system_version", &req.system_version, NAME_MAX, false)?;
+        validate::text("sdk_version", &req.sdk_version, NAME_MAX, false)?;
+        if self.app_key(AppId(req.app_id)).await.is_err() {
+            return Err(Error::bad_request("app_id", "unknown app"));
+        }
+        let r = sqlx::query(
+            "INSERT INTO device (app_id, type, brand, model, system_version, sdk_version) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(req.app_id)
+        .bind(req.r#type as i8)
+        .bind(&req.brand)
+        .bind(&req.model)
+        .bind(&req.system_version)
+        .bind(&req.sdk_version)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.last_insert_id() as i64)
+    }
+}
+
+/// `(app_id, user_id)` of each device (user 0: not bound yet): one text query for the batch
+/// ([`lit`]), or one per device when that fails (so each caller gets its own error).
+async fn device_rows(pool: MySqlPool, ids: Vec<DeviceId>) -> Vec<Result<Option<(i64, i64)>>> {
+    if ids.len() > 1 {
+        let mut sql =
+            String::from("SELECT device_id, app_id, user_id FROM device WHERE device_id IN (");
+        lit::ints(&mut sql, ids.iter().map(|d| d.0));
+        sql.push(')');
+        if let Ok(rows) = lit::rows::<3>(&pool, sql).await {
+            let m: std::collections::HashMap<i64, (i64, i64)> =
+                rows.into_iter().map(|[d, a, u]| (d, (a, u))).collect();
+            return ids.iter().map(|d| Ok(m.get(&d.0).copied())).collect();
+        }
+    }
+    let each = ids.iter().map(|d| {
+        let pool = &pool;
+        async move {
+            Ok(
+                sqlx::query_as("SELECT app_id, user_id FROM device WHERE device_id = ?")
+                    .bind(d.0)
+                    .fetch_optional(pool)
+                    .await?,
+            )
+        }
+    });
+    futures::future::join_all(each).await
+}
+
+/// Binds each unbound device to its user (`user_id = 0` only: a device bound first to someone
+/// else stays theirs): one text statement for the batch ([`lit`]), or one per device when that
+/// fails. True when the bind is known to have won: the statement changed every row it named.
+/// Otherwise the caller re-reads to find out who won; a first sign-in then pays no re-read in the
+/// usual case.
+async fn bind_devices(pool: MySqlPool, binds: Vec<(DeviceId, UserId)>) -> Vec<Result<bool>> {
+    if binds.len() > 1 {
+        use std::fmt::Write as _;
+        let mut sql = String::from("UPDATE device SET user_id = CASE device_id");
+        for (d, u) in &binds {
+            let _ = write!(sql, " WHEN {} THEN {}", d.0, u.0);
+        }
+        sql.push_str(" ELSE user_id END WHERE user_id = 0 AND device_id IN (");
+        lit::ints(&mut sql, binds.iter().map(|(d, _)| d.0));
+        sql.push(')');
+        if let Ok(n) = lit::execute(&pool, sql).await {
+            // Two binds of one device in a batch change one row: both re-read.
+            let all = n == binds.len() as u64;
+            return binds.iter().map(|_| Ok(all)).collect();
+        }
+    }
+    let each = binds.iter().map(|(d, u)| {
+        let pool = &pool;
+        async move {
+            let r =
+                sqlx::query("UPDATE device SET user_id = ? WHERE device_id = ? AND user_id = 0")
+                    .bind(u.0)
+                    .bind(d.0)
+                    .execute(pool)
+                    .await?;
+            Ok(r.rows_affected() == 1)
+        }
+    });
+    futures::future::join_all(each).await
+}
