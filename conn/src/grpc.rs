@@ -89,14 +89,14 @@ impl ConnInt for ConnIntService {
         let r = request.into_inner();
         let mut cache: Vec<Option<Bytes>> = vec![None; r.messages.len()];
         let (mut delivered, mut missing) = (0u32, 0u32);
+        // One bad message (out of range, too large for a frame) fails its own targets only: the
+        // others in the batch are other sends' messages and are delivered.
+        let mut bad = 0u32;
         for t in &r.targets {
             let i = t.message_index as usize;
             let Some(item) = r.messages.get(i) else {
-                return Err(GimError::bad_request(
-                    "targets.message_index",
-                    format!("{i} is out of range"),
-                )
-                .to_status());
+                bad += 1;
+                continue;
             };
             let bytes = if t.seq != 0 && t.seq != item.seq {
                 // Write diffusion: this recipient's copy has its own seq.
@@ -104,15 +104,26 @@ impl ConnInt for ConnIntService {
                     seq: t.seq,
                     ..item.clone()
                 };
-                frame(Some(&copy))?
+                match frame(Some(&copy)) {
+                    Ok(b) => b,
+                    Err(_) => {
+                        bad += 1;
+                        continue;
+                    }
+                }
             } else {
                 match &cache[i] {
                     Some(b) => b.clone(),
-                    None => {
-                        let b = frame(Some(item))?;
-                        cache[i] = Some(b.clone());
-                        b
-                    }
+                    None => match frame(Some(item)) {
+                        Ok(b) => {
+                            cache[i] = Some(b.clone());
+                            b
+                        }
+                        Err(_) => {
+                            bad += 1;
+                            continue;
+                        }
+                    },
                 }
             };
             let p = self.hub.deliver(
@@ -127,6 +138,10 @@ impl ConnInt for ConnIntService {
                 missing += 1;
             }
         }
+        if bad > 0 {
+            warn!(%trace_id, bad, "deliver batch: targets of malformed messages skipped");
+        }
+        missing += bad;
         debug!(%trace_id, delivered, missing, "deliver batch");
         self.metrics.push_observe("deliver_batch", started);
         Ok(Response::new(DeliverBatchResp { delivered, missing }))
@@ -268,6 +283,49 @@ mod tests {
             }
         });
         assert_eq!(n.load(Ordering::Relaxed), 0);
+    }
+
+    /// A message too large for a frame and a target naming no message fail only their own
+    /// targets; the batch's other message is still delivered.
+    #[tokio::test]
+    async fn one_bad_message_in_a_batch_fails_only_its_own_targets() {
+        let hub = Arc::new(Hub::new(8));
+        let svc = ConnIntService::new(hub.clone(), Arc::new(Metrics::new()), Duration::ZERO);
+        let a = hub.register();
+        let who = Identity {
+            app: AppId(1),
+            user: UserId(1),
+            device: DeviceId(1),
+        };
+        hub.signed_in(&a, who, &[]);
+        let target = |index, seq| DeliverTarget {
+            app_id: 1,
+            device_id: 1,
+            conn_id: a.id.get(),
+            message_index: index,
+            seq,
+        };
+        let huge = MessageItem {
+            seq: 1,
+            to_user_ids: vec![7; 70_000],
+            ..Default::default()
+        };
+        let fine = MessageItem {
+            seq: 2,
+            ..Default::default()
+        };
+        let req = DeliverBatchReq {
+            messages: vec![huge, fine],
+            targets: vec![target(0, 0), target(0, 5), target(9, 0), target(1, 0)],
+        };
+        let resp = svc
+            .deliver_batch(Request::new(req))
+            .await
+            .expect("the batch is not failed by one message")
+            .into_inner();
+        assert_eq!((resp.delivered, resp.missing), (1, 3));
+        assert_eq!(seq_of(a.pop().unwrap()), 2);
+        assert!(a.pop().is_none());
     }
 
     #[tokio::test]

@@ -469,8 +469,7 @@ async fn accept_loop(
         };
         let n = node.clone();
         node.tracker.spawn(async move {
-            handle(&n, stream, peer, kind).await;
-            drop(permit);
+            handle(&n, stream, peer, kind, permit).await;
         });
     }
 }
@@ -499,7 +498,13 @@ fn refuse(stream: &TcpStream, kind: TransportKind) {
     let _ = stream.try_write(&bytes);
 }
 
-async fn handle(node: &Node, stream: TcpStream, peer: SocketAddr, kind: TransportKind) {
+async fn handle(
+    node: &Node,
+    stream: TcpStream,
+    peer: SocketAddr,
+    kind: TransportKind,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
     let _ = stream.set_nodelay(true);
     let ctx = &node.ctx;
     let io = ctx.metrics.io(kind);
@@ -508,7 +513,7 @@ async fn handle(node: &Node, stream: TcpStream, peer: SocketAddr, kind: Transpor
     match kind {
         TransportKind::Tcp => {
             let t = tcp::TcpTransport::new(stream, node.max_frame_len);
-            session::serve(ctx, conn, t, kind, peer, None).await;
+            session::serve(ctx, conn, t, kind, peer, None, Some(permit)).await;
         }
         TransportKind::Ws => {
             // Boxed: the handshake's state is large and needed only once.
@@ -519,7 +524,7 @@ async fn handle(node: &Node, stream: TcpStream, peer: SocketAddr, kind: Transpor
             ));
             match accept.await {
                 Ok((t, preauth)) => {
-                    session::serve(ctx, conn, t, kind, peer, preauth).await;
+                    session::serve(ctx, conn, t, kind, peer, preauth, Some(permit)).await;
                 }
                 Err(reason) => {
                     ctx.hub.remove(&conn, false);
@@ -558,6 +563,14 @@ mod tests {
     async fn node(
         tweak: impl FnOnce(&mut ConnConfig),
     ) -> (ConnHandle, Shutdown, mpsc::UnboundedReceiver<Call>) {
+        node_with(tweak, false).await
+    }
+
+    /// [`node`]; with `hold_offline`, logic never answers an Offline call.
+    async fn node_with(
+        tweak: impl FnOnce(&mut ConnConfig),
+        hold_offline: bool,
+    ) -> (ConnHandle, Shutdown, mpsc::UnboundedReceiver<Call>) {
         let mut cfg = ConnConfig::default();
         cfg.redis.url = redis_url();
         let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
@@ -570,7 +583,11 @@ mod tests {
         tweak(&mut cfg);
         let (tx, rx) = mpsc::unbounded_channel();
         let shutdown = Shutdown::new();
-        let h = start_with_logic(cfg, shutdown.clone(), Arc::new(FakeLogic { calls: tx }))
+        let logic = FakeLogic {
+            calls: tx,
+            hold_offline,
+        };
+        let h = start_with_logic(cfg, shutdown.clone(), Arc::new(logic))
             .await
             .unwrap();
         (h, shutdown, rx)
@@ -866,6 +883,37 @@ mod tests {
         .encode_to_vec();
         tcp_send(&mut s, &big).await;
         assert_eq!(tcp_recv(&mut s, &mut buf).await.unwrap().request_id, 2);
+    }
+
+    /// A closed connection's slot is free while its Offline call still waits for logic.
+    #[tokio::test]
+    async fn a_closed_connection_frees_its_slot_before_its_offline_completes() {
+        let (h, _shutdown, mut calls) = node_with(|c| c.conn.max_connections = 1, true).await;
+        let mut buf = BytesMut::new();
+        let mut a = TcpStream::connect(h.tcp_addr).await.unwrap();
+        tcp_send(
+            &mut a,
+            &envelope(PackageType::SignIn, 1, sign_in_input("good")),
+        )
+        .await;
+        assert_eq!(tcp_recv(&mut a, &mut buf).await.unwrap().code, 0);
+        drop(a);
+        loop {
+            match tokio::time::timeout(WAIT, calls.recv()).await.unwrap() {
+                Some(Call::Offline(_)) => break,
+                Some(_) => {}
+                None => panic!("no offline call"),
+            }
+        }
+        // The Offline call is in flight (and never answered): a new connection gets the slot.
+        let mut b = TcpStream::connect(h.tcp_addr).await.unwrap();
+        let mut buf = BytesMut::new();
+        tcp_send(
+            &mut b,
+            &envelope(PackageType::SignIn, 1, sign_in_input("good")),
+        )
+        .await;
+        assert_eq!(tcp_recv(&mut b, &mut buf).await.unwrap().code, 0);
     }
 
     #[tokio::test]

@@ -49,6 +49,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 use tonic::Status;
 use tracing::{debug, info, warn};
@@ -206,7 +207,8 @@ impl std::fmt::Debug for SessionCtx {
     }
 }
 
-/// Runs one connection to its end, then unregisters it and tells logic it went offline.
+/// Runs one connection to its end, then unregisters it, releases `permit` (its slot under the
+/// node's connection limit) and tells logic it went offline.
 ///
 /// `conn` comes from `ctx.hub.register()`. `preauth` is a sign-in taken from WebSocket upgrade
 /// headers or query parameters; it is processed before any frame, as request id 0.
@@ -217,12 +219,16 @@ pub async fn serve<T: Transport>(
     kind: TransportKind,
     peer: SocketAddr,
     preauth: Option<SignInInput>,
+    permit: Option<OwnedSemaphorePermit>,
 ) -> CloseReason {
     let mut s = Session::new(ctx, conn.clone(), kind, peer);
     let reason = s.run(transport, preauth).await;
     let signed_in = s.signed_in;
     drop(s);
     let who = ctx.hub.remove(&conn, signed_in);
+    // The connection is gone: its connection-limit slot is free now, not after the Offline
+    // call below (which may wait for a slot and for logic for seconds).
+    drop(permit);
     ctx.metrics.closed(reason.as_str());
     if signed_in {
         ctx.metrics.signed_in.dec();

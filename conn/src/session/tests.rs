@@ -28,6 +28,8 @@ pub(crate) enum Call {
 /// Accepts token "good" (large groups [7]); a send to receiver 0 fails as if the store were down.
 pub(crate) struct FakeLogic {
     pub(crate) calls: mpsc::UnboundedSender<Call>,
+    /// Offline calls are recorded and then never answered (a hung logic).
+    pub(crate) hold_offline: bool,
 }
 
 fn ready<T: Send + 'static>(v: Result<T, Status>) -> LogicFuture<T> {
@@ -65,6 +67,9 @@ impl LogicApi for FakeLogic {
     }
     fn offline(&self, req: OfflineReq, _: String) -> LogicFuture<OfflineResp> {
         let _ = self.calls.send(Call::Offline(req));
+        if self.hold_offline {
+            return Box::pin(futures::future::pending());
+        }
         ready(Ok(OfflineResp {}))
     }
     fn send_message(&self, req: IntSendMessageReq, trace: String) -> LogicFuture<SendMessageResp> {
@@ -150,7 +155,10 @@ pub(crate) fn harness(queue_cap: usize) -> Harness {
     let (tx, calls) = mpsc::unbounded_channel();
     let ctx = Arc::new(SessionCtx {
         node_id: "node-test".into(),
-        logic: Arc::new(FakeLogic { calls: tx }),
+        logic: Arc::new(FakeLogic {
+            calls: tx,
+            hold_offline: false,
+        }),
         hub: Arc::new(Hub::new(queue_cap)),
         metrics: Arc::new(Metrics::new()),
         cfg: SessionConfig::default(),
@@ -182,8 +190,9 @@ impl Harness {
         let ctx = self.ctx.clone();
         let c = conn.clone();
         let peer: SocketAddr = "127.0.0.1:4000".parse().unwrap();
-        let task =
-            tokio::spawn(async move { serve(&ctx, c, t, TransportKind::Tcp, peer, preauth).await });
+        let task = tokio::spawn(async move {
+            serve(&ctx, c, t, TransportKind::Tcp, peer, preauth, None).await
+        });
         Client {
             tx,
             rx,
@@ -617,6 +626,7 @@ fn an_idle_connection_task_is_small() {
         t,
         TransportKind::Tcp,
         "127.0.0.1:1".parse().unwrap(),
+        None,
         None,
     );
     let size = std::mem::size_of_val(&fut);
