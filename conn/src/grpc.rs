@@ -139,7 +139,7 @@ impl ConnInt for ConnIntService {
             }
         }
         if bad > 0 {
-            warn!(%trace_id, bad, "deliver batch: targets of malformed messages skipped");
+            tracing::warn!(%trace_id, bad, "deliver batch: targets of malformed messages skipped");
         }
         missing += bad;
         debug!(%trace_id, delivered, missing, "deliver batch");

@@ -108,7 +108,7 @@ impl Sessions {
                 let mut inv = self.scripts.route_del.prepare_invoke();
                 inv.key(&key).arg(device.0).arg(&value);
                 if let Err(d) = self.redis.script::<i64>(inv).await {
-                    tracing::warn!(error = %d.chain(), %device, "failed sign-in: route not removed");
+                    tracing::warn!(error = %d, %device, "failed sign-in: route not removed");
                 }
                 return Err(e);
             }
