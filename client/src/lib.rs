@@ -6,10 +6,12 @@
 //! application sees every message of its lists exactly once and in seq order. [`Session`] is one
 //! such connection without the reconnect logic. [`ClientApi`] and [`ServerApi`] wrap the gRPC
 //! services for client apps and business servers; every error is a [`ClientError`] that carries the
-//! gim code when the server sent one. The `gim` binary (src/main.rs) is built on these.
+//! gim code when the server sent one. [`admin`] calls logic's admin API (app creation). The `gim`
+//! binary (src/main.rs) is built on these.
 //!
-//! Modules: [`client`], [`session`], [`api`], [`endpoint`], [`error`].
+//! Modules: [`client`], [`session`], [`api`], [`admin`], [`endpoint`], [`error`].
 
+pub mod admin;
 pub mod api;
 pub mod client;
 pub mod endpoint;

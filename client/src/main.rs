@@ -10,8 +10,6 @@ use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    // sqlx (app create) builds a rustls config; pick ring before anything else can.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let args = cli::Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

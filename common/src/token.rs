@@ -94,6 +94,11 @@ impl AppKey {
         self.signing.verifying_key().to_bytes()
     }
 
+    /// [`Self::public_key`] as base64url (no padding), as logic's admin API takes it.
+    pub fn public_b64(&self) -> String {
+        B64.encode(self.public_key())
+    }
+
     pub fn sign(&self, claims: &Claims) -> String {
         let payload = serde_json::to_vec(claims).expect("claims serialize");
         let signing_input = format!("{}.{}", B64.encode(HEADER), B64.encode(payload));
@@ -153,6 +158,19 @@ impl PublicKey {
         VerifyingKey::from_bytes(&key)
             .map(Self)
             .map_err(|e| TokenError::BadKey(e.to_string()))
+    }
+
+    /// As [`AppKey::public_b64`] gives it.
+    pub fn from_b64(s: &str) -> Result<Self, TokenError> {
+        let bytes = B64
+            .decode(s.trim())
+            .map_err(|e| TokenError::BadKey(e.to_string()))?;
+        Self::from_bytes(&bytes)
+    }
+
+    /// The 32 bytes gim stores.
+    pub fn to_bytes(&self) -> [u8; 32] {
+        self.0.to_bytes()
     }
 }
 
@@ -355,5 +373,15 @@ mod tests {
         assert!(AppKey::from_private_b64("short").is_err());
         assert_eq!(peek_app_id(&k.server_token(7, NOW, 60)).unwrap(), 7);
         assert!(!format!("{k:?}").contains(&k.private_b64()));
+    }
+
+    #[test]
+    fn public_key_round_trips_as_base64() {
+        let k = AppKey::generate();
+        let p = PublicKey::from_b64(&k.public_b64()).unwrap();
+        assert_eq!(p.to_bytes(), k.public_key());
+        assert!(verify_with(&p, &k.server_token(3, NOW, 60), 3, NOW).is_ok());
+        assert!(PublicKey::from_b64("not base64!").is_err());
+        assert!(PublicKey::from_b64(&k.private_b64()[..20]).is_err());
     }
 }

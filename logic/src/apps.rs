@@ -17,18 +17,31 @@ use std::time::Duration;
 /// Creates an app (tenant): stores the public key, returns the id and the private key, which
 /// gim never stores (the tenant's business server mints tokens with it).
 pub async fn create_app(pool: &MySqlPool, name: &str) -> Result<(AppId, AppKey)> {
-    validate::text("name", name, NAME_MAX, true)?;
     let key = AppKey::generate();
+    let public = token::PublicKey::from_bytes(&key.public_key())
+        .map_err(|e| Error::Internal(format!("generated key: {e}")))?;
+    match register_app(pool, name, &public).await? {
+        Some(app) => Ok((app, key)),
+        None => Err(Error::bad_request("name", "an app with this name exists")),
+    }
+}
+
+/// Stores an app whose key pair the caller made (the admin API's callers keep the private key on
+/// their side). `None` when the name is taken.
+pub async fn register_app(
+    pool: &MySqlPool,
+    name: &str,
+    key: &token::PublicKey,
+) -> Result<Option<AppId>> {
+    validate::text("name", name, NAME_MAX, true)?;
     let r = sqlx::query("INSERT INTO app (name, public_key) VALUES (?, ?)")
         .bind(name)
-        .bind(key.public_key().as_slice())
+        .bind(key.to_bytes().as_slice())
         .execute(pool)
         .await;
     match r {
-        Ok(r) => Ok((AppId(r.last_insert_id() as i64), key)),
-        Err(e) if db::is_duplicate(&e) => {
-            Err(Error::bad_request("name", "an app with this name exists"))
-        }
+        Ok(r) => Ok(Some(AppId(r.last_insert_id() as i64))),
+        Err(e) if db::is_duplicate(&e) => Ok(None),
         Err(e) => Err(e.into()),
     }
 }

@@ -18,8 +18,10 @@
 //! - [`messages`]: send, the one store path, idempotency, seqs, business pushes; uses users,
 //!   groups, ids, push, rds.
 //! - [`sessions`]: sign-in, offline, routes, sync, acks; uses apps, groups, push, rds.
-//! - [`state`]: builds and holds the domains; [`api`]: the gRPC services over state.
+//! - [`state`]: builds and holds the domains; [`api`]: the gRPC services over state;
+//!   [`admin`]: the admin HTTP listener (probes, metrics, app creation) over state and apps.
 
+pub mod admin;
 pub mod api;
 pub mod apps;
 pub mod base;
@@ -38,7 +40,7 @@ pub mod state;
 pub mod users;
 pub mod validate;
 
-pub use crate::apps::create_app;
+pub use crate::apps::{create_app, register_app};
 pub use crate::error::Error;
 pub use crate::messages::Sender;
 pub use crate::state::State;
@@ -167,6 +169,7 @@ pub async fn start(cfg: LogicConfig, shutdown: Shutdown) -> Result<LogicHandle, 
     if secret.is_none() {
         tracing::info!("no internal.secret: LogicInt takes calls without one (loopback only)");
     }
+    let admin_token = admin::AdminToken::from_config(&cfg.logic)?;
     let pool = mysql_pool(&cfg.mysql).map_err(StartError::Mysql)?;
     let redis = rds::Redis::connect(&cfg.redis)
         .await
@@ -270,7 +273,7 @@ pub async fn start(cfg: LogicConfig, shutdown: Shutdown) -> Result<LogicHandle, 
         LogicServerExtServer::new(api::ServerService(state.clone()))
     );
 
-    let app = admin::router(state.clone());
+    let app = admin::router(state.clone(), admin_token);
     let sd = shutdown.clone();
     tasks.spawn(async move {
         axum::serve(l_admin, app)
@@ -314,74 +317,4 @@ pub async fn start(cfg: LogicConfig, shutdown: Shutdown) -> Result<LogicHandle, 
         state,
         tasks,
     })
-}
-
-mod admin {
-    //! Admin HTTP: liveness, readiness (MySQL and Redis answer) and Prometheus metrics.
-
-    use super::State;
-    use axum::extract::State as AxState;
-    use axum::http::StatusCode;
-    use axum::response::IntoResponse;
-    use axum::routing::get;
-    use std::sync::Arc;
-    use std::time::Duration;
-
-    const PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
-
-    pub fn router(state: Arc<State>) -> axum::Router {
-        axum::Router::new()
-            .route("/healthz", get(|| async { "ok" }))
-            .route("/readyz", get(readyz))
-            .route("/metrics", get(metrics))
-            .with_state(state)
-    }
-
-    /// Both stores answer within the probe timeout.
-    pub async fn probe(state: &State) -> Result<(), String> {
-        let mysql = async {
-            match tokio::time::timeout(
-                PROBE_TIMEOUT,
-                sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.pool),
-            )
-            .await
-            {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(e)) => Err(format!("mysql: {e}")),
-                Err(_) => Err("mysql: timed out".to_string()),
-            }
-        };
-        let redis = async {
-            match tokio::time::timeout(PROBE_TIMEOUT, state.redis.ping()).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(format!("redis: {e}")),
-                Err(_) => Err("redis: timed out".to_string()),
-            }
-        };
-        let (a, b) = tokio::join!(mysql, redis);
-        a.and(b)
-    }
-
-    async fn readyz(AxState(state): AxState<Arc<State>>) -> impl IntoResponse {
-        match probe(&state).await {
-            Ok(()) => {
-                state.metrics.ready.set(1);
-                (StatusCode::OK, "ready".to_string())
-            }
-            Err(e) => {
-                state.metrics.ready.set(0);
-                (StatusCode::SERVICE_UNAVAILABLE, e)
-            }
-        }
-    }
-
-    async fn metrics(AxState(state): AxState<Arc<State>>) -> impl IntoResponse {
-        (
-            [(
-                axum::http::header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            state.metrics.encode(),
-        )
-    }
 }

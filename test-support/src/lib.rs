@@ -22,7 +22,8 @@ pub fn mysql_url() -> String {
 
 /// Database `db` of the shared test Redis (`GIM_TEST_REDIS_URL` overrides the server; its db
 /// suffix is replaced). The node registry is global per db, so each crate whose tests register
-/// nodes keeps its own db: common 11, logic 7, conn 9, operator 13, the end-to-end suite 0.
+/// nodes keeps its own db: common 11, logic 7, conn 9, operator 13, the end-to-end suite 0 (the
+/// CLI 5, which registers none).
 pub fn redis_url(db: u32) -> String {
     let base = std::env::var("GIM_TEST_REDIS_URL").unwrap_or("redis://127.0.0.1:6379/".into());
     with_db(&base, db)
@@ -103,13 +104,33 @@ pub async fn http_get(
     addr: impl tokio::net::ToSocketAddrs + std::fmt::Debug,
     path: &str,
 ) -> (u16, String) {
+    http(addr, "GET", path, &[], b"").await
+}
+
+/// One request over a fresh connection (HTTP/1.0, no client library): status and body.
+/// `headers` are `(name, value)`; a non-empty `body` gets its `Content-Length`.
+pub async fn http(
+    addr: impl tokio::net::ToSocketAddrs + std::fmt::Debug,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
     let mut s = match tokio::net::TcpStream::connect(&addr).await {
         Ok(s) => s,
         Err(e) => panic!("connect {addr:?}: {e}"),
     };
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
-        .await
-        .expect("write request");
+    let mut req = format!("{method} {path} HTTP/1.0\r\nHost: x\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body);
+    s.write_all(&bytes).await.expect("write request");
     let mut buf = String::new();
     s.read_to_string(&mut buf).await.expect("read response");
     // 0 when the server closed without an answer (a pod still starting).

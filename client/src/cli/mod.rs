@@ -14,6 +14,8 @@ use gim_proto::logic::v1::{DeviceType, Group, GroupType, User};
 // variable as config and refuse unknown keys, so a shell that exported these would break them.
 const ENV_APP_ID: &str = "GIMCLI_APP_ID";
 const ENV_APP_KEY: &str = "GIMCLI_APP_KEY";
+const ENV_ADMIN_URL: &str = "GIMCLI_ADMIN_URL";
+const ENV_ADMIN_TOKEN: &str = "GIMCLI_ADMIN_TOKEN";
 
 #[derive(Debug, Parser)]
 #[command(name = "gim", version, about = "Command-line client for the gim IM server", long_about = None)]
@@ -55,14 +57,18 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum AppCmd {
-    /// Create an app: prints its id and private key (shown once; gim stores only the public key)
+    /// Create an app through logic's admin API: prints its id and private key (made here and
+    /// shown once; logic receives only the public key)
     Create {
         /// App name (unique)
         #[arg(long)]
         name: String,
-        /// The gim database
-        #[arg(long, default_value = "mysql://gim:gim@127.0.0.1:3306/gim")]
-        mysql_url: String,
+        /// logic's admin listener (`logic.admin_listen`)
+        #[arg(long, env = ENV_ADMIN_URL, default_value = "http://127.0.0.1:9100")]
+        admin_url: String,
+        /// logic's admin token (`logic.admin_token`)
+        #[arg(long, env = ENV_ADMIN_TOKEN, hide_env_values = true, allow_hyphen_values = true)]
+        admin_token: String,
     },
 }
 
@@ -301,17 +307,14 @@ pub fn endpoints(raw: &[String]) -> Result<Vec<Endpoint>> {
 
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
-        Command::App(AppCmd::Create { name, mysql_url }) => {
-            let cfg = gim_common::config::MysqlConfig {
-                url: mysql_url,
-                max_connections: 1,
-                ..Default::default()
-            };
-            let pool = gim_logic::mysql_pool(&cfg).context("mysql url")?;
-            let (app, key) = gim_logic::create_app(&pool, &name)
+        Command::App(AppCmd::Create {
+            name,
+            admin_url,
+            admin_token,
+        }) => {
+            let (app, key) = gim_client::admin::create_app(&admin_url, &admin_token, &name)
                 .await
-                .map_err(|e| anyhow::anyhow!("cannot create the app: {}", e.chain()))?;
-            pool.close().await;
+                .context("cannot create the app")?;
             println!("app_id: {app}");
             println!("private_key: {}", key.private_b64());
             eprintln!("keep the private key secret: gim stores only the public key");

@@ -1,7 +1,8 @@
 //! Config of `gim-logic`. Owned by the logic crate's needs; lives here so the operator can render it.
 
 use super::{
-    ConfigError, InternalConfig, LogConfig, MysqlConfig, RedisConfig, Validate, check_positive,
+    ConfigError, InternalConfig, LogConfig, MysqlConfig, RedisConfig, SecretString, Validate,
+    check_positive,
 };
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -26,8 +27,18 @@ pub struct LogicSection {
     pub client_listen: SocketAddr,
     /// `LogicServerExt`, for tenants' business servers.
     pub server_listen: SocketAddr,
-    /// Admin HTTP: `/healthz`, `/readyz`, `/metrics`. Loopback by default.
+    /// Admin HTTP: `/healthz`, `/readyz`, `/metrics`, and the admin API (`POST /apps`) that
+    /// needs `admin_token`. Loopback by default.
     pub admin_listen: SocketAddr,
+    /// Bearer token of the admin API on `admin_listen` (at least 16 visible ASCII characters),
+    /// e.g. from `GIM_LOGIC__ADMIN_TOKEN`. Empty, with no `admin_token_file`: the admin API
+    /// refuses every call. Never written out.
+    #[serde(skip_serializing_if = "SecretString::is_empty")]
+    pub admin_token: SecretString,
+    /// A file holding the admin token (surrounding whitespace ignored), read at start. Empty =
+    /// none.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub admin_token_file: String,
     /// Messages per sync page when the caller asks for none; the page is also cut so that it
     /// never exceeds one 65 535-byte frame.
     pub sync_page_size: u32,
@@ -46,6 +57,8 @@ impl Default for LogicSection {
             client_listen: ([0, 0, 0, 0], 50001).into(),
             server_listen: ([0, 0, 0, 0], 50002).into(),
             admin_listen: ([127, 0, 0, 1], 9100).into(),
+            admin_token: SecretString::default(),
+            admin_token_file: String::new(),
             sync_page_size: 100,
             max_body_bytes: 16 * 1024,
             max_mentions: 100,
@@ -62,6 +75,16 @@ impl Validate for LogicConfig {
         let l = &self.logic;
         self.internal
             .validate_for("logic.int_listen", l.int_listen)?;
+        if !l.admin_token.is_empty() && !l.admin_token_file.is_empty() {
+            return Err(ConfigError::new(
+                "logic.admin_token",
+                "set either logic.admin_token or logic.admin_token_file, not both",
+            ));
+        }
+        if !l.admin_token.is_empty() {
+            crate::internal::check_secret(l.admin_token.expose())
+                .map_err(|r| ConfigError::new("logic.admin_token", r))?;
+        }
         check_positive("logic.sync_page_size", l.sync_page_size.into())?;
         check_positive("logic.max_body_bytes", l.max_body_bytes as u64)?;
         if l.max_body_bytes > 60 * 1024 {

@@ -317,6 +317,37 @@ impl InternalConfig {
     }
 }
 
+/// A config string that is a credential: `{:?}` of a config never shows it.
+#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretString(pub String);
+
+impl SecretString {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "\"\""
+        } else {
+            "<redacted>"
+        })
+    }
+}
+
+impl From<&str> for SecretString {
+    fn from(s: &str) -> Self {
+        Self(s.to_string())
+    }
+}
+
 pub(crate) fn check_url(key: &str, url: &str, schemes: &[&str]) -> Result<(), ConfigError> {
     let ok = schemes.iter().any(|s| {
         url.strip_prefix(s)
@@ -493,6 +524,29 @@ mod tests {
         assert!(load::<ConnConfig>(None, &HashMap::new()).is_ok());
         assert!(LogicSection::default().int_listen.ip().is_loopback());
         assert!(ConnSection::default().admin_listen.ip().is_loopback());
+    }
+
+    #[test]
+    fn admin_token_is_checked_and_never_shown() {
+        let token = "admin-token-0123456789";
+        let cfg: LogicConfig = load(None, &env(&[("GIM_LOGIC__ADMIN_TOKEN", token)])).unwrap();
+        assert_eq!(cfg.logic.admin_token.expose(), token);
+        assert!(!format!("{cfg:?}").contains(token), "Debug leaks the token");
+        let err =
+            load::<LogicConfig>(None, &env(&[("GIM_LOGIC__ADMIN_TOKEN", "short")])).unwrap_err();
+        assert_eq!(err.key, "logic.admin_token");
+        let err = load::<LogicConfig>(
+            None,
+            &env(&[
+                ("GIM_LOGIC__ADMIN_TOKEN", token),
+                ("GIM_LOGIC__ADMIN_TOKEN_FILE", "/run/secrets/admin"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(err.reason.contains("not both"), "{err}");
+        // Unset by default, and left out of a written config when unset.
+        let toml = toml::to_string(&LogicConfig::default()).unwrap();
+        assert!(!toml.contains("admin_token"), "{toml}");
     }
 
     #[test]
