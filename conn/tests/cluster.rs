@@ -9,6 +9,8 @@ use bytes::BytesMut;
 use futures::{SinkExt, StreamExt};
 use gim_common::config::{ConnConfig, LogicConfig};
 use gim_common::keys;
+use gim_common::rds::Redis;
+use gim_common::registry;
 use gim_common::shutdown::Shutdown;
 use gim_common::token::AppKey;
 use gim_conn::ConnHandle;
@@ -478,20 +480,13 @@ async fn a_draining_node_sends_its_clients_to_the_other_node_without_loss_or_dup
         .await
         .expect("drained in time")
         .unwrap();
-    let client = redis::Client::open(redis_url()).unwrap();
-    let mut r = client.get_multiplexed_async_connection().await.unwrap();
-    let lease: Option<String> = redis::cmd("GET")
-        .arg(keys::node_key(&a_id))
-        .query_async(&mut r)
-        .await
-        .unwrap();
-    let member: bool = redis::cmd("SISMEMBER")
-        .arg(keys::NODES_SET)
-        .arg(&a_id)
-        .query_async(&mut r)
-        .await
-        .unwrap();
-    assert!(lease.is_none() && !member, "node A deregistered");
+    let r = Redis::connect_url(&redis_url(), WAIT).await.unwrap();
+    let lease = registry::lease(&r, &a_id).await.unwrap();
+    let reg = registry::read(&r).await.unwrap();
+    let member = reg.live.iter().any(|n| n.node_id == a_id)
+        || reg.expired.contains(&a_id)
+        || reg.malformed.contains(&a_id);
+    assert!(lease.is_none() && !member, "node A deregistered: {reg:?}");
     let mut refused = TcpStream::connect(c.a.tcp).await;
     if let Ok(s) = refused.as_mut() {
         let mut b = [0u8; 1];
@@ -569,12 +564,14 @@ async fn after_a_redis_flush_nodes_restore_their_lease_and_routes_and_pushes_res
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let members: HashSet<String> = redis::cmd("SMEMBERS")
-        .arg(keys::NODES_SET)
-        .query_async(&mut r)
+    let reg = registry::read(&Redis::connect_url(&redis.url(), WAIT).await.unwrap())
         .await
         .unwrap();
-    assert!(members.contains(&c.a.id) && members.contains(&c.b.id));
+    let live: HashSet<&str> = reg.live.iter().map(|n| n.node_id.as_str()).collect();
+    assert!(
+        live.contains(c.a.id.as_str()) && live.contains(c.b.id.as_str()),
+        "{reg:?}"
+    );
 
     // Real-time push works again, both ways, on the same connections.
     let after = alice.send_text(2, "after the flush").await;

@@ -139,7 +139,6 @@ async fn a_malformed_node_address_in_the_registry_is_skipped() {
     cfg.redis.url = own.url();
     let ctx = Ctx::start_with(cfg).await;
     let good = FakeNode::start(&own.url()).await;
-    let mut r = redis_conn(&own.url()).await;
     let bad = gim_common::keys::NodeInfo {
         node_id: "bad-node".into(),
         grpc_addr: "not a host port".into(),
@@ -147,16 +146,7 @@ async fn a_malformed_node_address_in_the_registry_is_skipped() {
         accepting: true,
         updated_ms: gim_common::now_ms(),
     };
-    let _: () = redis::cmd("SET")
-        .arg(gim_common::keys::node_key("bad-node"))
-        .arg(serde_json::to_string(&bad).unwrap())
-        .query_async(&mut r)
-        .await
-        .unwrap();
-    let _: () = redis::cmd("SADD")
-        .arg(gim_common::keys::NODES_SET)
-        .arg("bad-node")
-        .query_async(&mut r)
+    gim_common::registry::register(&rds(&own.url()).await, &bad, Duration::from_secs(30))
         .await
         .unwrap();
     let live = ctx.logic.state.nodes.live().await.unwrap();

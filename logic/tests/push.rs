@@ -104,32 +104,15 @@ async fn normal_group_fan_out_batches_per_node_and_a_broken_node_does_not_block_
     );
     assert_eq!(good.rec.delivers().len(), 1);
     // The failure is counted.
-    let metrics = reqwest_metrics(&ctx).await;
+    let metrics = metrics_text(&ctx).await;
     assert!(
         metrics.contains("gim_logic_pushes_total{call=\"deliver_batch\",outcome=\"error\"} 1"),
         "{metrics}"
     );
 }
 
-async fn reqwest_metrics(ctx: &Ctx) -> String {
+async fn metrics_text(ctx: &Ctx) -> String {
     http_get(ctx.logic.admin_addr, "/metrics").await.1
-}
-
-/// Minimal HTTP/1.0 GET over a TcpStream (no HTTP client dependency).
-pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).await.unwrap();
-    let status = buf[9..12].parse().unwrap();
-    let body = buf
-        .split_once("\r\n\r\n")
-        .map(|x| x.1.to_string())
-        .unwrap_or_default();
-    (status, body)
 }
 
 #[tokio::test]

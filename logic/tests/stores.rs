@@ -156,7 +156,7 @@ async fn redis_outage_fails_fast_reports_not_ready_and_recovers() {
         .await
         .unwrap();
     assert_eq!(http_get(ctx.logic.admin_addr, "/readyz").await.0, 200);
-    own.kill();
+    own.kill().await;
     let t = Instant::now();
     // The trace id conn passes comes back in the status details of a non-business failure.
     let mut req = ctx.creq(send_req(ReceiverType::User, 2, "during", 0), 1, d1);
@@ -280,77 +280,18 @@ async fn mysql_outage_fails_fast_reports_not_ready_and_recovers() {
 }
 
 /// Minimal HTTP/1.0 GET (no HTTP client dependency).
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).await.unwrap();
-    let status = buf[9..12].parse().unwrap();
-    let body = buf
-        .split_once("\r\n\r\n")
-        .map(|x| x.1.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
 #[tokio::test]
 async fn redis_cluster_runs_the_redis_backed_paths() {
-    let ports = [free_port(), free_port(), free_port()];
-    let mut servers = Vec::new();
-    for p in ports {
-        servers.push(
-            OwnRedis::start_on(
-                p,
-                &[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    &format!("nodes-{p}.conf"),
-                ],
-            )
-            .await,
-        );
-    }
-    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let out = std::process::Command::new("redis-cli")
-        .args(["--cluster", "create"])
-        .args(&addrs)
-        .args(["--cluster-replicas", "0", "--cluster-yes"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    // Every node must agree the slots are covered before the first command.
-    for a in &addrs {
-        let url = format!("redis://{a}");
-        eventually("cluster ok", || {
-            let url = url.clone();
-            async move {
-                let mut c = redis_conn(&url).await;
-                let info: String = redis::cmd("CLUSTER")
-                    .arg("INFO")
-                    .query_async(&mut c)
-                    .await
-                    .ok()?;
-                info.contains("cluster_state:ok").then_some(())
-            }
-        })
-        .await;
-    }
+    let cluster = RedisCluster::start(3).await;
+    let nodes = cluster.nodes();
     let mut cfg = test_config();
-    cfg.redis.cluster_nodes = addrs.iter().map(|a| format!("redis://{a}")).collect();
+    cfg.redis.cluster_nodes = nodes.clone();
     cfg.logic.seq_block_size = 3;
     // Generous: this machine is shared with parallel builds; the test is about correctness.
     cfg.redis.timeout_ms = 5000;
     let ctx = Ctx::start_with(cfg).await;
     // A fake conn node registered on the cluster (registry keys share one slot).
-    let node = FakeNode::start_cluster(&cfg_nodes(&addrs)).await;
+    let node = FakeNode::start_cluster(&nodes).await;
     let users: Vec<i64> = (1..=20).collect();
     ctx.import_users(&users).await;
     let mut devices = Vec::new();
@@ -422,8 +363,8 @@ async fn redis_cluster_runs_the_redis_backed_paths() {
     assert!(routes[0].is_empty());
     assert_eq!(routes[1].len(), 1);
     // A flush of every master: seqs continue above MySQL's reservation.
-    for a in &addrs {
-        let mut c = redis_conn(&format!("redis://{a}")).await;
+    for url in &nodes {
+        let mut c = redis_conn(url).await;
         let _: () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
     }
     let r = ctx
@@ -434,11 +375,7 @@ async fn redis_cluster_runs_the_redis_backed_paths() {
     let last = ctx.sync(2, 0, 5, 0).await.messages;
     assert_eq!(last.len(), 1);
     assert_eq!(text_of(&last[0]), "after flush");
-    drop(servers);
-}
-
-fn cfg_nodes(addrs: &[String]) -> Vec<String> {
-    addrs.iter().map(|a| format!("redis://{a}")).collect()
+    drop(cluster);
 }
 
 #[tokio::test]

@@ -207,17 +207,8 @@ static ADMIN_ADDR: OnceLock<std::net::SocketAddr> = OnceLock::new();
 
 /// One GET on the operator's admin listener: (status code, body).
 async fn admin_get(path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = wait_for(|| async { ADMIN_ADDR.get().copied() }).await;
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: op\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    let code = out[9..12].parse().unwrap();
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    (code, body.to_string())
+    gim_test_support::http_get(addr, path).await
 }
 
 /// The value of one sample line (`name{labels} value`) in a metrics page; 0 if absent.

@@ -16,7 +16,6 @@ use gim_proto::logic::v1::logic_int_client::LogicIntClient;
 use prost::Message as _;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::Channel;
 
 fn channel(addr: SocketAddr) -> Channel {
@@ -26,13 +25,7 @@ fn channel(addr: SocketAddr) -> Channel {
 }
 
 async fn metrics(addr: SocketAddr) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
+    gim_test_support::http_get(addr, "/metrics").await.1
 }
 
 /// The value of a counter line starting with `prefix`, 0 when absent.

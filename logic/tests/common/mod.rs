@@ -1,11 +1,19 @@
 //! Test harness: a logic instance on free ports against the test MariaDB and Redis, a fresh app
-//! (tenant) per test so tests never collide, request helpers, a fake conn node that records
-//! calls, and throwaway redis-server processes for tests that flush or kill Redis.
+//! (tenant) per test so tests never collide, request helpers, and a fake conn node that records
+//! calls. The shared fixtures (URLs, polling, HTTP probes, private redis-servers) are
+//! `gim_test_support`'s, re-exported here.
 #![allow(dead_code)]
+
+// Each test file uses a different part of these.
+#[allow(unused_imports)]
+pub use gim_test_support::{
+    OwnRedis, RedisCluster, eventually, free_port, http, http_get, mysql_url, rand_u64,
+};
 
 use gim_common::config::LogicConfig;
 use gim_common::internal::{AddSecret, Secret, SecretChannel};
 use gim_common::keys::{self, NodeInfo};
+use gim_common::registry;
 use gim_common::shutdown::Shutdown;
 use gim_common::token::AppKey;
 use gim_common::{AppId, GimCode, GimError};
@@ -23,21 +31,10 @@ use std::time::Duration;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-pub fn mysql_url() -> String {
-    std::env::var("GIM_TEST_MYSQL_URL")
-        .unwrap_or_else(|_| "mysql://gim:gim@127.0.0.1:3306/gim_test".into())
-}
-
-/// Db 7 by default: the node registry is global per Redis db, and these tests register fake conn
-/// nodes that other crates' tests must not see.
+/// Db 7: the node registry is global per Redis db, and these tests register fake conn nodes that
+/// other crates' tests must not see.
 pub fn redis_url() -> String {
-    std::env::var("GIM_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/7".into())
-}
-
-pub fn rand_u64() -> u64 {
-    let mut b = [0u8; 8];
-    getrandom::fill(&mut b).unwrap();
-    u64::from_le_bytes(b)
+    gim_test_support::redis_url(7)
 }
 
 /// The internal APIs run authenticated in tests, as deployed.
@@ -149,19 +146,7 @@ impl Ctx {
     }
 
     pub async fn register_device(&self) -> i64 {
-        let mut c = self.client.clone();
-        c.register_device(pb::RegisterDeviceReq {
-            app_id: self.app.0,
-            r#type: 1,
-            brand: "b".into(),
-            model: "m".into(),
-            system_version: "1".into(),
-            sdk_version: "1".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .device_id
+        gim_test_support::register_device(&mut self.client.clone(), self.app.0).await
     }
 
     pub async fn import_users(&self, ids: &[i64]) {
@@ -297,24 +282,6 @@ pub fn gim_msg<T: std::fmt::Debug>(r: Result<T, Status>) -> String {
     match r {
         Ok(v) => panic!("expected a business error, got {v:?}"),
         Err(s) => s.message().to_string(),
-    }
-}
-
-/// Polls `f` until it returns Some, failing after 10 s.
-pub async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!("timed out waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -455,39 +422,34 @@ pub async fn redis_conn(url: &str) -> redis::aio::MultiplexedConnection {
         .unwrap()
 }
 
+/// Common's Redis handle on one server (for registry writes the way conn makes them).
+pub async fn rds(url: &str) -> gim_common::rds::Redis {
+    gim_common::rds::Redis::connect_url(url, Duration::from_secs(5))
+        .await
+        .unwrap()
+}
+
+/// Common's Redis handle on a Redis Cluster's seed nodes.
+pub async fn rds_cluster(nodes: &[String]) -> gim_common::rds::Redis {
+    let cfg = gim_common::config::RedisConfig {
+        cluster_nodes: nodes.to_vec(),
+        timeout_ms: 5000,
+        ..Default::default()
+    };
+    gim_common::rds::Redis::connect(&cfg).await.unwrap()
+}
+
 impl FakeNode {
     pub async fn start(redis_url: &str) -> FakeNode {
         let node = Self::serve().await;
-        node.register(redis_url).await;
+        node.register(&rds(redis_url).await).await;
         node
     }
 
     /// Registered on a Redis Cluster (the registry keys share one hash slot).
     pub async fn start_cluster(nodes: &[String]) -> FakeNode {
         let node = Self::serve().await;
-        let client = redis::cluster::ClusterClient::new(nodes.to_vec()).unwrap();
-        let mut c = client.get_async_connection().await.unwrap();
-        let info = NodeInfo {
-            node_id: node.node_id.clone(),
-            grpc_addr: node.addr.to_string(),
-            connections: 0,
-            accepting: true,
-            updated_ms: gim_common::now_ms(),
-        };
-        let _: () = redis::cmd("SET")
-            .arg(keys::node_key(&node.node_id))
-            .arg(serde_json::to_string(&info).unwrap())
-            .arg("PX")
-            .arg(30_000)
-            .query_async(&mut c)
-            .await
-            .unwrap();
-        let _: () = redis::cmd("SADD")
-            .arg(keys::NODES_SET)
-            .arg(&node.node_id)
-            .query_async(&mut c)
-            .await
-            .unwrap();
+        node.register(&rds_cluster(nodes).await).await;
         node
     }
 
@@ -517,8 +479,8 @@ impl FakeNode {
         }
     }
 
-    pub async fn register(&self, redis_url: &str) {
-        let mut r = redis_conn(redis_url).await;
+    /// Registers with a 30 s lease, as conn does.
+    pub async fn register(&self, redis: &gim_common::rds::Redis) {
         let info = NodeInfo {
             node_id: self.node_id.clone(),
             grpc_addr: self.addr.to_string(),
@@ -526,95 +488,17 @@ impl FakeNode {
             accepting: true,
             updated_ms: gim_common::now_ms(),
         };
-        let _: () = redis::cmd("SET")
-            .arg(keys::node_key(&self.node_id))
-            .arg(serde_json::to_string(&info).unwrap())
-            .arg("PX")
-            .arg(30_000)
-            .query_async(&mut r)
-            .await
-            .unwrap();
-        let _: () = redis::cmd("SADD")
-            .arg(keys::NODES_SET)
-            .arg(&self.node_id)
-            .query_async(&mut r)
+        registry::register(redis, &info, Duration::from_secs(30))
             .await
             .unwrap();
     }
 
-    /// Lets the lease lapse, as a dead node's would.
+    /// Lets the lease lapse, as a dead node's would (it stays in the node set).
     pub async fn expire(&self, redis_url: &str) {
-        let mut r = redis_conn(redis_url).await;
-        let _: () = redis::cmd("DEL")
-            .arg(keys::node_key(&self.node_id))
-            .query_async(&mut r)
+        let _: () = rds(redis_url)
+            .await
+            .query(redis::cmd("DEL").arg(keys::node_key(&self.node_id)))
             .await
             .unwrap();
-    }
-}
-
-// ------------------------------------------------------------------------------ own redis-server
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A throwaway redis-server on a free port, killed on drop.
-pub struct OwnRedis {
-    pub port: u16,
-    pub child: std::process::Child,
-    pub dir: tempfile::TempDir,
-}
-
-impl OwnRedis {
-    pub async fn start() -> OwnRedis {
-        Self::start_on(free_port(), &[]).await
-    }
-
-    pub async fn start_on(port: u16, extra: &[&str]) -> OwnRedis {
-        let dir = tempfile::tempdir().unwrap();
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .args(extra)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server on PATH");
-        let r = OwnRedis { port, child, dir };
-        let url = r.url();
-        eventually("redis-server to answer", || {
-            let url = url.clone();
-            async move {
-                let c = redis::Client::open(url).ok()?;
-                let mut conn = c.get_multiplexed_async_connection().await.ok()?;
-                redis::cmd("PING")
-                    .query_async::<String>(&mut conn)
-                    .await
-                    .ok()
-            }
-        })
-        .await;
-        r
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
