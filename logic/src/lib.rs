@@ -111,13 +111,9 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../sql/migrations
 /// How long a migration waits for another process's migration of the same database.
 const MIGRATE_LOCK_SECS: i64 = 300;
 
-/// Applies the migrations (idempotent: applied ones are skipped; concurrent runs serialize on a
-/// database lock).
-///
-/// The lock is gim's own. sqlx's migrator takes `GET_LOCK(name, -1)` and ignores the result, but
-/// MariaDB answers a negative timeout with NULL at once instead of waiting: two logic processes
-/// starting together (replicas of one Deployment, or parallel tests on a fresh database) both
-/// applied the migrations and one failed on a duplicate `_sqlx_migrations` row.
+/// Applies the migrations (idempotent). Concurrent runs serialize on a lock of gim's own: sqlx's
+/// `GET_LOCK(name, -1)` gets NULL at once from MariaDB, and two replicas starting together would
+/// both migrate, one failing on a duplicate `_sqlx_migrations` row.
 pub async fn migrate(pool: &MySqlPool) -> Result<(), sqlx::migrate::MigrateError> {
     use sqlx::migrate::MigrateError;
     use sqlx::{ConnectOptions, Connection};

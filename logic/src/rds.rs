@@ -13,8 +13,8 @@ pub fn user_seq_key(app: AppId, user: UserId) -> String {
 }
 
 /// "This request was seen" mark of a user's send (`SET NX` with a TTL, see
-/// [`crate::seq::SeqAllocator::alloc_marked`]). Shares the sender's hash tag, so it lives in the
-/// same cluster slot as the sender's seq counter and one script can touch both.
+/// [`crate::messages::seq::SeqAllocator::alloc_marked`]). Shares the sender's hash tag, so it
+/// lives in the same cluster slot as the sender's seq counter and one script can touch both.
 pub fn request_mark_key(app: AppId, user: UserId, device: i64, request_id: i64) -> String {
     format!("gim:req:{{{app}:{user}}}:{device}:{request_id}")
 }
@@ -56,25 +56,25 @@ fn crc16(data: &[u8]) -> u16 {
 /// Lua scripts. Each touches only its KEYS, all of one slot (callers group keys by [`slot`]).
 #[derive(Debug)]
 pub struct Scripts {
-    /// Allocates ARGV[i] seqs from each KEYS[i]; returns [cur, hw] per key, or [-1, -1] when the
-    /// key is missing (never seeded, or Redis lost it) so the caller seeds it from MySQL first:
-    /// creating it here would restart the list at 1 and reuse seqs.
+    /// Allocates `ARGV[i]` seqs from each `KEYS[i]`; returns `[cur, hw]` per key, or `[-1, -1]`
+    /// when the key is missing (never seeded, or Redis lost it) so the caller seeds it from MySQL
+    /// first: creating it here would restart the list at 1 and reuse seqs.
     pub alloc: redis::Script,
     /// [`Self::alloc`] behind a mark: `SET KEYS[1] NX EX ARGV[1]` first; when the mark already
-    /// exists, returns {-2} and allocates nothing. KEYS[2..] / ARGV[2..] as in `alloc`.
+    /// exists, returns `{-2}` and allocates nothing. `KEYS[2..]` / `ARGV[2..]` as in `alloc`.
     pub alloc_marked: redis::Script,
-    /// Seeds KEYS[i] with cur = ARGV[2i-1], hw = ARGV[2i] if absent; else only raises hw.
+    /// Seeds `KEYS[i]` with cur = `ARGV[2i-1]`, hw = `ARGV[2i]` if absent; else only raises hw.
     pub seed: redis::Script,
-    /// Raises hw of KEYS[i] to ARGV[i] if the key still exists (a vanished key is re-seeded).
+    /// Raises hw of `KEYS[i]` to `ARGV[i]` if the key still exists (a vanished key is re-seeded).
     pub raise: redis::Script,
-    /// Route swap at sign-in: HSET field ARGV[1] = ARGV[2], returning the previous value.
+    /// Route swap at sign-in: HSET field `ARGV[1]` = `ARGV[2]`, returning the previous value.
     pub route_swap: redis::Script,
-    /// Conditional route delete at offline: HDEL field ARGV[1] only if it equals ARGV[2].
+    /// Conditional route delete at offline: HDEL field `ARGV[1]` only if it equals `ARGV[2]`.
     pub route_del: redis::Script,
 }
 
-/// The seq allocation loop over KEYS[first..] (HINCRBY cur by ARGV[i] where hw exists, else -1),
-/// after `prelude`; returns (cur, hw) pairs.
+/// The seq allocation loop over `KEYS[first..]` (HINCRBY cur by `ARGV[i]` where hw exists, else
+/// -1), after `prelude`; returns (cur, hw) pairs.
 fn alloc_lua(prelude: &str, first: usize) -> String {
     format!(
         r#"{prelude}local out = {{}}

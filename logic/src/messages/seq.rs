@@ -319,8 +319,8 @@ async fn seed_batch(pool: MySqlPool, block: i64, reqs: Vec<Vec<SeedKey>>) -> Vec
 
 /// One transaction: per (app, kind), one multi-row upsert adding a block to each distinct key
 /// (keys in order, so concurrent reservations lock rows in one order) and one locking read of
-/// the results. A first message into a cold group of 200 members used to pay 200 autocommit
-/// upserts, each its own log flush.
+/// the results: a first message into a cold group of 200 members commits (and flushes the log)
+/// once, not once per member.
 async fn reserve_blocks(
     pool: &MySqlPool,
     block: i64,
