@@ -736,13 +736,7 @@ impl Cx<'_> {
         if let Some(r) = registry {
             status.connections = r.connections as i64;
         }
-        let rolled = |d: &Deployment, t: &TierStatus| {
-            let st = d.status.clone().unwrap_or_default();
-            t.ready_replicas >= t.replicas
-                && st.updated_replicas.unwrap_or(0) >= t.replicas
-                && st.observed_generation >= d.metadata.generation
-        };
-        let ready = held.is_none() && rolled(&conn, &status.conn) && rolled(&logic, &status.logic);
+        let ready = held.is_none() && rolled(&conn) && rolled(&logic);
         let problem = logic_problem.or_else(|| diagnose::workload("conn", &pods, now, grace));
         self.set_degraded(&mut status, problem.as_ref()).await;
         if ready {
@@ -982,6 +976,19 @@ impl Cx<'_> {
     }
 }
 
+/// A Deployment done rolling: its controller has seen the current spec, every desired pod runs
+/// the current template and is ready, and no pod of an older template is left. readyReplicas
+/// alone is not enough: mid-rollout it counts the old pods still serving (with maxSurge 1 and one
+/// replica: one old ready pod, one new unready one, readyReplicas 1).
+fn rolled(d: &Deployment) -> bool {
+    let desired = d.spec.replicas.unwrap_or(1);
+    let st = d.status.clone().unwrap_or_default();
+    st.observed_generation >= d.metadata.generation
+        && st.updated_replicas.unwrap_or(0) >= desired
+        && st.replicas.unwrap_or(0) <= desired
+        && st.ready_replicas.unwrap_or(0) >= desired
+}
+
 /// Whether applying `rendered` would change the live Deployment's pod template (and so roll it).
 fn template_changed(live: &Deployment, rendered: &Deployment) -> bool {
     let hash = |d: &Deployment| d.annotations().get(render::TEMPLATE_HASH).cloned();
@@ -1000,5 +1007,40 @@ fn tier_status(d: &Deployment, cluster: &str, component: &str) -> TierStatus {
         ready_replicas: ready,
         summary: Some(format!("{ready}/{replicas}")),
         selector: Some(render::selector_string(cluster, component)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deployment(desired: i32, status: serde_json::Value) -> Deployment {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "d", "generation": 2},
+            "spec": {"replicas": desired, "selector": {}, "template": {}},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn rolled_only_when_no_old_pod_is_left() {
+        let done = serde_json::json!({"observedGeneration": 2, "replicas": 1,
+            "updatedReplicas": 1, "readyReplicas": 1});
+        assert!(rolled(&deployment(1, done)));
+        // Surge pod up but not ready; the old pod still counts as ready.
+        let mid = serde_json::json!({"observedGeneration": 2, "replicas": 2,
+            "updatedReplicas": 1, "readyReplicas": 1});
+        assert!(!rolled(&deployment(1, mid)));
+        let stale = serde_json::json!({"observedGeneration": 1, "replicas": 1,
+            "updatedReplicas": 1, "readyReplicas": 1});
+        assert!(!rolled(&deployment(1, stale)));
+        let unready = serde_json::json!({"observedGeneration": 2, "replicas": 2,
+            "updatedReplicas": 2, "readyReplicas": 1});
+        assert!(!rolled(&deployment(2, unready)));
+        assert!(rolled(&deployment(
+            0,
+            serde_json::json!({"observedGeneration": 2})
+        )));
     }
 }
