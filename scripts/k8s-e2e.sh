@@ -59,7 +59,7 @@ install_operator() {
 }
 phase "helm install gim-operator" install_operator
 
-export GIM_K8S_E2E=1 GIM_K8S_E2E_NAMESPACE=gim-e2e
+export GIM_K8S_E2E=1 GIM_K8S_E2E_NAMESPACE=gim-e2e GIM_K8S_OPERATOR_NAMESPACE=$NS
 phase "cargo test -p gim-e2e --test k8s_node" \
   cargo test -q -p gim-e2e --locked --test k8s_node -- --nocapture --test-threads 1
 

@@ -4,7 +4,11 @@
 //! migration Job and Ready pods; GimCluster Ready with live connection counts; 1:1 and group
 //! messages between clients on different conn pods; scale-in by one, a config-change rollout and a
 //! force-deleted conn pod, each while messages flow and each with the exactly-once check; and
-//! garbage collection of everything when the GimCluster is deleted.
+//! garbage collection of everything when the GimCluster is deleted. Then the operator's own pods
+//! answer /healthz, /readyz and /metrics, and a small second GimCluster in its own namespace goes
+//! through three bad inputs, each reported as `Degraded` with the reason read from pod or Job
+//! status, each leaving the running pods alone, each recovering by itself once fixed: an
+//! unreachable MySQL (a closed port), a logic image that cannot be pulled, a failing migration.
 //!
 //! Runs only with `GIM_K8S_E2E=1`, which `scripts/k8s-e2e.sh` sets once the node runs
 //! (`scripts/k8s-node.sh`) and the operator is installed; otherwise it prints SKIPPED and passes.
@@ -73,9 +77,34 @@ async fn kubectl(args: &[&str]) -> String {
 }
 
 async fn get(args: &[&str]) -> Value {
-    let mut a = vec!["get", "-n", NS, "-o", "json"];
+    get_in(NS, args).await
+}
+
+async fn get_in(ns: &str, args: &[&str]) -> Value {
+    let mut a = vec!["get", "-n", ns, "-o", "json"];
     a.extend_from_slice(args);
     serde_json::from_str(&kubectl(&a).await).expect("kubectl json")
+}
+
+/// `kubectl apply -f -` of a JSON object.
+async fn apply_json(v: &Value) {
+    kubectl_in(&["apply", "-f", "-"], Some(&v.to_string()))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+async fn merge_patch(ns: &str, what: &str, patch: Value) {
+    kubectl(&[
+        "patch",
+        "-n",
+        ns,
+        what,
+        "--type",
+        "merge",
+        "-p",
+        &patch.to_string(),
+    ])
+    .await;
 }
 
 /// Polls `probe` (a read of cluster state) until it yields a value; panics with `what` after
@@ -129,13 +158,25 @@ async fn conn_pods() -> BTreeMap<String, Value> {
 
 /// `podIP:port` of the container port named "admin" (health and metrics).
 fn admin_addr(p: &Value) -> String {
+    port_addr(p, "admin")
+}
+
+/// `podIP:port` of the pod's first container's port called `name`.
+fn port_addr(p: &Value, name: &str) -> String {
     let ip = p["status"]["podIP"].as_str().expect("pod IP");
     let port = p["spec"]["containers"][0]["ports"]
         .as_array()
-        .and_then(|ps| ps.iter().find(|x| x["name"] == "admin"))
+        .and_then(|ps| ps.iter().find(|x| x["name"] == name))
         .and_then(|x| x["containerPort"].as_i64())
-        .expect("admin port");
+        .unwrap_or_else(|| panic!("no {name} port"));
     format!("{ip}:{port}")
+}
+
+/// One sample's value from a Prometheus text page (`series` with its labels, as printed).
+fn sample(page: &str, series: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
 fn pod_ready(p: &Value) -> bool {
@@ -355,11 +396,20 @@ async fn traffic_while<F, Fut>(
         c.wait_all(&expected).await;
         // A marker after everything arrived, so a late duplicate would show before the check.
         let marker = format!("{phase}: marker for {u}");
-        app.server
-            .clone()
-            .send_message(text_req(ReceiverType::User, u, &marker, ids - 1 - u))
-            .await
-            .expect("marker");
+        // Retried like the senders' gRPC sends (same request id): a logic pod of the rollout may
+        // still be leaving the Service when the marker goes out.
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let req = text_req(ReceiverType::User, u, &marker, ids - 1 - u);
+            match app.server.clone().send_message(req).await {
+                Ok(_) => break,
+                Err(e) if e.is_retryable() && Instant::now() < deadline => {
+                    eprintln!("k8s_node: {phase}: marker for {u} retried: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("marker for {u}: {e}"),
+            }
+        }
         c.client.resync().await;
         c.wait_text(&marker).await;
         let own: Vec<_> = c
@@ -506,6 +556,18 @@ async fn real_pods_end_to_end() {
         let (code, _) = gim_test_support::http_get(admin_addr(p), "/readyz").await;
         assert_eq!(code, 200, "logic pod {} /readyz", admin_addr(p));
     }
+
+    phases.start("operator pods: /healthz, /readyz, /metrics");
+    let leader = operator_admin().await;
+    let (_, page) = gim_test_support::http_get(leader.as_str(), "/metrics").await;
+    let ok = sample(&page, r#"gim_operator_reconciles_total{result="ok"}"#).unwrap_or(0.0);
+    assert!(ok > 0.0, "the leader counted its reconciles: {ok}");
+    assert_eq!(
+        sample(&page, "gim_operator_managed_clusters"),
+        Some(1.0),
+        "the leader manages the one GimCluster"
+    );
+    assert_eq!(sample(&page, "gim_operator_degraded_clusters"), Some(0.0));
 
     phases.start("clients on different conn pods: 1:1 and group");
     let svc = get(&["service", &format!("{CLUSTER}-conn")]).await;
@@ -697,7 +759,7 @@ async fn real_pods_end_to_end() {
             "get",
             "-n",
             NS,
-            "deployments,replicasets,pods,jobs,services,configmaps,secrets,poddisruptionbudgets,horizontalpodautoscalers",
+            "deployments,replicasets,pods,jobs,services,configmaps,secrets,poddisruptionbudgets,horizontalpodautoscalers,networkpolicies",
             "-l",
             &sel,
             "-o",
@@ -710,6 +772,12 @@ async fn real_pods_end_to_end() {
         before.contains("deployment") && before.contains("service"),
         "the operator's objects carry the cluster label: {before}"
     );
+    // Present all along, and nothing above broke: the node's bridge CNI enforces no
+    // NetworkPolicy, so this shows they are accepted and harmless, not that they block.
+    for np in ["conn", "logic"] {
+        let name = format!("networkpolicy.networking.k8s.io/{CLUSTER}-{np}");
+        assert!(before.contains(&name), "{name} in {before}");
+    }
     kubectl(&["delete", "gimcluster", CLUSTER, "-n", NS, "--wait=true"]).await;
     until("every object the operator made is gone", SLOW, || async {
         let left = owned().await;
@@ -717,5 +785,345 @@ async fn real_pods_end_to_end() {
         (left.trim().is_empty() && pods.trim().is_empty()).then_some(())
     })
     .await;
+
+    bad_inputs(&mut phases, &admin, &logic_image, &conn_image).await;
     phases.report();
+}
+
+fn operator_ns() -> String {
+    std::env::var("GIM_K8S_OPERATOR_NAMESPACE").unwrap_or_else(|_| "gim-system".into())
+}
+
+/// The operator's pods as the kubelet runs them (the chart's probes passed: they are Ready):
+/// every replica answers /healthz and /readyz itself, exactly one leads. Returns the leader's
+/// admin address.
+async fn operator_admin() -> String {
+    let ns = operator_ns();
+    let pods = items(&get_in(&ns, &["pods", "-l", "app.kubernetes.io/name=gim-operator"]).await);
+    assert!(!pods.is_empty(), "operator pods in {ns}");
+    let mut leaders = Vec::new();
+    for p in &pods {
+        let name = p["metadata"]["name"].as_str().unwrap_or_default();
+        assert!(pod_ready(p), "operator pod {name} Ready");
+        let addr = port_addr(p, "metrics");
+        let (code, body) = gim_test_support::http_get(addr.as_str(), "/healthz").await;
+        assert_eq!(code, 200, "{name} /healthz: {body}");
+        let (code, ready) = gim_test_support::http_get(addr.as_str(), "/readyz").await;
+        assert_eq!(code, 200, "{name} /readyz: {ready}");
+        let (code, page) = gim_test_support::http_get(addr.as_str(), "/metrics").await;
+        assert_eq!(code, 200, "{name} /metrics");
+        if sample(&page, "gim_operator_leader") == Some(1.0) {
+            assert!(ready.starts_with("leader"), "{name} leads: {ready}");
+            leaders.push(addr);
+        }
+    }
+    assert_eq!(leaders.len(), 1, "exactly one operator replica leads");
+    leaders.pop().unwrap()
+}
+
+/// A small GimCluster of its own (namespace `GIM_K8S_E2E_NAMESPACE`, its own database and Redis
+/// db), one conn and one logic pod, put through three bad inputs. Faster than breaking the
+/// example cluster: nothing to drain, and a failed case cannot spoil the phases above.
+const EDGE: &str = "edge";
+const EDGE_DB: &str = "gim_k8s_edge";
+const EDGE_REDIS_DB: u8 = 12;
+/// From first symptom to Degraded, and from the fix to Ready: pod starts and the Job's own
+/// retry back-off (10 s, then 20 s) on a busy node.
+const EDGE_WAIT: Duration = Duration::from_secs(120);
+
+async fn edge_secret(ns: &str, name: &str, url: &str) {
+    apply_json(&serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "namespace": ns},
+        "stringData": {"url": url}
+    }))
+    .await;
+}
+
+/// (status, reason, message) of the edge cluster's condition `kind` once `pred` holds.
+async fn edge_condition(
+    ns: &str,
+    what: &str,
+    kind: &str,
+    pred: impl Fn(&(String, String, String)) -> bool,
+) -> (String, String, String) {
+    until(what, EDGE_WAIT, || async {
+        let g = get_in(ns, &["gimcluster", EDGE]).await;
+        condition(&g, kind).filter(|c| pred(c))
+    })
+    .await
+}
+
+async fn edge_degraded(ns: &str, reason: &str) -> String {
+    let (_, _, msg) = edge_condition(
+        ns,
+        &format!("GimCluster {EDGE} Degraded with reason {reason}"),
+        "Degraded",
+        |c| c.0 == "True" && c.1 == reason,
+    )
+    .await;
+    eprintln!("k8s_node: {EDGE}: Degraded {reason}: {msg}");
+    msg
+}
+
+/// Ready, Degraded False, generation observed, one conn and one logic pod ready.
+async fn edge_ready(ns: &str) -> Value {
+    until(
+        &format!("GimCluster {EDGE} Ready and not Degraded"),
+        EDGE_WAIT,
+        || async {
+            let g = get_in(ns, &["gimcluster", EDGE]).await;
+            let ok = g["status"]["observedGeneration"] == g["metadata"]["generation"]
+                && condition(&g, "Ready").is_some_and(|c| c.0 == "True")
+                && condition(&g, "Degraded").is_some_and(|c| c.0 == "False")
+                && g["status"]["conn"]["readyReplicas"].as_i64() == Some(1)
+                && g["status"]["logic"]["readyReplicas"].as_i64() == Some(1);
+            ok.then_some(g)
+        },
+    )
+    .await
+}
+
+/// What "nothing rolled" compares: each Deployment's template hash and image, and the pods.
+async fn edge_workloads(ns: &str) -> (Vec<(String, String, String)>, Vec<String>) {
+    let deps = items(
+        &get_in(
+            ns,
+            &["deployments", "-l", &format!("gim.io/cluster={EDGE}")],
+        )
+        .await,
+    )
+    .iter()
+    .map(|d| {
+        let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+        (
+            s(&d["metadata"]["name"]),
+            s(&d["metadata"]["annotations"]["gim.io/template-hash"]),
+            s(&d["spec"]["template"]["spec"]["containers"][0]["image"]),
+        )
+    })
+    .collect();
+    let pods = items(
+        &get_in(
+            ns,
+            &[
+                "pods",
+                "-l",
+                &format!("gim.io/cluster={EDGE},app.kubernetes.io/component in (conn,logic)"),
+            ],
+        )
+        .await,
+    )
+    .iter()
+    .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+    .map(|p| {
+        p["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    })
+    .collect();
+    (deps, pods)
+}
+
+async fn bad_inputs(
+    phases: &mut Phases,
+    admin: &sqlx::MySqlPool,
+    logic_image: &str,
+    conn_image: &str,
+) {
+    let ns = std::env::var("GIM_K8S_E2E_NAMESPACE").unwrap_or_else(|_| "gim-e2e".into());
+    let ns = ns.as_str();
+    phases.start("bad input 1: MySQL unreachable -> Degraded MigrationFailed");
+    for q in [
+        format!("DROP DATABASE IF EXISTS {EDGE_DB}"),
+        format!("CREATE DATABASE {EDGE_DB} CHARACTER SET utf8mb4"),
+    ] {
+        // EDGE_DB is a constant of this file, not input.
+        sqlx::query(sqlx::AssertSqlSafe(q))
+            .execute(admin)
+            .await
+            .expect("edge database");
+    }
+    let rc = redis::Client::open(format!("redis://127.0.0.1:6379/{EDGE_REDIS_DB}")).unwrap();
+    let mut redis = rc.get_multiplexed_async_connection().await.expect("redis");
+    let _: () = redis::cmd("FLUSHDB").query_async(&mut redis).await.unwrap();
+    apply_json(&serde_json::json!({
+        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}
+    }))
+    .await;
+    // Nothing listens on 3307 at the node address (only 3306 is forwarded to MariaDB): every
+    // connection is refused at once.
+    let good_mysql = format!("mysql://gim:gim@{NODE_IP}:3306/{EDGE_DB}");
+    edge_secret(
+        ns,
+        "gim-mysql",
+        &format!("mysql://gim:gim@{NODE_IP}:3307/{EDGE_DB}"),
+    )
+    .await;
+    edge_secret(
+        ns,
+        "gim-redis",
+        &format!("redis://{NODE_IP}:6379/{EDGE_REDIS_DB}"),
+    )
+    .await;
+    apply_json(&serde_json::json!({
+        "apiVersion": "gim.io/v1alpha1", "kind": "GimCluster",
+        "metadata": {"name": EDGE, "namespace": ns},
+        "spec": {
+            "images": {"conn": conn_image, "logic": logic_image},
+            "mysql": {"name": "gim-mysql", "key": "url"},
+            "redis": {"name": "gim-redis", "key": "url"},
+            "conn": {"replicas": 1, "drainWindowSeconds": 1},
+            "logic": {"replicas": 1}
+        }
+    }))
+    .await;
+    let msg = edge_degraded(ns, "MigrationFailed").await;
+    assert!(
+        msg.to_lowercase().contains("refused"),
+        "the condition quotes the migration's own error: {msg}"
+    );
+    let (deps, _) = edge_workloads(ns).await;
+    assert!(
+        deps.is_empty(),
+        "no Deployment before the migration: {deps:?}"
+    );
+    // The operator's gauges follow the condition.
+    let leader = operator_admin().await;
+    until("gim_operator_degraded_clusters 1", EDGE_WAIT, || async {
+        let (_, page) = gim_test_support::http_get(leader.as_str(), "/metrics").await;
+        (sample(&page, "gim_operator_degraded_clusters") == Some(1.0)).then_some(())
+    })
+    .await;
+
+    phases.start("bad input 1 fixed (Secret): migrated and Ready by itself");
+    edge_secret(ns, "gim-mysql", &good_mysql).await;
+    edge_ready(ns).await;
+    let (healthy_deps, healthy_pods) = edge_workloads(ns).await;
+    assert_eq!(healthy_deps.len(), 2, "{healthy_deps:?}");
+
+    phases.start("bad input 2: logic image not pullable -> Degraded ImagePullFailed");
+    // A tag no node has and no registry serves; the pull policy is the operator's default.
+    let missing = "gim-local/gim-logic:e2e-does-not-exist";
+    let spec_images = |logic: &str| serde_json::json!({"spec": {"images": {"logic": logic}}});
+    let gc = format!("gimcluster/{EDGE}");
+    merge_patch(ns, &gc, spec_images(missing)).await;
+    let msg = edge_degraded(ns, "ImagePullFailed").await;
+    // The kubelet's reason, from the migration pod (the words after it are the runtime's).
+    assert!(
+        msg.contains("(migrate)") && msg.contains("Image"),
+        "names the pod and the pull error: {msg}"
+    );
+    let jobs = items(&get_in(ns, &["jobs", "-l", &format!("gim.io/cluster={EDGE}")]).await);
+    let pulling = jobs
+        .iter()
+        .map(|j| &j["spec"]["template"]["spec"]["containers"][0])
+        .find(|c| c["image"] == missing)
+        .expect("a migration Job for the new image");
+    assert_eq!(pulling["imagePullPolicy"], "IfNotPresent");
+    // The migration gate holds both tiers: same templates, same pods.
+    assert_eq!(
+        edge_workloads(ns).await,
+        (healthy_deps.clone(), healthy_pods.clone())
+    );
+
+    phases.start("bad input 2 fixed (image back): Ready by itself, nothing restarted");
+    merge_patch(ns, &gc, spec_images(logic_image)).await;
+    edge_ready(ns).await;
+    assert_eq!(
+        edge_workloads(ns).await,
+        (healthy_deps.clone(), healthy_pods.clone())
+    );
+    until(
+        "the Job for the missing image pruned",
+        EDGE_WAIT,
+        || async {
+            let jobs = items(&get_in(ns, &["jobs", "-l", &format!("gim.io/cluster={EDGE}")]).await);
+            jobs.iter()
+                .all(|j| j["spec"]["template"]["spec"]["containers"][0]["image"] != missing)
+                .then_some(())
+        },
+    )
+    .await;
+
+    phases.start("bad input 3: migration fails -> Degraded MigrationFailed");
+    // A migration recorded as applied that this binary does not have (as after a downgrade):
+    // sqlx refuses to run. The new logic image is the same binary under its second tag (a new
+    // image reference means a new migration Job).
+    let edge_pool = sqlx::MySqlPool::connect(&format!("mysql://gim:gim@127.0.0.1:3306/{EDGE_DB}"))
+        .await
+        .expect("edge mysql");
+    const FUTURE: i64 = 99_990_101_000_000;
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (?, 'from a newer gim (e2e)', TRUE, X'00', 0)",
+    )
+    .bind(FUTURE)
+    .execute(&edge_pool)
+    .await
+    .expect("insert a future migration");
+    let second_tag = "gim-local/gim-logic:local";
+    assert_ne!(second_tag, logic_image);
+    merge_patch(ns, &gc, spec_images(second_tag)).await;
+    let msg = edge_degraded(ns, "MigrationFailed").await;
+    assert!(
+        msg.contains(&FUTURE.to_string()),
+        "the sqlx error names the version: {msg}"
+    );
+    assert_eq!(
+        edge_workloads(ns).await,
+        (healthy_deps.clone(), healthy_pods.clone())
+    );
+
+    phases.start("bad input 3 fixed (database): migrated, logic rolled, Ready by itself");
+    sqlx::query("DELETE FROM _sqlx_migrations WHERE version = ?")
+        .bind(FUTURE)
+        .execute(&edge_pool)
+        .await
+        .expect("delete the future migration");
+    until("logic runs the second tag", EDGE_WAIT, || async {
+        let (deps, _) = edge_workloads(ns).await;
+        deps.iter()
+            .any(|d| d.0 == format!("{EDGE}-logic") && d.2 == second_tag)
+            .then_some(())
+    })
+    .await;
+    // Ready means rolled: the one logic pod left runs the new reference and is ready.
+    edge_ready(ns).await;
+    let logic_pods = items(
+        &get_in(
+            ns,
+            &[
+                "pods",
+                "-l",
+                &format!("gim.io/cluster={EDGE},app.kubernetes.io/component=logic"),
+            ],
+        )
+        .await,
+    );
+    let live: Vec<&Value> = logic_pods
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .collect();
+    assert_eq!(live.len(), 1, "one logic pod once rolled");
+    assert_eq!(live[0]["spec"]["containers"][0]["image"], second_tag);
+    assert!(pod_ready(live[0]), "the new logic pod is ready");
+    let (deps, _) = edge_workloads(ns).await;
+    let conn_before = healthy_deps.iter().find(|d| d.0 == format!("{EDGE}-conn"));
+    assert_eq!(
+        deps.iter().find(|d| d.0 == format!("{EDGE}-conn")),
+        conn_before,
+        "a logic image change leaves conn's template alone"
+    );
+    edge_pool.close().await;
+
+    // Its collection is the first cluster's phase above; the node is torn down after this test.
+    kubectl(&["delete", "namespace", ns, "--wait=false"]).await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {EDGE_DB}"
+    )))
+    .execute(admin)
+    .await
+    .expect("drop edge database");
 }
