@@ -110,6 +110,7 @@ impl Apps {
     }
 
     /// A client's device token for exactly (app, user, device), and the device bound to the user.
+    /// User and device ids must be positive (1006), as in every other API.
     pub async fn auth_device(
         &self,
         app: AppId,
@@ -117,6 +118,10 @@ impl Apps {
         device: DeviceId,
         tok: &str,
     ) -> Result<()> {
+        // Ids are positive everywhere else; a token minted for user 0 or a negative id (a
+        // business server's bug) must not bind a device to a user no other API can name.
+        validate::id("user_id", user.0)?;
+        validate::id("device_id", device.0)?;
         let now = token::now_secs();
         let ck = (false, app, user, device, tok.to_string());
         match self.verified.get(&ck) {

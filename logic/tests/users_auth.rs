@@ -461,3 +461,35 @@ async fn logic_int_refuses_calls_without_the_cluster_secret() {
         "{metrics}"
     );
 }
+
+/// Sign-in and the client API refuse user ids no other API accepts (0, negative, i64::MIN) with
+/// 1006, even with a token the app's key signed for them: such a user could never be named by a
+/// send, a group or a business server.
+#[tokio::test]
+async fn sign_in_refuses_non_positive_user_ids() {
+    let ctx = Ctx::start().await;
+    let mut i = ctx.int.clone();
+    for user in [0, -1, i64::MIN] {
+        let dev = ctx.register_device().await;
+        let r = i
+            .sign_in(pb::SignInReq {
+                app_id: ctx.app.0,
+                user_id: user,
+                device_id: dev,
+                token: ctx.device_token(user, dev),
+                node_id: "n".into(),
+                conn_id: 1,
+                client_addr: String::new(),
+            })
+            .await;
+        assert_eq!(code(r), GimCode::BadRequest, "sign-in as user {user}");
+        let mut c = ctx.client.clone();
+        let r = c
+            .get_user(ctx.creq(pb::GetUserReq { user_id: 1 }, user, dev))
+            .await;
+        assert_eq!(code(r), GimCode::BadRequest, "client call as user {user}");
+        // Nothing was bound: the device is still free for a real user.
+        ctx.import_users(&[5]).await;
+        ctx.sign_in(5, dev, "n", 2).await;
+    }
+}
