@@ -1023,16 +1023,18 @@ async fn concurrent_syncs_and_acks_share_batches_and_each_gets_its_own_result() 
         asks.len()
     );
 
-    // Acks: each device its own row; two acks of one device in one batch keep the higher.
+    // Acks (of user 1000, whose list holds a copy of each of the 90 sends): each device its own
+    // row; two acks of one device in one batch keep the higher; one above the list is capped.
     let devices: Vec<i64> = (0..20).map(|i| 7_000 + i).collect();
     let mut acks: Vec<(i64, i64)> = devices.iter().map(|&d| (d, d - 6_990)).collect();
     acks.push((devices[0], 3)); // lower than 10, in the same batch
     acks.push((devices[1], 50)); // higher than 11
+    acks.push((devices[2], 1 << 62)); // above the list's highest seq, 90
     let before = batches(&ctx, "acks");
     let results = futures::future::join_all(acks.iter().map(|&(d, a)| {
         state.sessions.ack(pb::MessageAckReq {
             app_id: ctx.app.0,
-            user_id: 5,
+            user_id: 1000,
             device_id: d,
             device_ack: a,
             receive_time: 0,
@@ -1047,7 +1049,7 @@ async fn concurrent_syncs_and_acks_share_batches_and_each_gets_its_own_result() 
         acks.len()
     );
     let stored: Vec<(i64, i64)> = sqlx::query_as(
-        "SELECT device_id, ack FROM device_ack WHERE app_id = ? AND user_id = 5 ORDER BY device_id",
+        "SELECT device_id, ack FROM device_ack WHERE app_id = ? AND user_id = 1000 ORDER BY device_id",
     )
     .bind(ctx.app.0)
     .fetch_all(&ctx.pool)
@@ -1055,7 +1057,75 @@ async fn concurrent_syncs_and_acks_share_batches_and_each_gets_its_own_result() 
     .unwrap();
     let mut want: Vec<(i64, i64)> = devices.iter().map(|&d| (d, d - 6_990)).collect();
     want[1].1 = 50;
+    want[2].1 = 90;
     assert_eq!(stored, want);
+}
+
+/// An ack above the highest seq of the user's list (2^62, as a probe sent) is stored as that
+/// highest seq: later messages still reach every device's seq-0 sync.
+#[tokio::test]
+async fn an_ack_above_the_list_is_capped_and_hides_no_later_message() {
+    let ctx = Ctx::start().await;
+    ctx.import_users(&[1, 2]).await;
+    let (d1, d2, d2b) = (
+        ctx.register_device().await,
+        ctx.register_device().await,
+        ctx.register_device().await,
+    );
+    for t in ["a", "b"] {
+        ctx.send_text(1, d1, ReceiverType::User, 2, t, 0)
+            .await
+            .unwrap();
+    }
+    let mut i = ctx.int.clone();
+    i.message_ack(pb::MessageAckReq {
+        app_id: ctx.app.0,
+        user_id: 2,
+        device_id: d2,
+        device_ack: 1 << 62,
+        receive_time: 0,
+    })
+    .await
+    .unwrap();
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT ack FROM device_ack WHERE app_id = ? AND user_id = 2 AND device_id = ?",
+    )
+    .bind(ctx.app.0)
+    .bind(d2)
+    .fetch_one(&ctx.pool)
+    .await
+    .unwrap();
+    assert_eq!(stored, 2, "capped at the list's highest seq");
+    ctx.send_text(1, d1, ReceiverType::User, 2, "later", 0)
+        .await
+        .unwrap();
+    let p = ctx.sync(2, d2b, 0, 0).await;
+    assert_eq!(
+        p.messages.iter().map(text_of).collect::<Vec<_>>(),
+        vec!["later".to_string()],
+        "the seq-0 sync of another device still sees the later message"
+    );
+    // A user with an empty list: any ack is stored as 0.
+    i.message_ack(pb::MessageAckReq {
+        app_id: ctx.app.0,
+        user_id: 1000,
+        device_id: d2b,
+        device_ack: 5,
+        receive_time: 0,
+    })
+    .await
+    .unwrap();
+    let p = ctx.sync(1000, d2b, 0, 0).await;
+    assert!(p.messages.is_empty());
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT ack FROM device_ack WHERE app_id = ? AND user_id = 1000 AND device_id = ?",
+    )
+    .bind(ctx.app.0)
+    .bind(d2b)
+    .fetch_one(&ctx.pool)
+    .await
+    .unwrap();
+    assert_eq!(stored, 0);
 }
 
 /// A send whose seq was allocated first but whose insert commits later must not be skipped by a

@@ -124,29 +124,53 @@ pub struct AckRow {
     pub ack: i64,
 }
 
-const ACK_SQL: &str = "INSERT INTO device_ack (app_id, user_id, device_id, ack) VALUES (?, ?, ?, ?) \
-     ON DUPLICATE KEY UPDATE ack = GREATEST(ack, VALUES(ack))";
-
-/// Stores many devices' acks in one multi-row upsert: one statement, one commit (log flush). An
-/// ack only moves forward (`GREATEST`), so two acks of one device in a batch leave the higher in
-/// either order. Rows go in key order, so concurrent batches lock rows in the same order and
-/// cannot deadlock each other. One statement per ack when the batch fails (it committed nothing:
-/// autocommit makes the statement all or nothing), so each caller gets its own outcome.
-pub async fn store_acks(pool: MySqlPool, rows: Vec<AckRow>) -> Vec<Result<()>> {
+/// The text of one ack statement for `rows` (in key order): for each row, the highest seq of the
+/// user's list is read into a session variable with a plain `SELECT ... INTO` (a consistent,
+/// non-locking read: an `INSERT ... SELECT` would take shared next-key locks on `user_message`
+/// under REPEATABLE READ and could deadlock with a send's multi-user insert), then one multi-row
+/// upsert stores each ack capped at it. An ack above the list (a buggy or hostile client) would
+/// otherwise hide every later message from the seq-0 sync of all the user's devices for good.
+/// Messages are pushed only after their rows commit, so a genuine ack is never above the list.
+/// One round trip (a multi-statement text query); the values are integers written as literals.
+fn ack_sql(rows: &[&AckRow]) -> String {
     use std::fmt::Write as _;
+    let mut sql = String::with_capacity(200 + rows.len() * 200);
+    for (i, r) in rows.iter().enumerate() {
+        let _ = write!(
+            sql,
+            "SELECT COALESCE(MAX(seq), 0) INTO @gim_ack_max{i} FROM user_message \
+             WHERE app_id = {} AND user_id = {};",
+            r.app, r.user
+        );
+    }
+    sql.push_str("INSERT INTO device_ack (app_id, user_id, device_id, ack) VALUES ");
+    for (i, r) in rows.iter().enumerate() {
+        if i > 0 {
+            sql.push(',');
+        }
+        let _ = write!(
+            sql,
+            "({},{},{},LEAST({},@gim_ack_max{i}))",
+            r.app, r.user, r.device, r.ack
+        );
+    }
+    sql.push_str(" ON DUPLICATE KEY UPDATE ack = GREATEST(ack, VALUES(ack))");
+    sql
+}
+
+/// Stores many devices' acks in one statement batch ([`ack_sql`]): one round trip, one commit (log
+/// flush). An ack only moves forward (`GREATEST`), so two acks of one device in a batch leave the
+/// higher in either order. Rows go in key order, so concurrent batches lock rows in the same order
+/// and cannot deadlock each other. One statement per ack when the batch fails (the upsert
+/// committed nothing: autocommit makes it all or nothing), so each caller gets its own outcome.
+pub async fn store_acks(pool: MySqlPool, rows: Vec<AckRow>) -> Vec<Result<()>> {
     if rows.len() > 1 {
         let mut sorted: Vec<&AckRow> = rows.iter().collect();
         sorted.sort_unstable_by_key(|r| (r.app, r.user, r.device));
-        let mut sql = String::with_capacity(120 + rows.len() * 48);
-        sql.push_str("INSERT INTO device_ack (app_id, user_id, device_id, ack) VALUES ");
-        for (i, r) in sorted.iter().enumerate() {
-            if i > 0 {
-                sql.push(',');
-            }
-            let _ = write!(sql, "({},{},{},{})", r.app, r.user, r.device, r.ack);
-        }
-        sql.push_str(" ON DUPLICATE KEY UPDATE ack = GREATEST(ack, VALUES(ack))");
-        match sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&pool).await {
+        match sqlx::raw_sql(sqlx::AssertSqlSafe(ack_sql(&sorted)))
+            .execute(&pool)
+            .await
+        {
             Ok(_) => return rows.iter().map(|_| Ok(())).collect(),
             Err(e) => {
                 tracing::warn!(error = %e, n = rows.len(), "batched ack failed; one statement per ack")
@@ -156,11 +180,7 @@ pub async fn store_acks(pool: MySqlPool, rows: Vec<AckRow>) -> Vec<Result<()>> {
     let each = rows.iter().map(|r| {
         let pool = &pool;
         async move {
-            sqlx::query(ACK_SQL)
-                .bind(r.app)
-                .bind(r.user)
-                .bind(r.device)
-                .bind(r.ack)
+            sqlx::raw_sql(sqlx::AssertSqlSafe(ack_sql(&[r])))
                 .execute(pool)
                 .await?;
             Ok(())
@@ -268,7 +288,7 @@ impl Sessions {
         Ok(pb::GroupSyncResp { messages, has_more })
     }
 
-    /// The device's ack only moves forward.
+    /// The device's ack only moves forward, and never past the highest seq of the user's list.
     pub async fn ack(&self, req: pb::MessageAckReq) -> Result<()> {
         if req.device_ack < 0 {
             return Err(Error::bad_request("device_ack", "must not be negative"));
