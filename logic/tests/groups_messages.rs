@@ -1295,3 +1295,91 @@ async fn concurrent_sign_ins_share_large_group_lookups_and_each_gets_its_own() {
         users.len()
     );
 }
+
+/// Roles over the client API: a plain member cannot make itself an admin (the probe's first
+/// step towards removing the owner) nor touch another member; an admin manages members but can
+/// neither demote nor remove the owner; a business server still may do anything.
+#[tokio::test]
+async fn group_roles_need_an_admin_and_the_owner_stays() {
+    let ctx = Ctx::start().await;
+    ctx.import_users(&[1, 2, 3]).await;
+    let (d1, d2) = (ctx.register_device().await, ctx.register_device().await);
+    let gid = group(&ctx, 1, vec![2, 3], false).await;
+    let mut c = ctx.client.clone();
+    let upd = |user: i64, member_type: i32, remarks: &str| pb::UpdateGroupMemberReq {
+        group_id: gid,
+        user_id: user,
+        member_type,
+        remarks: remarks.into(),
+        extra: String::new(),
+    };
+    let del = |user: i64| pb::DeleteGroupMemberReq {
+        group_id: gid,
+        user_id: user,
+    };
+    let role = |user: i64| {
+        let pool = ctx.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i8>(
+                "SELECT member_type FROM group_member WHERE app_id = ? AND group_id = ? AND user_id = ?",
+            )
+            .bind(ctx.app.0)
+            .bind(gid)
+            .bind(user)
+            .fetch_optional(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    // A plain member: its own remarks yes, its own role no, another member not at all.
+    c.update_group_member(ctx.creq(upd(2, 2, "me"), 2, d2))
+        .await
+        .unwrap();
+    let r = c
+        .update_group_member(ctx.creq(upd(2, 1, "me"), 2, d2))
+        .await;
+    assert_eq!(code(r), GimCode::NotInGroup, "a member promoted itself");
+    assert_eq!(role(2).await, Some(2));
+    let r = c.update_group_member(ctx.creq(upd(3, 2, "x"), 2, d2)).await;
+    assert_eq!(code(r), GimCode::NotInGroup);
+    let r = c.update_group_member(ctx.creq(upd(1, 2, ""), 2, d2)).await;
+    assert_eq!(code(r), GimCode::NotInGroup, "a member demoted the owner");
+    let r = c.delete_group_member(ctx.creq(del(1), 2, d2)).await;
+    assert_eq!(code(r), GimCode::NotInGroup, "a member removed the owner");
+    // The owner makes 2 an admin; the admin still cannot demote or remove the owner.
+    c.update_group_member(ctx.creq(upd(2, 1, ""), 1, d1))
+        .await
+        .unwrap();
+    assert_eq!(role(2).await, Some(1));
+    let r = c.update_group_member(ctx.creq(upd(1, 2, ""), 2, d2)).await;
+    assert_eq!(code(r), GimCode::NotInGroup, "an admin demoted the owner");
+    let r = c.delete_group_member(ctx.creq(del(1), 2, d2)).await;
+    assert_eq!(code(r), GimCode::NotInGroup, "an admin removed the owner");
+    assert_eq!(role(1).await, Some(1));
+    // ... nor can the owner demote itself (the group would have an owner without rights); it
+    // may edit its own remarks.
+    let r = c.update_group_member(ctx.creq(upd(1, 2, ""), 1, d1)).await;
+    assert_eq!(code(r), GimCode::NotInGroup);
+    c.update_group_member(ctx.creq(upd(1, 1, "owner"), 1, d1))
+        .await
+        .unwrap();
+    // An admin manages plain members.
+    c.update_group_member(ctx.creq(upd(3, 1, "promoted"), 2, d2))
+        .await
+        .unwrap();
+    c.update_group_member(ctx.creq(upd(3, 2, ""), 2, d2))
+        .await
+        .unwrap();
+    c.delete_group_member(ctx.creq(del(3), 2, d2))
+        .await
+        .unwrap();
+    assert_eq!(role(3).await, None);
+    // The owner demotes the admin; a business server may remove the owner.
+    c.update_group_member(ctx.creq(upd(2, 2, ""), 1, d1))
+        .await
+        .unwrap();
+    assert_eq!(role(2).await, Some(2));
+    let mut s = ctx.server.clone();
+    s.delete_group_member(ctx.sreq(del(1))).await.unwrap();
+    assert_eq!(role(1).await, None);
+}

@@ -9,6 +9,9 @@ use gim_proto::conn::v1::UpdateLargeGroupMembersReq;
 use gim_proto::logic::v1 as pb;
 use sqlx::{MySql, QueryBuilder};
 
+/// `group_member.member_type` of an admin (the owner is one).
+const ADMIN: i8 = 1;
+
 impl Groups {
     pub async fn add_members(
         &self,
@@ -85,6 +88,21 @@ impl Groups {
         Ok(existing)
     }
 
+    /// The member type of `user` in the group (`None`: not a member), read from MySQL: role
+    /// checks must not act on a cached role an admin just took away.
+    async fn member_type(&self, app: AppId, gid: GroupId, user: UserId) -> Result<Option<i8>> {
+        Ok(sqlx::query_scalar(
+            "SELECT member_type FROM group_member WHERE app_id = ? AND group_id = ? AND user_id = ?",
+        )
+        .bind(app.0)
+        .bind(gid.0)
+        .bind(user.0)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Changes a member's role, remarks and extra (client API only). A member may update its
+    /// own entry but not its role; an admin may update anyone's, except the owner's role.
     pub async fn update_member(
         &self,
         app: AppId,
@@ -102,17 +120,41 @@ impl Groups {
         validate::text("extra", &req.extra, EXTRA_MAX, false)?;
         let gid = GroupId(req.group_id);
         let g = self.group(app, gid).await?;
-        self.require_member(app, &g, caller).await?;
-        let found: Option<i8> = sqlx::query_scalar(
-            "SELECT member_type FROM group_member WHERE app_id = ? AND group_id = ? AND user_id = ?",
-        )
-        .bind(app.0)
-        .bind(gid.0)
-        .bind(req.user_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        if found.is_none() {
+        let caller_type = self
+            .member_type(app, gid, caller)
+            .await?
+            .ok_or(GimCode::NotInGroup)?;
+        let target_type = if req.user_id == caller.0 {
+            Some(caller_type)
+        } else {
+            self.member_type(app, gid, UserId(req.user_id)).await?
+        };
+        let Some(target_type) = target_type else {
             return Err(Error::code(GimCode::NotInGroup, "user_id: not a member"));
+        };
+        // A plain member edits only its own remarks and extra; roles are an admin's to change,
+        // and the owner stays an admin (else a member could promote itself, then demote or
+        // remove the owner). Business servers do not come through here.
+        let is_admin = caller_type == ADMIN;
+        if req.user_id != caller.0 && !is_admin {
+            return Err(Error::code(
+                GimCode::NotInGroup,
+                "only admins may update other members",
+            ));
+        }
+        if req.member_type != i32::from(target_type) {
+            if !is_admin {
+                return Err(Error::code(
+                    GimCode::NotInGroup,
+                    "only admins may change a member's role",
+                ));
+            }
+            if req.user_id == g.owner_id {
+                return Err(Error::code(
+                    GimCode::NotInGroup,
+                    "the group owner's role cannot change",
+                ));
+            }
         }
         sqlx::query(
             "UPDATE group_member SET member_type = ?, remarks = ?, extra = ? WHERE app_id = ? AND group_id = ? AND user_id = ?",
@@ -139,20 +181,21 @@ impl Groups {
         validate::id("user_id", user.0)?;
         let g = self.group(app, gid).await?;
         if let Some(c) = caller {
-            self.require_member(app, &g, c).await?;
+            let t = self
+                .member_type(app, gid, c)
+                .await?
+                .ok_or(GimCode::NotInGroup)?;
             if c != user {
-                let t: Option<i8> = sqlx::query_scalar(
-                    "SELECT member_type FROM group_member WHERE app_id = ? AND group_id = ? AND user_id = ?",
-                )
-                .bind(app.0)
-                .bind(gid.0)
-                .bind(c.0)
-                .fetch_optional(&self.pool)
-                .await?;
-                if t != Some(1) {
+                if t != ADMIN {
                     return Err(Error::code(
                         GimCode::NotInGroup,
                         "only admins may remove other members",
+                    ));
+                }
+                if user.0 == g.owner_id {
+                    return Err(Error::code(
+                        GimCode::NotInGroup,
+                        "the group owner cannot be removed by another member",
                     ));
                 }
             }
