@@ -1383,3 +1383,37 @@ async fn group_roles_need_an_admin_and_the_owner_stays() {
     s.delete_group_member(ctx.sreq(del(1))).await.unwrap();
     assert_eq!(role(1).await, None);
 }
+
+/// GetGroup over the client API answers members only (group ids are sequential: a non-member
+/// would learn every group's name, owner and size); business servers read any group.
+#[tokio::test]
+async fn get_group_is_for_members_and_business_servers() {
+    let ctx = Ctx::start().await;
+    ctx.import_users(&[1, 2, 3]).await;
+    let (d2, d3) = (ctx.register_device().await, ctx.register_device().await);
+    let mut c = ctx.client.clone();
+    for large in [false, true] {
+        let gid = group(&ctx, 1, vec![2], large).await;
+        let g = c
+            .get_group(ctx.creq(pb::GetGroupReq { group_id: gid }, 2, d2))
+            .await
+            .unwrap()
+            .into_inner()
+            .group
+            .unwrap();
+        assert_eq!(g.owner_id, 1);
+        let r = c
+            .get_group(ctx.creq(pb::GetGroupReq { group_id: gid }, 3, d3))
+            .await;
+        assert_eq!(code(r), GimCode::NotInGroup, "a non-member read the group");
+        let mut s = ctx.server.clone();
+        let g = s
+            .get_group(ctx.sreq(pb::GetGroupReq { group_id: gid }))
+            .await
+            .unwrap()
+            .into_inner()
+            .group
+            .unwrap();
+        assert_eq!(g.group_id, gid);
+    }
+}

@@ -118,8 +118,11 @@ impl pb::logic_client_ext_server::LogicClientExt for ClientService {
     ) -> Result<Response<pb::GetGroupResp>, Status> {
         let (meta, _, req) = r.into_parts();
         handle(&self.0, "LogicClientExt.GetGroup", &meta, async {
-            let (app, _, _) = client_auth(&self.0, &meta).await?;
+            let (app, user, _) = client_auth(&self.0, &meta).await?;
             let g = self.0.groups.group(app, GroupId(req.group_id)).await?;
+            // Group ids are sequential: a non-member must not learn any group's name, owner
+            // and size by counting. Business servers read any group (LogicServerExt).
+            self.0.groups.require_member(app, &g, user).await?;
             Ok(pb::GetGroupResp {
                 group: Some(g.to_pb()),
             })
