@@ -1417,3 +1417,134 @@ async fn get_group_is_for_members_and_business_servers() {
         assert_eq!(g.group_id, gid);
     }
 }
+
+/// A client request id reused for a different message (another receiver, receiver type or body)
+/// is refused with 1006 naming `client_request_id`, instead of being answered with the first
+/// result while nothing is stored; a true retry still gets its first result. For users (with and
+/// without the request mark), large groups, and business servers' SendMessage and PushToUsers.
+#[tokio::test]
+async fn a_request_id_reused_for_another_message_is_refused() {
+    let ctx = Ctx::start().await;
+    ctx.import_users(&[1, 2, 3]).await;
+    let (d1, d2, d3) = (
+        ctx.register_device().await,
+        ctx.register_device().await,
+        ctx.register_device().await,
+    );
+    let reused = |r: Result<pb::SendMessageResp, tonic::Status>| {
+        let m = gim_msg(r);
+        assert!(m.starts_with("client_request_id"), "{m}");
+    };
+    let first = ctx
+        .send_text(1, d1, ReceiverType::User, 2, "to 2", 500)
+        .await
+        .unwrap();
+    // Another receiver, with the request mark set (Redis answers "seen") ...
+    reused(
+        ctx.send_text(1, d1, ReceiverType::User, 3, "to 2", 500)
+            .await,
+    );
+    // ... another body, and once the mark is gone (MySQL answers).
+    reused(
+        ctx.send_text(1, d1, ReceiverType::User, 2, "changed", 500)
+            .await,
+    );
+    let mut r = redis_conn(&redis_url()).await;
+    let _: i64 = redis::cmd("DEL")
+        .arg(gim_logic::rds::request_mark_key(
+            ctx.app,
+            gim_common::UserId(1),
+            d1,
+            500,
+        ))
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    reused(
+        ctx.send_text(1, d1, ReceiverType::User, 3, "to 2", 500)
+            .await,
+    );
+    // Another receiver type: a group.
+    let gid = group(&ctx, 1, vec![2, 3], false).await;
+    reused(
+        ctx.send_text(1, d1, ReceiverType::NormalGroup, gid, "to 2", 500)
+            .await,
+    );
+    assert!(
+        ctx.sync(3, d3, 0, 0).await.messages.is_empty(),
+        "nothing reached 3"
+    );
+    // The true retry still gets the first result.
+    let again = ctx
+        .send_text(1, d1, ReceiverType::User, 2, "to 2", 500)
+        .await
+        .unwrap();
+    assert_eq!(again, first);
+    assert_eq!(ctx.sync(2, d2, 0, 0).await.messages.len(), 1);
+
+    // Large groups: another group, another body.
+    let large = group(&ctx, 1, vec![2], true).await;
+    let large2 = group(&ctx, 1, vec![2], true).await;
+    let g1 = ctx
+        .send_text(1, d1, ReceiverType::LargeGroup, large, "big", 501)
+        .await
+        .unwrap();
+    reused(
+        ctx.send_text(1, d1, ReceiverType::LargeGroup, large2, "big", 501)
+            .await,
+    );
+    reused(
+        ctx.send_text(1, d1, ReceiverType::LargeGroup, large, "other", 501)
+            .await,
+    );
+    let again = ctx
+        .send_text(1, d1, ReceiverType::LargeGroup, large, "big", 501)
+        .await
+        .unwrap();
+    assert_eq!(again, g1);
+
+    // A business server: SendMessage to another user, then PushToUsers to other users.
+    let mut s = ctx.server.clone();
+    let mut biz = send_req(ReceiverType::User, 2, "notice", 502);
+    biz.sender_id = 9;
+    let b1 = s
+        .send_message(ctx.sreq(biz.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut other = biz.clone();
+    other.receiver_id = 3;
+    reused(
+        s.send_message(ctx.sreq(other))
+            .await
+            .map(|r| r.into_inner()),
+    );
+    let again = s.send_message(ctx.sreq(biz)).await.unwrap().into_inner();
+    assert_eq!(again, b1);
+    let push = |users: Vec<i64>, text: &str| pb::PushToUsersReq {
+        user_ids: users,
+        message_body: Some(text_body(text)),
+        is_persist: true,
+        client_request_id: 503,
+        sender_id: 9,
+    };
+    let p1 = s
+        .push_to_users(ctx.sreq(push(vec![2], "p")))
+        .await
+        .unwrap()
+        .into_inner();
+    let r = s.push_to_users(ctx.sreq(push(vec![3], "p"))).await;
+    assert!(gim_msg(r).starts_with("client_request_id"));
+    let r = s.push_to_users(ctx.sreq(push(vec![2], "q"))).await;
+    assert!(gim_msg(r).starts_with("client_request_id"));
+    let again = s
+        .push_to_users(ctx.sreq(push(vec![2], "p")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again, p1);
+    assert!(
+        ctx.sync(3, d3, 0, 0).await.messages.is_empty(),
+        "nothing reached 3"
+    );
+}

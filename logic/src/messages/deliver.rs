@@ -1,6 +1,7 @@
 //! Pushes after a store (write diffusion through the push batcher, large groups by broadcast),
 //! and the business server's PushToUsers and Broadcast.
 
+use super::idem::reused_request_id;
 use super::seq::ListId;
 use super::store::StoreJob;
 use super::{Messages, Target};
@@ -100,7 +101,7 @@ impl Messages {
                 .await?
         {
             return self
-                .first_push_result(app, &users, MessageId(first.message_id))
+                .first_push_result(app, &users, MessageId(first.message_id), &req)
                 .await;
         }
         let message_id: MessageId = self.ids.next(&self.pool).await?;
@@ -160,7 +161,7 @@ impl Messages {
         };
         if let Some(first) = self.store_user_rows(job).await? {
             return self
-                .first_push_result(app, &users, MessageId(first.message_id))
+                .first_push_result(app, &users, MessageId(first.message_id), &req)
                 .await;
         }
         self.metrics
@@ -181,24 +182,41 @@ impl Messages {
         })
     }
 
-    /// The result of the first PushToUsers with this request id: its copies' seqs.
+    /// The result of the first PushToUsers with this request id: its copies' seqs. A request
+    /// that does not repeat the first (a user the first did not reach, another body) gets
+    /// [`reused_request_id`] instead of a result that would claim it was stored.
     async fn first_push_result(
         &self,
         app: AppId,
         users: &[UserId],
         message_id: MessageId,
+        req: &pb::PushToUsersReq,
     ) -> Result<pb::PushToUsersResp> {
-        let mut qb =
-            QueryBuilder::<MySql>::new("SELECT user_id, seq FROM user_message WHERE app_id = ");
+        let mut qb = QueryBuilder::<MySql>::new(
+            "SELECT user_id, seq, receiver_type, body FROM user_message WHERE app_id = ",
+        );
         qb.push_bind(app.0).push(" AND user_id");
         db::push_in(&mut qb, users.iter().map(|u| u.0));
         qb.push(" AND message_id = ").push_bind(message_id.get());
-        let rows: Vec<(i64, i64)> = qb
+        let rows: Vec<(i64, i64, i8, Vec<u8>)> = qb
             .build_query_as()
             .persistent(false)
             .fetch_all(&self.pool)
             .await?;
-        let m: std::collections::HashMap<i64, i64> = rows.into_iter().collect();
+        let body = req
+            .message_body
+            .as_ref()
+            .map(|b| b.encode_to_vec())
+            .unwrap_or_default();
+        let same = rows.len() == users.len()
+            && rows
+                .iter()
+                .all(|(_, _, t, b)| *t == ReceiverType::User as i8 && *b == body);
+        if !same {
+            return Err(reused_request_id());
+        }
+        let m: std::collections::HashMap<i64, i64> =
+            rows.into_iter().map(|(u, s, _, _)| (u, s)).collect();
         Ok(pb::PushToUsersResp {
             seqs: users
                 .iter()

@@ -2,9 +2,13 @@
 //! its first result, the batched look-up of first results, and the key of a request id.
 
 use super::store::StoreResult;
-use super::{Messages, Sender};
+use super::{Messages, Sender, Target};
 use crate::db::rows::{FIRST_COLS, FirstRow, SEND_REQUEST_INSERT};
+use crate::error::{Error, Result};
 use gim_common::AppId;
+use gim_proto::connect::v1::ReceiverType;
+use gim_proto::logic::v1 as pb;
+use prost::Message as _;
 use sqlx::{MySql, MySqlPool};
 
 /// (sender type, sender id, idempotency key) of a `send_request` row.
@@ -15,6 +19,84 @@ impl Messages {
     pub(super) async fn first_result(&self, app: AppId, key: ReqKey) -> StoreResult {
         self.firsts.try_call((app, key), "store batcher").await
     }
+
+    /// `first` if the request repeats the first one with its id (same receiver type, receiver
+    /// and body), else [`reused_request_id`]. Answering a different request with the first
+    /// result would tell the client its new message was stored when nothing was. Costs one
+    /// point lookup of the first's stored copy, and only on a retry: `send_request` keeps no
+    /// copy of the request, the message rows do.
+    pub(super) async fn same_as_first(
+        &self,
+        app: AppId,
+        sender: Sender,
+        rt: ReceiverType,
+        req: &pb::SendMessageReq,
+        target: &Target,
+        first: pb::SendMessageResp,
+    ) -> Result<pb::SendMessageResp> {
+        let body = req
+            .message_body
+            .as_ref()
+            .map(|b| b.encode_to_vec())
+            .unwrap_or_default();
+        // (receiver type, receiver id, body) of the first's copy, if found where this request's
+        // copy would be.
+        let found: Option<(i8, i64, Vec<u8>)> = match (target, sender) {
+            (Target::Group(gid), _) => sqlx::query_scalar::<_, Vec<u8>>(
+                "SELECT body FROM group_message WHERE app_id = ? AND group_id = ? AND seq = ? \
+                 AND message_id = ?",
+            )
+            .bind(app.0)
+            .bind(gid.0)
+            .bind(first.seq)
+            .bind(first.message_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|b| (ReceiverType::LargeGroup as i8, gid.0, b)),
+            // The sender's own copy: a primary-key lookup.
+            (Target::Users(_), Sender::User { user, .. }) => {
+                sqlx::query_as(
+                    "SELECT receiver_type, receiver_id, body FROM user_message \
+                 WHERE app_id = ? AND user_id = ? AND seq = ? AND message_id = ?",
+                )
+                .bind(app.0)
+                .bind(user.0)
+                .bind(first.seq)
+                .bind(first.message_id)
+                .fetch_optional(&self.pool)
+                .await?
+            }
+            // A business send records no seq: the copy of one receiver, searched from its
+            // newest message back (a retry follows its first send closely).
+            (Target::Users(users), Sender::Business { .. }) => match users.first() {
+                Some(u) => {
+                    sqlx::query_as(
+                        "SELECT receiver_type, receiver_id, body FROM user_message \
+                     WHERE app_id = ? AND user_id = ? AND message_id = ? ORDER BY seq DESC LIMIT 1",
+                    )
+                    .bind(app.0)
+                    .bind(u.0)
+                    .bind(first.message_id)
+                    .fetch_optional(&self.pool)
+                    .await?
+                }
+                None => return Ok(first),
+            },
+        };
+        match found {
+            Some((t, r, b)) if t == rt as i8 && r == req.receiver_id && b == body => Ok(first),
+            _ => Err(reused_request_id()),
+        }
+    }
+}
+
+/// A client request id reused for a different message.
+pub fn reused_request_id() -> Error {
+    Error::bad_request(
+        "client_request_id",
+        "already used by this sender for a different message (another receiver, type or \
+         body); a retry must repeat its request, a new message needs a new id",
+    )
 }
 
 /// Inserts the send_request row; if it exists, returns the first result (the caller's

@@ -255,7 +255,9 @@ impl Messages {
         {
             // A retry: answer from the first send before allocating anything, so retries leave
             // no gaps in the seq lists. Concurrent retries are caught by the claim below.
-            return Ok(first);
+            return self
+                .same_as_first(app, sender, rt, &req, &target, first)
+                .await;
         }
         let t = self.metrics.stage("precheck", t);
         let message_id: MessageId = self.ids.next(&self.pool).await?;
@@ -308,7 +310,9 @@ impl Messages {
                             // whose first attempt is still running or failed goes on (the claim
                             // in the store settles a race).
                             if let Some(first) = self.first_result(app, req_key).await? {
-                                return Ok(first);
+                                return self
+                                    .same_as_first(app, sender, rt, &req, &target, first)
+                                    .await;
                             }
                             self.seqs.alloc(&lists).await?
                         }
@@ -342,7 +346,9 @@ impl Messages {
                     receiver_is_owner: false,
                 };
                 if let Some(first) = self.store_user_rows(job).await? {
-                    return Ok(first);
+                    return self
+                        .same_as_first(app, sender, rt, &req, &target, first)
+                        .await;
                 }
                 let t = self.metrics.stage("store", t);
                 self.metrics
@@ -371,7 +377,9 @@ impl Messages {
                 if let Some(first) =
                     db::deadline(self.deadline, store::store_group(&self.pool, job)).await?
                 {
-                    return Ok(first);
+                    return self
+                        .same_as_first(app, sender, rt, &req, &target, first)
+                        .await;
                 }
                 self.metrics
                     .messages_stored
