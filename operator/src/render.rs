@@ -46,8 +46,8 @@ const GRACE_MARGIN_SECS: i64 = 15;
 /// A container that fails without writing /dev/termination-log gets its log tail as the
 /// termination message: the error our binaries print last, which Degraded then quotes.
 const LOGS_ON_ERROR: &str = "FallbackToLogsOnError";
-/// preStop sleep: gives endpoints controllers and load balancers time to stop sending new
-/// connections before conn starts draining on SIGTERM.
+/// preStop sleep (conn and logic): gives endpoints controllers and load balancers time to stop
+/// sending new connections before the process starts shutting down on SIGTERM.
 const PRESTOP_SLEEP_SECS: i64 = 5;
 
 /// Everything one `GimCluster` asks for, in apply order.
@@ -506,18 +506,8 @@ fn conn_deployment(t: &Target, config_hash: &str) -> Deployment {
             initial_delay_seconds: Some(10),
             ..http_probe("admin", "/healthz", 10)
         }),
-        // The sleep lets Service endpoints drop the pod before SIGTERM starts the drain, so no
-        // new client lands on a draining node.
-        lifecycle: Some(Lifecycle {
-            pre_stop: Some(LifecycleHandler {
-                // exec rather than the newer `sleep` action, which servers before 1.29 drop.
-                exec: Some(ExecAction {
-                    command: Some(vec!["sleep".into(), PRESTOP_SLEEP_SECS.to_string()]),
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
+        // No new client lands on a draining node.
+        lifecycle: Some(prestop_sleep()),
         resources: t.spec.conn.resources.clone(),
         volume_mounts: Some(vec![mount, secret_mount]),
         termination_message_policy: Some(LOGS_ON_ERROR.into()),
@@ -549,6 +539,20 @@ fn conn_deployment(t: &Target, config_hash: &str) -> Deployment {
     }
 }
 
+/// The preStop sleep: Service endpoints drop the pod before SIGTERM reaches the process.
+fn prestop_sleep() -> Lifecycle {
+    Lifecycle {
+        pre_stop: Some(LifecycleHandler {
+            // exec rather than the newer `sleep` action, which servers before 1.29 drop.
+            exec: Some(ExecAction {
+                command: Some(vec!["sleep".into(), PRESTOP_SLEEP_SECS.to_string()]),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 fn logic_deployment(t: &Target, config_hash: &str) -> Deployment {
     let p = &t.spec.logic.ports;
     let (vol, mount) = config_volume(t);
@@ -573,6 +577,9 @@ fn logic_deployment(t: &Target, config_hash: &str) -> Deployment {
             initial_delay_seconds: Some(10),
             ..http_probe("admin", "/healthz", 10)
         }),
+        // No new call reaches a logic pod that is shutting down (a rollout's calls kept failing
+        // on connect while the old pod's endpoint was still listed).
+        lifecycle: Some(prestop_sleep()),
         resources: t.spec.logic.resources.clone(),
         volume_mounts: Some(vec![mount, secret_mount]),
         termination_message_policy: Some(LOGS_ON_ERROR.into()),
