@@ -262,25 +262,26 @@ async fn pod_of(
 }
 
 /// Connects one client per user through the conn Service, re-rolling a user's connection until
-/// every conn pod holds exactly `USERS / pods` of them (kube-proxy picks pods at random), so a
-/// scale-in or a pod kill always hits some clients.
+/// it lands on conn pod `(u - 1) mod pods` (kube-proxy picks pods at random): every pod holds
+/// clients, so a scale-in or a pod kill always hits some, and users 1 and 2 are on different pods.
 async fn spread_clients(
     app: &TestApp,
     redis: &redis::aio::MultiplexedConnection,
     endpoint: &Endpoint,
     pods: &[String],
 ) -> (Vec<TestClient>, HashMap<i64, String>) {
-    let per_pod = USERS as usize / pods.len();
-    let mut count: HashMap<String, usize> = HashMap::new();
     let mut clients = Vec::new();
     let mut placed = HashMap::new();
     for u in 1..=USERS {
+        // A fixed pod per user, not "first pod with room": filling pods in user order put users
+        // 1 and 2 on one pod whenever kube-proxy sent both there first.
+        let want = &pods[(u as usize - 1) % pods.len()];
         let mut tries = 0;
         loop {
             tries += 1;
             assert!(
                 tries < 60,
-                "user {u}: no conn pod with room after 60 connections"
+                "user {u}: not placed on conn pod {want} after 60 connections"
             );
             let c = app.client(u, vec![endpoint.clone()]).await;
             let pod = until("the route of a new connection", WAIT, || {
@@ -288,9 +289,7 @@ async fn spread_clients(
             })
             .await;
             assert!(pods.contains(&pod), "user {u} landed on unknown pod {pod}");
-            let n = count.entry(pod.clone()).or_default();
-            if *n < per_pod {
-                *n += 1;
+            if &pod == want {
                 placed.insert(u, pod);
                 clients.push(c);
                 break;
