@@ -288,6 +288,11 @@ pub struct LogicTier {
     /// A HorizontalPodAutoscaler on CPU owns the replica count when set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<LogicAutoscaling>,
+    /// Secret key holding the bearer token of logic's admin API (`POST /apps` on the admin
+    /// port; at least 16 visible ASCII characters). Unset: the admin API refuses every call and
+    /// apps are created with `gim-logic app create` instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_token: Option<SecretKeyRef>,
 }
 
 impl Default for LogicTier {
@@ -298,6 +303,7 @@ impl Default for LogicTier {
             resources: None,
             service: ServiceExposure::default(),
             autoscaling: None,
+            admin_token: None,
         }
     }
 }

@@ -553,6 +553,18 @@ fn prestop_sleep() -> Lifecycle {
     }
 }
 
+/// Secrets reach logic as environment variables, never through the ConfigMap.
+fn logic_env(t: &Target) -> Vec<EnvVar> {
+    let mut env = vec![
+        secret_env("GIM_MYSQL__URL", &t.spec.mysql),
+        secret_env("GIM_REDIS__URL", &t.spec.redis),
+    ];
+    if let Some(r) = &t.spec.logic.admin_token {
+        env.push(secret_env("GIM_LOGIC__ADMIN_TOKEN", r));
+    }
+    env
+}
+
 fn logic_deployment(t: &Target, config_hash: &str) -> Deployment {
     let p = &t.spec.logic.ports;
     let (vol, mount) = config_volume(t);
@@ -562,10 +574,7 @@ fn logic_deployment(t: &Target, config_hash: &str) -> Deployment {
         image: Some(t.spec.images.logic.clone()),
         image_pull_policy: pull_policy(t),
         args: Some(vec!["--config".into(), format!("{CONFIG_DIR}/logic.toml")]),
-        env: Some(vec![
-            secret_env("GIM_MYSQL__URL", &t.spec.mysql),
-            secret_env("GIM_REDIS__URL", &t.spec.redis),
-        ]),
+        env: Some(logic_env(t)),
         ports: Some(vec![
             tcp_port("int", p.int),
             tcp_port("client", p.client),

@@ -175,6 +175,44 @@ fn secrets_never_land_in_the_config_map() {
 }
 
 #[test]
+fn admin_token_reaches_logic_from_its_secret_only_when_named() {
+    let env_of = |gc: &GimCluster| {
+        rendered(gc)
+            .logic
+            .spec
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+            .env
+            .clone()
+            .unwrap()
+    };
+    let mut gc = minimal();
+    assert!(
+        !env_of(&gc)
+            .iter()
+            .any(|e| e.name == "GIM_LOGIC__ADMIN_TOKEN")
+    );
+    gc.spec.logic.admin_token =
+        Some(serde_saphyr::from_str("{name: gim-admin, key: token}").unwrap());
+    let env = env_of(&gc);
+    let sel = env
+        .iter()
+        .find(|e| e.name == "GIM_LOGIC__ADMIN_TOKEN")
+        .and_then(|e| e.value_from.as_ref()?.secret_key_ref.as_ref())
+        .expect("admin token from a secret");
+    assert_eq!(
+        (sel.name.as_str(), sel.key.as_str()),
+        ("gim-admin", "token")
+    );
+    let r = rendered(&gc);
+    let toml = &r.config_map.data.as_ref().unwrap()["logic.toml"];
+    assert!(!toml.contains("admin_token"), "{toml}");
+}
+
+#[test]
 fn invalid_config_overrides_are_reported_with_the_key() {
     let mut gc = minimal();
     gc.spec.config.max_body_bytes = Some(1_000_000);
