@@ -247,6 +247,27 @@ impl ClientApi {
             .await?;
         Ok(())
     }
+
+    /// Blocks a user: its 1:1 sends to this user get 1020 ([`gim_common::GimCode::Blocked`]).
+    pub async fn block_user(&mut self, user_id: i64) -> Result<(), ClientError> {
+        self.inner.block_user(BlockUserReq { user_id }).await?;
+        Ok(())
+    }
+
+    pub async fn unblock_user(&mut self, user_id: i64) -> Result<(), ClientError> {
+        self.inner.unblock_user(UnblockUserReq { user_id }).await?;
+        Ok(())
+    }
+
+    /// The users this user has blocked, in id order.
+    pub async fn list_blocked_users(&mut self) -> Result<Vec<i64>, ClientError> {
+        Ok(self
+            .inner
+            .list_blocked_users(ListBlockedUsersReq {})
+            .await?
+            .into_inner()
+            .user_ids)
+    }
 }
 
 /// `LogicServerExt` as the app's business server.
@@ -372,5 +393,27 @@ impl ServerApi {
 
     pub async fn broadcast(&mut self, req: BroadcastReq) -> Result<BroadcastResp, ClientError> {
         Ok(self.inner.broadcast(req).await?.into_inner())
+    }
+
+    /// Suspends the app's clients (`true`) or lifts it; returns the connections closed.
+    pub async fn set_app_suspended(&mut self, suspended: bool) -> Result<u32, ClientError> {
+        let r = self
+            .inner
+            .set_app_suspended(SetAppSuspendedReq { suspended })
+            .await?;
+        Ok(r.into_inner().closed)
+    }
+
+    /// Suspends one user (`true`) or lifts it; returns the connections closed.
+    pub async fn set_user_suspended(
+        &mut self,
+        user_id: i64,
+        suspended: bool,
+    ) -> Result<u32, ClientError> {
+        let r = self
+            .inner
+            .set_user_suspended(SetUserSuspendedReq { user_id, suspended })
+            .await?;
+        Ok(r.into_inner().closed)
     }
 }

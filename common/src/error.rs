@@ -30,10 +30,18 @@ pub enum GimCode {
     GroupAlreadyExists = 1008,
     GroupNotFound = 1009,
     UserNotFound = 1010,
+    // 1011 is rate limiting and 1012-1019 are the conversations issue's; 1020-1029 are the
+    // security issue's blocks, suspensions and revocation.
+    /// The receiver has blocked the sender (1:1 sends).
+    Blocked = 1020,
+    /// The app is suspended: its clients cannot sign in, call or send.
+    AppSuspended = 1021,
+    /// The user is suspended: it cannot sign in, call or send.
+    UserSuspended = 1022,
 }
 
 impl GimCode {
-    pub const ALL: [GimCode; 9] = [
+    pub const ALL: [GimCode; 12] = [
         GimCode::Unauthorized,
         GimCode::NotFriends,
         GimCode::NotInGroup,
@@ -43,6 +51,9 @@ impl GimCode {
         GimCode::GroupAlreadyExists,
         GimCode::GroupNotFound,
         GimCode::UserNotFound,
+        GimCode::Blocked,
+        GimCode::AppSuspended,
+        GimCode::UserSuspended,
     ];
 
     pub fn as_i32(self) -> i32 {
@@ -58,7 +69,11 @@ impl GimCode {
         match self {
             GimCode::Unauthorized => Code::Unauthenticated,
             GimCode::NotFriends => Code::FailedPrecondition,
-            GimCode::NotInGroup | GimCode::DeviceNotBound => Code::PermissionDenied,
+            GimCode::NotInGroup
+            | GimCode::DeviceNotBound
+            | GimCode::Blocked
+            | GimCode::AppSuspended
+            | GimCode::UserSuspended => Code::PermissionDenied,
             GimCode::BadRequest => Code::InvalidArgument,
             GimCode::UserAlreadyExists | GimCode::GroupAlreadyExists => Code::AlreadyExists,
             GimCode::GroupNotFound | GimCode::UserNotFound => Code::NotFound,
@@ -76,6 +91,9 @@ impl GimCode {
             GimCode::GroupAlreadyExists => "group already exists",
             GimCode::GroupNotFound => "group not found",
             GimCode::UserNotFound => "user not found",
+            GimCode::Blocked => "the receiver has blocked the sender",
+            GimCode::AppSuspended => "the app is suspended",
+            GimCode::UserSuspended => "the user is suspended",
         }
     }
 }
@@ -187,7 +205,8 @@ mod tests {
     #[test]
     fn codes_have_their_spec_numbers() {
         let nums: Vec<i32> = GimCode::ALL.iter().map(|c| c.as_i32()).collect();
-        assert_eq!(nums, (1002..=1010).collect::<Vec<_>>());
+        let want: Vec<i32> = (1002..=1010).chain(1020..=1022).collect();
+        assert_eq!(nums, want);
         assert_eq!(GimCode::from_i32(1001), None);
     }
 

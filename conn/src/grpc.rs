@@ -9,12 +9,12 @@ use crate::hub::{Control, Hub, Push};
 use crate::metrics::Metrics;
 use crate::wire;
 use bytes::Bytes;
-use gim_common::{AppId, ConnId, DeviceId, GimError, GroupId};
+use gim_common::{AppId, ConnId, DeviceId, GimError, GroupId, UserId};
 use gim_proto::conn::v1::conn_int_server::ConnInt;
 use gim_proto::conn::v1::{
     BroadcastAppReq, BroadcastAppResp, BroadcastLargeGroupReq, BroadcastLargeGroupResp,
-    CloseConnReq, CloseConnResp, DeliverBatchReq, DeliverBatchResp, DeliverMessageReq,
-    DeliverMessageResp, UpdateLargeGroupMembersReq, UpdateLargeGroupMembersResp,
+    CloseConnReq, CloseConnResp, CloseConnsReq, CloseConnsResp, DeliverBatchReq, DeliverBatchResp,
+    DeliverMessageReq, DeliverMessageResp, UpdateLargeGroupMembersReq, UpdateLargeGroupMembersResp,
 };
 use gim_proto::connect::v1::MessageItem;
 use std::sync::Arc;
@@ -226,6 +226,36 @@ impl ConnInt for ConnIntService {
             debug!(%trace_id, conn_id = r.conn_id, "close for an unknown connection");
         }
         Ok(Response::new(CloseConnResp { closed }))
+    }
+
+    async fn close_conns(
+        &self,
+        request: Request<CloseConnsReq>,
+    ) -> Result<Response<CloseConnsResp>, Status> {
+        let trace_id = trace_of(&request);
+        let r = request.into_inner();
+        let app = AppId(r.app_id);
+        let conns = if r.user_id == 0 {
+            self.hub.app_conns(app)
+        } else {
+            self.hub.user_conns(app, UserId(r.user_id))
+        };
+        let reason = if r.reason.is_empty() {
+            "signed out".to_string()
+        } else {
+            r.reason
+        };
+        let mut closed = 0;
+        for c in conns {
+            let device_ok = r.user_id == 0
+                || r.device_id == 0
+                || c.identity().is_some_and(|i| i.device.0 == r.device_id);
+            if device_ok && c.control(Control::Kick(reason.clone())) {
+                closed += 1;
+            }
+        }
+        debug!(%trace_id, app_id = r.app_id, user_id = r.user_id, device_id = r.device_id, closed, "closed by logic");
+        Ok(Response::new(CloseConnsResp { closed }))
     }
 }
 

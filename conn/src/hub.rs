@@ -361,6 +361,16 @@ impl Hub {
         ids.iter().filter_map(|id| conns.get(id).cloned()).collect()
     }
 
+    /// Signed-in local connections of one user of an app.
+    pub fn user_conns(&self, app: AppId, user: UserId) -> Vec<Arc<Conn>> {
+        let ids: Vec<ConnId> = match self.index().by_user.get(&(app, user)) {
+            Some(v) => v.clone(),
+            None => return Vec::new(),
+        };
+        let conns = self.conns_read();
+        ids.iter().filter_map(|id| conns.get(id).cloned()).collect()
+    }
+
     /// Applies a large-group membership change to the local index.
     pub fn update_group(
         &self,

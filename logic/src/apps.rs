@@ -49,10 +49,19 @@ pub async fn register_app(
 /// A token verified for (server?, app, user, device, token).
 type VerifiedKey = (bool, AppId, UserId, DeviceId, String);
 
+/// An app's row as auth and the policy checks read it (cached).
+#[derive(Debug)]
+pub struct AppInfo {
+    /// The public key, decoded.
+    pub key: token::PublicKey,
+    /// Clients cannot sign in, call or send; see [`crate::policy`].
+    pub suspended: bool,
+}
+
 pub struct Apps {
     pool: MySqlPool,
-    /// Each app's public key, decoded (or `None`: no such app).
-    keys: TtlCache<AppId, Option<Arc<token::PublicKey>>>,
+    /// Each app's row (or `None`: no such app).
+    apps: TtlCache<AppId, Option<Arc<AppInfo>>>,
     /// Tokens already verified for exactly (app, user, device) -> expiry: an Ed25519 verify per
     /// call is the largest CPU cost of a send; the key includes the identity the caller claims.
     verified: TtlCache<VerifiedKey, i64>,
@@ -77,8 +86,9 @@ impl Apps {
             device_rows: db::batcher("device_rows", &pool, metrics, deadline, conc, device_rows),
             device_binds: db::batcher("device_binds", &pool, metrics, deadline, conc, bind_devices),
             pool,
-            // App keys change only by operator action; a removed app stops within a minute.
-            keys: TtlCache::new(Duration::from_secs(60), 10_000),
+            // Dropped on every logic process when the app changes (policy invalidation); the TTL
+            // bounds staleness when that message is lost.
+            apps: TtlCache::new(Duration::from_secs(60), 10_000),
             // As long as the app-key cache: a replaced key stops old tokens within a minute.
             verified: TtlCache::new(Duration::from_secs(60), 200_000),
             // A binding never changes once made.
@@ -86,27 +96,42 @@ impl Apps {
         }
     }
 
-    async fn app_key(&self, app: AppId) -> Result<Arc<token::PublicKey>> {
-        let key = match self.keys.get(&app) {
+    /// The app's row (cached); 1002 for an unknown app.
+    pub async fn app(&self, app: AppId) -> Result<Arc<AppInfo>> {
+        let info = match self.apps.get(&app) {
             Some(k) => k,
             None => {
-                let k: Option<Vec<u8>> =
-                    sqlx::query_scalar("SELECT public_key FROM app WHERE app_id = ?")
+                let row: Option<(Vec<u8>, i8)> =
+                    sqlx::query_as("SELECT public_key, suspended FROM app WHERE app_id = ?")
                         .bind(app.0)
                         .fetch_optional(&self.pool)
                         .await?;
                 // A stored key that does not decode is not cached: every sign-in says why.
-                let k = match k {
-                    Some(bytes) => Some(Arc::new(token::PublicKey::from_bytes(&bytes).map_err(
-                        |e| Error::code(GimCode::Unauthorized, format!("app {app}: {e}")),
-                    )?)),
+                let info = match row {
+                    Some((bytes, suspended)) => Some(Arc::new(AppInfo {
+                        key: token::PublicKey::from_bytes(&bytes).map_err(|e| {
+                            Error::code(GimCode::Unauthorized, format!("app {app}: {e}"))
+                        })?,
+                        suspended: suspended != 0,
+                    })),
                     None => None,
                 };
-                self.keys.insert(app, k.clone());
-                k
+                self.apps.insert(app, info.clone());
+                info
             }
         };
-        key.ok_or_else(|| Error::code(GimCode::Unauthorized, "unknown app"))
+        info.ok_or_else(|| Error::code(GimCode::Unauthorized, "unknown app"))
+    }
+
+    /// The app changed (here or in another process).
+    pub fn drop_app(&self, app: AppId) {
+        self.apps.remove(&app);
+        self.verified.retain(|k| k.1 != app);
+    }
+
+    /// After the invalidation channel reconnects: messages may have been missed.
+    pub fn drop_all(&self) {
+        self.apps.retain(|_| false);
     }
 
     /// A client's device token for exactly (app, user, device), and the device bound to the user.
@@ -127,9 +152,10 @@ impl Apps {
         match self.verified.get(&ck) {
             Some(exp) if exp > now => {}
             _ => {
-                let key = self.app_key(app).await?;
-                let claims = token::verify_device_with(&key, tok, app.0, user.0, device.0, now)
-                    .map_err(|e| Error::code(GimCode::Unauthorized, e.to_string()))?;
+                let info = self.app(app).await?;
+                let claims =
+                    token::verify_device_with(&info.key, tok, app.0, user.0, device.0, now)
+                        .map_err(|e| Error::code(GimCode::Unauthorized, e.to_string()))?;
                 self.verified.insert(ck, claims.exp);
             }
         }
@@ -143,8 +169,8 @@ impl Apps {
         if self.verified.get(&ck).is_some_and(|exp| exp > now) {
             return Ok(());
         }
-        let key = self.app_key(app).await?;
-        let claims = token::verify_server_with(&key, tok, app.0, now)
+        let info = self.app(app).await?;
+        let claims = token::verify_server_with(&info.key, tok, app.0, now)
             .map_err(|e| Error::code(GimCode::Unauthorized, e.to_string()))?;
         // Cached as a server token (the `true`): a device token never passes as one.
         self.verified.insert(ck, claims.exp);
@@ -204,8 +230,10 @@ impl Apps {
         validate::text("model", &req.model, NAME_MAX, false)?;
         validate::text("system_version", &req.system_version, NAME_MAX, false)?;
         validate::text("sdk_version", &req.sdk_version, NAME_MAX, false)?;
-        if self.app_key(AppId(req.app_id)).await.is_err() {
-            return Err(Error::bad_request("app_id", "unknown app"));
+        match self.app(AppId(req.app_id)).await {
+            Ok(info) if info.suspended => return Err(GimCode::AppSuspended.into()),
+            Ok(_) => {}
+            Err(_) => return Err(Error::bad_request("app_id", "unknown app")),
         }
         let r = sqlx::query(
             "INSERT INTO device (app_id, type, brand, model, system_version, sdk_version) VALUES (?, ?, ?, ?, ?, ?)",

@@ -14,10 +14,12 @@
 //! - [`base`]: config, stores, metrics, nodes and spawner every domain is built on; uses push.
 //! - [`apps`]: apps, keys, token auth, device registration and binding; uses base, db.
 //! - [`users`]: users and their cache; uses db.
+//! - [`policy`]: app and user suspension, blocks, their caches; uses apps, users, push, groups'
+//!   invalidation channel.
 //! - [`groups`]: groups, membership, their caches and invalidation; uses users, ids, push, rds.
 //! - [`messages`]: send, the one store path, idempotency, seqs, business pushes; uses users,
-//!   groups, ids, push, rds.
-//! - [`sessions`]: sign-in, offline, routes, sync, acks; uses apps, groups, push, rds.
+//!   groups, policy, ids, push, rds.
+//! - [`sessions`]: sign-in, offline, routes, sync, acks; uses policy, groups, push, rds.
 //! - [`state`]: builds and holds the domains; [`api`]: the gRPC services over state;
 //!   [`admin`]: the admin HTTP listener (probes, metrics, app creation) over state and apps.
 
@@ -33,6 +35,7 @@ pub mod groups;
 pub mod ids;
 pub mod messages;
 pub mod metrics;
+pub mod policy;
 pub mod push;
 pub mod rds;
 pub mod sessions;
@@ -157,6 +160,24 @@ fn named<S: NamedService>(_: &S) -> &'static str {
     S::NAME
 }
 
+/// A [`State`] without listeners, for the `gim-logic app` commands: they write through the same
+/// domain code as the API (MySQL, the invalidation message, closing connections on conn nodes).
+pub async fn offline_state(cfg: &LogicConfig) -> Result<Arc<State>, StartError> {
+    let secret = Secret::from_config(&cfg.internal, "logic.int_listen", cfg.logic.int_listen)?;
+    let pool = mysql_pool(&cfg.mysql).map_err(StartError::Mysql)?;
+    let redis = rds::Redis::connect(&cfg.redis)
+        .await
+        .map_err(|e| StartError::Redis(e.into()))?;
+    Ok(Arc::new(State::new(
+        cfg.logic.clone(),
+        pool,
+        redis,
+        Arc::new(metrics::Metrics::default()),
+        Duration::from_millis(cfg.mysql.statement_timeout_ms),
+        AddSecret(secret),
+    )))
+}
+
 /// Starts the three gRPC listeners and the admin HTTP server; they stop when `shutdown` triggers.
 pub async fn start(cfg: LogicConfig, shutdown: Shutdown) -> Result<LogicHandle, StartError> {
     // LogicInt is guarded by the cluster secret (see gim_common::internal); without one it must
@@ -186,7 +207,7 @@ pub async fn start(cfg: LogicConfig, shutdown: Shutdown) -> Result<LogicHandle, 
         .first()
         .cloned()
         .unwrap_or_else(|| cfg.redis.url.clone());
-    groups::inval::spawn_listener(Arc::downgrade(&state.groups), inval_url, shutdown.clone());
+    groups::inval::spawn_listener(Arc::downgrade(&state), inval_url, shutdown.clone());
 
     let bind = |addr: SocketAddr| async move {
         TcpListener::bind(addr)

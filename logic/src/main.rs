@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 use gim_common::config::{self, LogicConfig};
 use gim_common::shutdown::Shutdown;
+use gim_common::{AppId, UserId};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -41,6 +42,24 @@ enum AppCmd {
     Create {
         #[arg(long)]
         name: String,
+    },
+    /// Suspend an app's clients: sign-ins, client calls and sends get 1021 and live connections
+    /// close on every conn node. `--lift` ends it.
+    Suspend {
+        #[arg(long)]
+        app: i64,
+        #[arg(long)]
+        lift: bool,
+    },
+    /// Suspend one user of an app: sign-ins, client calls and sends get 1022 and its live
+    /// connections close on every conn node. `--lift` ends it.
+    SuspendUser {
+        #[arg(long)]
+        app: i64,
+        #[arg(long)]
+        user: i64,
+        #[arg(long)]
+        lift: bool,
     },
 }
 
@@ -101,6 +120,30 @@ async fn run(cmd: Cmd, cfg: LogicConfig) -> anyhow::Result<()> {
                 key.server_token(app.0, now, 24 * 3600)
             );
             println!("keep the private key secret: gim stores only the public key");
+        }
+        Cmd::App {
+            cmd: AppCmd::Suspend { app, lift },
+        } => {
+            let state = gim_logic::offline_state(&cfg).await?;
+            let closed = state
+                .policies
+                .set_app_suspended(AppId(app), !lift)
+                .await
+                .map_err(|e| anyhow::anyhow!(e.chain()))?;
+            let what = if lift { "lifted" } else { "suspended" };
+            println!("app {app} {what}; {closed} connections closed");
+        }
+        Cmd::App {
+            cmd: AppCmd::SuspendUser { app, user, lift },
+        } => {
+            let state = gim_logic::offline_state(&cfg).await?;
+            let closed = state
+                .policies
+                .set_user_suspended(AppId(app), UserId(user), !lift)
+                .await
+                .map_err(|e| anyhow::anyhow!(e.chain()))?;
+            let what = if lift { "lifted" } else { "suspended" };
+            println!("user {user} of app {app} {what}; {closed} connections closed");
         }
     }
     Ok(())

@@ -13,8 +13,8 @@ use gim_common::keys;
 use gim_common::{AppId, DeviceId, Seq, UserId};
 use gim_proto::conn::v1::conn_int_client::ConnIntClient;
 use gim_proto::conn::v1::{
-    BroadcastAppReq, BroadcastLargeGroupReq, CloseConnReq, DeliverBatchReq, DeliverTarget,
-    UpdateLargeGroupMembersReq,
+    BroadcastAppReq, BroadcastLargeGroupReq, CloseConnReq, CloseConnsReq, DeliverBatchReq,
+    DeliverTarget, UpdateLargeGroupMembersReq,
 };
 use gim_proto::connect::v1::MessageItem;
 use std::collections::{BTreeMap, HashMap};
@@ -385,6 +385,34 @@ impl Nodes {
         };
         let mut c = self.client(addr);
         Ok(self.observe("close_conn", c.close_conn(traced(req))).await)
+    }
+
+    /// CloseConns on every live node (suspension, forced logout): closes the app's, the user's
+    /// or one device's connections wherever they are, routes or not. Returns the connections
+    /// closed on the nodes that answered.
+    pub async fn close_everywhere(&self, req: CloseConnsReq) -> Result<u32> {
+        let live = self.live().await?;
+        let calls = live.values().map(|addr| {
+            let req = req.clone();
+            async move {
+                let mut c = self.client(addr);
+                let r = tokio::time::timeout(NODE_CALL_TIMEOUT, c.close_conns(traced(req))).await;
+                let (outcome, closed) = match r {
+                    Ok(Ok(resp)) => ("ok", resp.into_inner().closed),
+                    Ok(Err(status)) => {
+                        tracing::warn!(node = %addr, code = ?status.code(), "close_conns failed");
+                        ("error", 0)
+                    }
+                    Err(_) => {
+                        tracing::warn!(node = %addr, "close_conns timed out");
+                        ("timeout", 0)
+                    }
+                };
+                self.metrics.push("close_conns", outcome);
+                closed
+            }
+        });
+        Ok(futures::future::join_all(calls).await.into_iter().sum())
     }
 
     async fn observe<T>(

@@ -3,14 +3,17 @@
 use crate::apps::Apps;
 use crate::base::Base;
 use crate::groups::Groups;
+use crate::groups::inval::Invalidate;
 use crate::messages::Messages;
 use crate::metrics::Metrics;
+use crate::policy::Policies;
 use crate::push::{Nodes, Spawner};
 use crate::rds::{Redis, Scripts};
 use crate::sessions::Sessions;
 use crate::users::Users;
 use gim_common::config::LogicSection;
 use gim_common::internal::AddSecret;
+use gim_common::{AppId, GroupId, UserId};
 use sqlx::MySqlPool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +26,7 @@ pub struct State {
     pub nodes: Arc<Nodes>,
     pub apps: Arc<Apps>,
     pub users: Arc<Users>,
+    pub policies: Arc<Policies>,
     pub groups: Arc<Groups>,
     pub messages: Messages,
     pub sessions: Sessions,
@@ -52,9 +56,10 @@ impl State {
         };
         let apps = Arc::new(Apps::new(&base));
         let users = Arc::new(Users::new(base.pool.clone()));
+        let policies = Arc::new(Policies::new(&base, apps.clone(), users.clone()));
         let groups = Arc::new(Groups::new(&base, users.clone()));
-        let messages = Messages::new(&base, users.clone(), groups.clone());
-        let sessions = Sessions::new(&base, apps.clone(), groups.clone());
+        let messages = Messages::new(&base, users.clone(), groups.clone(), policies.clone());
+        let sessions = Sessions::new(&base, policies.clone(), groups.clone());
         Self {
             pool: base.pool,
             redis: base.redis,
@@ -62,9 +67,31 @@ impl State {
             nodes: base.nodes,
             apps,
             users,
+            policies,
             groups,
             messages,
             sessions,
         }
+    }
+}
+
+/// The invalidation channel's messages, to the domain whose cache they concern.
+impl Invalidate for State {
+    fn drop_group(&self, app: AppId, gid: GroupId) {
+        self.groups.drop_group_caches(app, gid);
+    }
+
+    fn drop_app(&self, app: AppId) {
+        self.apps.drop_app(app);
+    }
+
+    fn drop_user(&self, app: AppId, user: UserId) {
+        self.policies.drop_user(app, user);
+    }
+
+    fn drop_all(&self) {
+        self.groups.drop_all_group_caches();
+        self.apps.drop_all();
+        self.policies.drop_all();
     }
 }

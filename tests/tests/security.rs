@@ -296,3 +296,33 @@ async fn reflection_lists_only_each_listeners_services_in_v1_and_v1alpha() {
         assert_eq!(v1alpha, svcs, "{addr} v1alpha");
     }
 }
+
+/// Issue 19 item 5 end to end: a business server suspends a user; its live connection on the
+/// conn node is kicked (reason "user suspended") and closed, its sign-in gets 1022, another
+/// user stays connected; lifted, it signs in again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspended_users_live_connection_is_closed_and_its_sign_in_refused() {
+    let cl = Cluster::start(1).await;
+    let node = &cl.conns[0];
+    let app = cl.new_app().await;
+    app.users(&[1, 2]).await;
+    let (victim, other) = (app.device(1).await, app.device(2).await);
+    let opts = SessionOptions::default();
+    let (vs, mut vpush) = Session::connect(&node.tcp(), &victim, &opts).await.unwrap();
+    let (os, _opush) = Session::connect(&node.tcp(), &other, &opts).await.unwrap();
+    let mut server = app.server.clone();
+    let closed = server.set_user_suspended(1, true).await.unwrap();
+    assert_eq!(closed, 1);
+    match tokio::time::timeout(WAIT, vpush.recv()).await {
+        Ok(Some(Notice::Kicked(k))) => assert_eq!(k.reason, "user suspended"),
+        other => panic!("expected a kick, got {other:?}"),
+    }
+    tokio::time::timeout(WAIT, vs.closed()).await.unwrap();
+    assert!(!os.is_closed());
+    match Session::connect(&node.tcp(), &victim, &opts).await {
+        Err(e) => assert_eq!(e.gim_code(), Some(1022)),
+        Ok(_) => panic!("a suspended user's sign-in is refused"),
+    }
+    server.set_user_suspended(1, false).await.unwrap();
+    Session::connect(&node.tcp(), &victim, &opts).await.unwrap();
+}

@@ -190,4 +190,50 @@ impl pb::logic_client_ext_server::LogicClientExt for ClientService {
         })
         .await
     }
+
+    async fn block_user(
+        &self,
+        r: Request<pb::BlockUserReq>,
+    ) -> Result<Response<pb::BlockUserResp>, Status> {
+        let (meta, _, req) = r.into_parts();
+        handle(&self.0, "LogicClientExt.BlockUser", &meta, async {
+            let (app, user, _) = client_auth(&self.0, &meta).await?;
+            self.0
+                .policies
+                .block(app, user, UserId(req.user_id))
+                .await?;
+            Ok(pb::BlockUserResp {})
+        })
+        .await
+    }
+
+    async fn unblock_user(
+        &self,
+        r: Request<pb::UnblockUserReq>,
+    ) -> Result<Response<pb::UnblockUserResp>, Status> {
+        let (meta, _, req) = r.into_parts();
+        handle(&self.0, "LogicClientExt.UnblockUser", &meta, async {
+            let (app, user, _) = client_auth(&self.0, &meta).await?;
+            self.0
+                .policies
+                .unblock(app, user, UserId(req.user_id))
+                .await?;
+            Ok(pb::UnblockUserResp {})
+        })
+        .await
+    }
+
+    async fn list_blocked_users(
+        &self,
+        r: Request<pb::ListBlockedUsersReq>,
+    ) -> Result<Response<pb::ListBlockedUsersResp>, Status> {
+        let (meta, _, _req) = r.into_parts();
+        handle(&self.0, "LogicClientExt.ListBlockedUsers", &meta, async {
+            let (app, user, _) = client_auth(&self.0, &meta).await?;
+            Ok(pb::ListBlockedUsersResp {
+                user_ids: self.0.policies.blocked(app, user).await?,
+            })
+        })
+        .await
+    }
 }

@@ -102,7 +102,7 @@ pub(crate) async fn client_auth(
     let user = UserId(meta_i64(meta, "user_id")?);
     let device = DeviceId(meta_i64(meta, "device_id")?);
     state
-        .apps
+        .policies
         .auth_device(app, user, device, meta_token(meta)?)
         .await?;
     Ok((app, user, device))

@@ -183,4 +183,38 @@ impl pb::logic_server_ext_server::LogicServerExt for ServerService {
         })
         .await
     }
+
+    async fn set_app_suspended(
+        &self,
+        r: Request<pb::SetAppSuspendedReq>,
+    ) -> Result<Response<pb::SetAppSuspendedResp>, Status> {
+        let (meta, _, req) = r.into_parts();
+        handle(&self.0, "LogicServerExt.SetAppSuspended", &meta, async {
+            let app = server_auth(&self.0, &meta).await?;
+            let closed = self
+                .0
+                .policies
+                .set_app_suspended(app, req.suspended)
+                .await?;
+            Ok(pb::SetAppSuspendedResp { closed })
+        })
+        .await
+    }
+
+    async fn set_user_suspended(
+        &self,
+        r: Request<pb::SetUserSuspendedReq>,
+    ) -> Result<Response<pb::SetUserSuspendedResp>, Status> {
+        let (meta, _, req) = r.into_parts();
+        handle(&self.0, "LogicServerExt.SetUserSuspended", &meta, async {
+            let app = server_auth(&self.0, &meta).await?;
+            let closed = self
+                .0
+                .policies
+                .set_user_suspended(app, UserId(req.user_id), req.suspended)
+                .await?;
+            Ok(pb::SetUserSuspendedResp { closed })
+        })
+        .await
+    }
 }

@@ -78,6 +78,7 @@ impl Messages {
         if req.user_ids.is_empty() {
             return Err(Error::bad_request("user_ids", "must not be empty"));
         }
+        self.policies.require_app_active(app).await?;
         validate::ids("user_ids", &req.user_ids, validate::IDS_MAX)?;
         validate::body(req.message_body.as_ref(), self.cfg.max_body_bytes, false)?;
         if req.client_request_id < 0 {
@@ -245,6 +246,7 @@ impl Messages {
 
     /// LogicServerExt.Broadcast: non-persistent, every online device of the app.
     pub async fn broadcast(&self, app: AppId, req: pb::BroadcastReq) -> Result<i32> {
+        self.policies.require_app_active(app).await?;
         validate::body(req.message_body.as_ref(), self.cfg.max_body_bytes, false)?;
         if req.sender_id < 0 {
             return Err(Error::bad_request("sender_id", "must not be negative"));

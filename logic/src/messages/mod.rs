@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::groups::Groups;
 use crate::ids::Segment;
 use crate::metrics::{KindLabel, Metrics};
+use crate::policy::Policies;
 use crate::push::{Nodes, PushJob, Spawner};
 use crate::users::Users;
 use crate::validate;
@@ -56,6 +57,7 @@ pub struct Messages {
     metrics: Arc<Metrics>,
     users: Arc<Users>,
     groups: Arc<Groups>,
+    policies: Arc<Policies>,
     nodes: Arc<Nodes>,
     spawner: Spawner,
     pub seqs: SeqAllocator,
@@ -76,7 +78,7 @@ impl std::fmt::Debug for Messages {
 }
 
 impl Messages {
-    pub fn new(b: &Base, users: Arc<Users>, groups: Arc<Groups>) -> Self {
+    pub fn new(b: &Base, users: Arc<Users>, groups: Arc<Groups>, policies: Arc<Policies>) -> Self {
         let d = b.clone();
         let seqs = SeqAllocator::new(
             d.redis,
@@ -139,6 +141,7 @@ impl Messages {
             metrics: d.metrics,
             users,
             groups,
+            policies,
             nodes: d.nodes,
             spawner: d.spawner,
             seqs,
@@ -186,12 +189,28 @@ impl Messages {
         {
             return Err(Error::bad_request("sender_id", "must not be negative"));
         }
+        // The app's and the sender's rules (cached; a sign-in loaded the sender's): 1021, 1022.
+        match sender {
+            Sender::User { user, .. } => {
+                self.policies.require_user_active(app, user).await?;
+            }
+            Sender::Business { .. } => {
+                self.policies.require_app_active(app).await?;
+            }
+        }
         let (target, group_kind_ok) = match rt {
             ReceiverType::User => {
                 let receiver = UserId(req.receiver_id);
                 self.users
                     .users_exist(app, "receiver_id", &[receiver.0])
                     .await?;
+                // A user's 1:1 send to someone who blocked them: 1020. Business sends are not
+                // users' and are never blocked.
+                if let Sender::User { user, .. } = sender {
+                    self.policies
+                        .require_not_blocked(app, receiver, user)
+                        .await?;
+                }
                 let mut users = vec![receiver];
                 if let Sender::User { user, .. } = sender
                     && user != receiver

@@ -3,12 +3,12 @@
 
 mod sync;
 
-use crate::apps::Apps;
 use crate::base::Base;
 use crate::batch::Batcher;
 use crate::db::{self, lit};
 use crate::error::{Error, Result};
 use crate::groups::Groups;
+use crate::policy::Policies;
 use crate::push::{Nodes, Spawner};
 use crate::rds::{Redis, Scripts, slot};
 use gim_common::config::LogicSection;
@@ -24,7 +24,7 @@ pub struct Sessions {
     pool: MySqlPool,
     redis: Redis,
     scripts: Arc<Scripts>,
-    apps: Arc<Apps>,
+    policies: Arc<Policies>,
     groups: Arc<Groups>,
     nodes: Arc<Nodes>,
     spawner: Spawner,
@@ -43,7 +43,7 @@ impl std::fmt::Debug for Sessions {
 }
 
 impl Sessions {
-    pub fn new(b: &Base, apps: Arc<Apps>, groups: Arc<Groups>) -> Self {
+    pub fn new(b: &Base, policies: Arc<Policies>, groups: Arc<Groups>) -> Self {
         let d = b.clone();
         let (pool, m, t, c) = (&d.pool, &d.metrics, d.deadline, db::BATCH_CONCURRENCY);
         Self {
@@ -54,7 +54,7 @@ impl Sessions {
             pool: d.pool,
             redis: d.redis,
             scripts: d.scripts,
-            apps,
+            policies,
             groups,
             nodes: d.nodes,
             spawner: d.spawner,
@@ -73,7 +73,9 @@ impl Sessions {
         if req.conn_id < 0 {
             return Err(Error::bad_request("conn_id", "must not be negative"));
         }
-        self.apps.auth_device(app, user, device, &req.token).await?;
+        self.policies
+            .auth_device(app, user, device, &req.token)
+            .await?;
         let key = keys::route_key(app, user);
         let value = keys::route_value(&req.node_id, req.conn_id);
         let mut inv = self.scripts.route_swap.prepare_invoke();

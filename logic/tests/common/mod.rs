@@ -294,6 +294,7 @@ pub enum Call {
     Update(cpb::UpdateLargeGroupMembersReq),
     App(cpb::BroadcastAppReq),
     Close(cpb::CloseConnReq),
+    CloseAll(cpb::CloseConnsReq),
 }
 
 #[derive(Clone, Default)]
@@ -324,6 +325,17 @@ impl Recorder {
             .into_iter()
             .filter_map(|c| match c {
                 Call::Deliver(d) => Some(d),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// CloseConns calls for one app.
+    pub fn close_alls(&self, app: i64) -> Vec<cpb::CloseConnsReq> {
+        self.calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::CloseAll(d) if d.app_id == app => Some(d),
                 _ => None,
             })
             .collect()
@@ -397,6 +409,14 @@ impl ConnInt for Recorder {
     ) -> Result<Response<cpb::CloseConnResp>, Status> {
         self.record(Call::Close(r.into_inner()))?;
         Ok(Response::new(cpb::CloseConnResp { closed: true }))
+    }
+
+    async fn close_conns(
+        &self,
+        r: Request<cpb::CloseConnsReq>,
+    ) -> Result<Response<cpb::CloseConnsResp>, Status> {
+        self.record(Call::CloseAll(r.into_inner()))?;
+        Ok(Response::new(cpb::CloseConnsResp { closed: 1 }))
     }
 }
 

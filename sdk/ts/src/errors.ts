@@ -1,4 +1,4 @@
-// Errors the SDK raises. Server answers carry a gim code (SPEC: 1002..1010 business errors, 1001
+// Errors the SDK raises. Server answers carry a gim code (1002 and up business errors, 1001
 // internal), so applications branch on `code` instead of parsing messages.
 
 /** Business error codes of gim (`Output.code` on the socket, `x-gim-code` on gRPC). */
@@ -13,6 +13,12 @@ export const GimCode = {
   GROUP_ALREADY_EXISTS: 1008,
   GROUP_NOT_FOUND: 1009,
   USER_NOT_FOUND: 1010,
+  /** The receiver has blocked the sender (1:1 sends). */
+  BLOCKED: 1020,
+  /** The app is suspended. */
+  APP_SUSPENDED: 1021,
+  /** The user is suspended. */
+  USER_SUSPENDED: 1022,
 } as const;
 
 /** The server answered a request with a non-zero code. */
@@ -62,6 +68,8 @@ export class StoppedError extends Error {
  * never a business error.
  */
 export function isRetryable(e: unknown): boolean {
-  if (e instanceof GimError) return e.code === GimCode.INTERNAL || e.code < 1001 || e.code > 1010;
+  // Business codes run from 1002 (1011 rate limiting, 1020-1029 blocks, suspension and
+  // revocation); none of them succeeds by asking again at once.
+  if (e instanceof GimError) return e.code === GimCode.INTERNAL || e.code < 1001 || e.code >= 1100;
   return e instanceof ClosedError || e instanceof TimeoutError || e instanceof ConnectError;
 }
