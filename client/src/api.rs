@@ -404,6 +404,75 @@ impl ServerApi {
         Ok(r.into_inner().closed)
     }
 
+    /// Refuses every token of a user (or of one device, `device_id` non-zero) issued at or
+    /// before now, and closes those live connections. Returns the cut-off (Unix seconds: mint
+    /// new tokens with a later `iat`) and the connections closed.
+    pub async fn force_logout(
+        &mut self,
+        user_id: i64,
+        device_id: i64,
+    ) -> Result<ForceLogoutResp, ClientError> {
+        Ok(self
+            .inner
+            .force_logout(ForceLogoutReq { user_id, device_id })
+            .await?
+            .into_inner())
+    }
+
+    /// Revokes one token by its `jti` (user 0: a server token); `expires_at` is the token's
+    /// `exp`; `device_id` non-zero also closes that device's connections.
+    pub async fn revoke_token(&mut self, req: RevokeTokenReq) -> Result<u32, ClientError> {
+        Ok(self.inner.revoke_token(req).await?.into_inner().closed)
+    }
+
+    /// Adds a public key (32 bytes) that verifies tokens naming `kid`.
+    pub async fn add_app_key(
+        &mut self,
+        kid: &str,
+        public_key: [u8; 32],
+    ) -> Result<(), ClientError> {
+        self.inner
+            .add_app_key(AddAppKeyReq {
+                kid: kid.into(),
+                public_key: public_key.to_vec().into(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn list_app_keys(&mut self) -> Result<Vec<AppKeyInfo>, ClientError> {
+        Ok(self
+            .inner
+            .list_app_keys(ListAppKeysReq {})
+            .await?
+            .into_inner()
+            .keys)
+    }
+
+    /// Retires a key (kid "" is the app's original one).
+    pub async fn retire_app_key(&mut self, kid: &str) -> Result<(), ClientError> {
+        self.inner
+            .retire_app_key(RetireAppKeyReq { kid: kid.into() })
+            .await?;
+        Ok(())
+    }
+
+    /// The app's token rules: a maximum lifetime (0: none), and whether tokens must carry
+    /// `iat` and `jti`.
+    pub async fn set_token_policy(
+        &mut self,
+        max_token_ttl_secs: i64,
+        require_token_ids: bool,
+    ) -> Result<(), ClientError> {
+        self.inner
+            .set_token_policy(SetTokenPolicyReq {
+                max_token_ttl_secs,
+                require_token_ids,
+            })
+            .await?;
+        Ok(())
+    }
+
     /// Suspends one user (`true`) or lifts it; returns the connections closed.
     pub async fn set_user_suspended(
         &mut self,

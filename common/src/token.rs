@@ -6,12 +6,20 @@
 //!
 //! Two kinds of token: a *device* token names (app, user, device) and is what a client signs in with;
 //! a *server* token names only the app and is the business server's credential for `LogicServerExt`.
+//!
+//! Tokens minted here carry `iat` (issued at) and a random `jti` (token id), so gim can refuse
+//! tokens issued before a forced logout, revoke one token, and bound a token's lifetime; a `kid`
+//! in the header names which of the app's keys signed it. Tokens without them (older minters)
+//! still verify here; whether the app accepts them is its policy (logic's `apps`).
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD as B64};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
 const HEADER: &str = r#"{"alg":"EdDSA","typ":"JWT"}"#;
+
+/// The longest key id gim accepts (`kid` in the header).
+pub const KID_MAX: usize = 64;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
@@ -29,6 +37,16 @@ pub enum TokenError {
     WrongKind(&'static str),
     #[error("key is malformed: {0}")]
     BadKey(String),
+}
+
+/// A key id is 1 to [`KID_MAX`] characters of `A-Z a-z 0-9 . _ -` (the empty id names an app's
+/// original key, which tokens without a `kid` use).
+pub fn valid_kid(kid: &str) -> bool {
+    !kid.is_empty()
+        && kid.len() <= KID_MAX
+        && kid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,12 +67,27 @@ pub struct Claims {
     /// Expiry, Unix seconds.
     pub exp: i64,
     pub kind: TokenKind,
+    /// Issued at, Unix seconds (absent in tokens of older minters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
+    /// The token's id, unique per token (absent in tokens of older minters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+}
+
+/// A fresh random token id: 16 bytes, base64url.
+pub fn new_jti() -> String {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).expect("os random");
+    B64.encode(b)
 }
 
 /// An app's signing key, held by the tenant (never stored by gim).
 #[derive(Clone)]
 pub struct AppKey {
     signing: SigningKey,
+    /// Written as `kid` into the header of every token this key signs.
+    kid: Option<String>,
 }
 
 impl std::fmt::Debug for AppKey {
@@ -69,7 +102,21 @@ impl AppKey {
         getrandom::fill(&mut seed).expect("os random");
         Self {
             signing: SigningKey::from_bytes(&seed),
+            kid: None,
         }
+    }
+
+    /// The same key, naming itself `kid` in the tokens it signs (a key added to an app with
+    /// that id). Panics on an invalid id (see [`valid_kid`]).
+    pub fn with_kid(mut self, kid: &str) -> Self {
+        assert!(valid_kid(kid), "invalid kid {kid:?}");
+        self.kid = Some(kid.to_string());
+        self
+    }
+
+    /// The key id it writes into tokens, if any.
+    pub fn kid(&self) -> Option<&str> {
+        self.kid.as_deref()
     }
 
     /// Reads the private key as printed by `gim-logic app create` (base64url, 32 bytes).
@@ -82,6 +129,7 @@ impl AppKey {
             .map_err(|_| TokenError::BadKey("expected 32 bytes".into()))?;
         Ok(Self {
             signing: SigningKey::from_bytes(&seed),
+            kid: None,
         })
     }
 
@@ -101,12 +149,18 @@ impl AppKey {
 
     pub fn sign(&self, claims: &Claims) -> String {
         let payload = serde_json::to_vec(claims).expect("claims serialize");
-        let signing_input = format!("{}.{}", B64.encode(HEADER), B64.encode(payload));
+        let header = match &self.kid {
+            // A valid kid needs no JSON escaping.
+            Some(kid) => format!(r#"{{"alg":"EdDSA","typ":"JWT","kid":"{kid}"}}"#),
+            None => HEADER.to_string(),
+        };
+        let signing_input = format!("{}.{}", B64.encode(header), B64.encode(payload));
         let sig = self.signing.sign(signing_input.as_bytes());
         format!("{signing_input}.{}", B64.encode(sig.to_bytes()))
     }
 
-    /// A device token valid for `ttl_secs` from `now_secs`.
+    /// A device token valid for `ttl_secs` from `now_secs`, issued at `now_secs` with a fresh
+    /// `jti`.
     pub fn device_token(
         &self,
         app: i64,
@@ -121,6 +175,8 @@ impl AppKey {
             device_id: device,
             exp: now_secs + ttl_secs,
             kind: TokenKind::Device,
+            iat: Some(now_secs),
+            jti: Some(new_jti()),
         })
     }
 
@@ -132,7 +188,22 @@ impl AppKey {
             device_id: 0,
             exp: now_secs + ttl_secs,
             kind: TokenKind::Server,
+            iat: Some(now_secs),
+            jti: Some(new_jti()),
         })
+    }
+}
+
+/// The header's `kid`, without verifying anything: only to find which of the app's keys to
+/// verify with. `None` when the header has none.
+pub fn peek_kid(token: &str) -> Result<Option<String>, TokenError> {
+    let header = token.split('.').next().ok_or(TokenError::Malformed)?;
+    let bytes = B64.decode(header).map_err(|_| TokenError::Malformed)?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)?;
+    match v.get("kid") {
+        None => Ok(None),
+        Some(serde_json::Value::String(k)) => Ok(Some(k.clone())),
+        Some(_) => Err(TokenError::Malformed),
     }
 }
 
@@ -171,6 +242,11 @@ impl PublicKey {
     /// The 32 bytes gim stores.
     pub fn to_bytes(&self) -> [u8; 32] {
         self.0.to_bytes()
+    }
+
+    /// As [`AppKey::public_b64`] gives it.
+    pub fn to_b64(&self) -> String {
+        B64.encode(self.to_bytes())
     }
 }
 
@@ -373,6 +449,41 @@ mod tests {
         assert!(AppKey::from_private_b64("short").is_err());
         assert_eq!(peek_app_id(&k.server_token(7, NOW, 60)).unwrap(), 7);
         assert!(!format!("{k:?}").contains(&k.private_b64()));
+    }
+
+    #[test]
+    fn tokens_carry_iat_jti_and_the_keys_kid() {
+        let k = AppKey::generate();
+        let t = k.device_token(1, 10, 100, NOW, 60);
+        let c = verify(&k.public_key(), &t, 1, NOW).unwrap();
+        assert_eq!(c.iat, Some(NOW));
+        let jti = c.jti.clone().unwrap();
+        assert_eq!(jti.len(), 22);
+        let c2 = verify(
+            &k.public_key(),
+            &k.device_token(1, 10, 100, NOW, 60),
+            1,
+            NOW,
+        )
+        .unwrap();
+        assert_ne!(c2.jti, c.jti, "a fresh jti per token");
+        assert_eq!(peek_kid(&t), Ok(None));
+        let k2 = k.clone().with_kid("2026-12.k_2");
+        let t2 = k2.server_token(1, NOW, 60);
+        assert_eq!(peek_kid(&t2), Ok(Some("2026-12.k_2".to_string())));
+        assert!(verify_server(&k.public_key(), &t2, 1, NOW).is_ok());
+        // A token of an older minter: no iat, jti or kid. Still verifies.
+        let old = B64.encode(
+            br#"{"app_id":1,"user_id":10,"device_id":100,"exp":1800000060,"kind":"device"}"#,
+        );
+        let input = format!("{}.{old}", B64.encode(HEADER));
+        let sig = k.signing.sign(input.as_bytes());
+        let old = format!("{input}.{}", B64.encode(sig.to_bytes()));
+        let c = verify_device(&k.public_key(), &old, 1, 10, 100, NOW).unwrap();
+        assert_eq!((c.iat, c.jti), (None, None));
+        assert!(
+            valid_kid("a") && !valid_kid("") && !valid_kid("a b") && !valid_kid(&"x".repeat(65))
+        );
     }
 
     #[test]

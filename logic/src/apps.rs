@@ -11,6 +11,7 @@ use gim_common::token::{self, AppKey};
 use gim_common::{AppId, DeviceId, GimCode, UserId};
 use gim_proto::logic::v1 as pb;
 use sqlx::MySqlPool;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,22 +50,73 @@ pub async fn register_app(
 /// A token verified for (server?, app, user, device, token).
 type VerifiedKey = (bool, AppId, UserId, DeviceId, String);
 
-/// An app's row as auth and the policy checks read it (cached).
+/// How far in the future a token's `iat` may be (clock skew between minter and gim).
+pub const IAT_SKEW_SECS: i64 = 60;
+
+/// An app's row and keys as auth and the policy checks read them (cached).
 #[derive(Debug)]
 pub struct AppInfo {
-    /// The public key, decoded.
-    pub key: token::PublicKey,
+    /// Active keys by kid, decoded; "" is the original key (tokens without a `kid`).
+    pub keys: HashMap<String, token::PublicKey>,
     /// Clients cannot sign in, call or send; see [`crate::policy`].
     pub suspended: bool,
+    /// 0: no limit; otherwise the longest token lifetime accepted.
+    pub max_token_ttl_secs: i64,
+    /// Tokens without `iat` and `jti` are refused.
+    pub require_token_ids: bool,
+}
+
+impl AppInfo {
+    /// The app's token rules, on a token whose signature verified: 1002 when one is broken.
+    fn check_claims(&self, c: &token::Claims, now: i64) -> Result<()> {
+        let refuse = |why: String| Err(Error::code(GimCode::Unauthorized, why));
+        if let Some(iat) = c.iat
+            && iat > now + IAT_SKEW_SECS
+        {
+            return refuse("token is issued in the future (iat)".into());
+        }
+        if self.require_token_ids && (c.iat.is_none() || c.jti.is_none()) {
+            return refuse("token has no iat or jti, which this app requires".into());
+        }
+        if self.max_token_ttl_secs > 0 {
+            // Without iat the lifetime left is all that can be judged.
+            let lifetime = c.exp.saturating_sub(c.iat.unwrap_or(now));
+            if lifetime > self.max_token_ttl_secs {
+                return refuse(format!(
+                    "token lifetime {lifetime} s exceeds this app's maximum of {} s",
+                    self.max_token_ttl_secs
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The key the token's header names: 1002 for an unknown or retired kid.
+    fn key_for(&self, tok: &str) -> Result<&token::PublicKey> {
+        let kid = token::peek_kid(tok)
+            .map_err(|e| Error::code(GimCode::Unauthorized, e.to_string()))?
+            .unwrap_or_default();
+        self.keys.get(&kid).ok_or_else(|| {
+            Error::code(
+                GimCode::Unauthorized,
+                if kid.is_empty() {
+                    "token has no kid and the app's original key is retired".to_string()
+                } else {
+                    format!("unknown or retired key id {kid:?}")
+                },
+            )
+        })
+    }
 }
 
 pub struct Apps {
     pool: MySqlPool,
     /// Each app's row (or `None`: no such app).
     apps: TtlCache<AppId, Option<Arc<AppInfo>>>,
-    /// Tokens already verified for exactly (app, user, device) -> expiry: an Ed25519 verify per
-    /// call is the largest CPU cost of a send; the key includes the identity the caller claims.
-    verified: TtlCache<VerifiedKey, i64>,
+    /// Tokens already verified for exactly (app, user, device) -> their claims: an Ed25519
+    /// verify per call is the largest CPU cost of a send; the key includes the identity the
+    /// caller claims. The app's and the user's rules are still checked on every call.
+    verified: TtlCache<VerifiedKey, Arc<token::Claims>>,
     devices: TtlCache<DeviceId, (AppId, UserId)>,
     /// (app, user) of devices, one query for many devices.
     device_rows: Batcher<DeviceId, Result<Option<(i64, i64)>>>,
@@ -96,31 +148,57 @@ impl Apps {
         }
     }
 
-    /// The app's row (cached); 1002 for an unknown app.
+    /// The app's row and active keys (cached); 1002 for an unknown app.
     pub async fn app(&self, app: AppId) -> Result<Arc<AppInfo>> {
         let info = match self.apps.get(&app) {
             Some(k) => k,
             None => {
-                let row: Option<(Vec<u8>, i8)> =
-                    sqlx::query_as("SELECT public_key, suspended FROM app WHERE app_id = ?")
-                        .bind(app.0)
-                        .fetch_optional(&self.pool)
-                        .await?;
-                // A stored key that does not decode is not cached: every sign-in says why.
-                let info = match row {
-                    Some((bytes, suspended)) => Some(Arc::new(AppInfo {
-                        key: token::PublicKey::from_bytes(&bytes).map_err(|e| {
-                            Error::code(GimCode::Unauthorized, format!("app {app}: {e}"))
-                        })?,
-                        suspended: suspended != 0,
-                    })),
-                    None => None,
-                };
+                let info = self.load_app(app).await?;
                 self.apps.insert(app, info.clone());
                 info
             }
         };
         info.ok_or_else(|| Error::code(GimCode::Unauthorized, "unknown app"))
+    }
+
+    async fn load_app(&self, app: AppId) -> Result<Option<Arc<AppInfo>>> {
+        type Row = (Vec<u8>, i8, i8, i64, i8);
+        let row: Option<Row> = sqlx::query_as(
+            "SELECT public_key, suspended, key_retired, max_token_ttl_secs, require_token_ids \
+             FROM app WHERE app_id = ?",
+        )
+        .bind(app.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some((original, suspended, retired, max_ttl, require_ids)) = row else {
+            return Ok(None);
+        };
+        let added: Vec<(String, Vec<u8>)> = sqlx::query_as(
+            "SELECT kid, public_key FROM app_key WHERE app_id = ? AND retired_at IS NULL",
+        )
+        .bind(app.0)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut keys = HashMap::new();
+        // A stored key that does not decode is not cached: every sign-in says why.
+        let decode = |kid: &str, bytes: &[u8]| {
+            token::PublicKey::from_bytes(bytes).map_err(|e| {
+                Error::code(GimCode::Unauthorized, format!("app {app} key {kid:?}: {e}"))
+            })
+        };
+        if retired == 0 {
+            keys.insert(String::new(), decode("", &original)?);
+        }
+        for (kid, bytes) in added {
+            let k = decode(&kid, &bytes)?;
+            keys.insert(kid, k);
+        }
+        Ok(Some(Arc::new(AppInfo {
+            keys,
+            suspended: suspended != 0,
+            max_token_ttl_secs: max_ttl,
+            require_token_ids: require_ids != 0,
+        })))
     }
 
     /// The app changed (here or in another process).
@@ -134,47 +212,58 @@ impl Apps {
         self.apps.retain(|_| false);
     }
 
-    /// A client's device token for exactly (app, user, device), and the device bound to the user.
-    /// User and device ids must be positive (1006), as in every other API.
+    /// A client's device token for exactly (app, user, device), checked against the app's keys
+    /// and token rules, and the device bound to the user. User and device ids must be positive
+    /// (1006), as in every other API. The claims, for the user's rules ([`crate::policy`]).
     pub async fn auth_device(
         &self,
         app: AppId,
         user: UserId,
         device: DeviceId,
         tok: &str,
-    ) -> Result<()> {
+    ) -> Result<Arc<token::Claims>> {
         // Ids are positive everywhere else; a token minted for user 0 or a negative id (a
         // business server's bug) must not bind a device to a user no other API can name.
         validate::id("user_id", user.0)?;
         validate::id("device_id", device.0)?;
         let now = token::now_secs();
+        let info = self.app(app).await?;
         let ck = (false, app, user, device, tok.to_string());
-        match self.verified.get(&ck) {
-            Some(exp) if exp > now => {}
+        let claims = match self.verified.get(&ck) {
+            Some(c) if c.exp > now => c,
             _ => {
-                let info = self.app(app).await?;
-                let claims =
-                    token::verify_device_with(&info.key, tok, app.0, user.0, device.0, now)
-                        .map_err(|e| Error::code(GimCode::Unauthorized, e.to_string()))?;
-                self.verified.insert(ck, claims.exp);
+                let key = info.key_for(tok)?;
+                let claims = token::verify_device_with(key, tok, app.0, user.0, device.0, now)
+                    .map_err(|e| Error::code(GimCode::Unauthorized, e.to_string()))?;
+                let claims = Arc::new(claims);
+                self.verified.insert(ck, claims.clone());
+                claims
             }
-        }
-        self.bind_device(app, user, device).await
+        };
+        info.check_claims(&claims, now)?;
+        self.bind_device(app, user, device).await?;
+        Ok(claims)
     }
 
-    /// A business server's app-level token.
-    pub async fn auth_server(&self, app: AppId, tok: &str) -> Result<()> {
+    /// A business server's app-level token, checked against the app's keys and token rules.
+    pub async fn auth_server(&self, app: AppId, tok: &str) -> Result<Arc<token::Claims>> {
         let now = token::now_secs();
-        let ck = (true, app, UserId(0), DeviceId(0), tok.to_string());
-        if self.verified.get(&ck).is_some_and(|exp| exp > now) {
-            return Ok(());
-        }
         let info = self.app(app).await?;
-        let claims = token::verify_server_with(&info.key, tok, app.0, now)
-            .map_err(|e| Error::code(GimCode::Unauthorized, e.to_string()))?;
-        // Cached as a server token (the `true`): a device token never passes as one.
-        self.verified.insert(ck, claims.exp);
-        Ok(())
+        let ck = (true, app, UserId(0), DeviceId(0), tok.to_string());
+        let claims = match self.verified.get(&ck) {
+            Some(c) if c.exp > now => c,
+            _ => {
+                let key = info.key_for(tok)?;
+                let claims = token::verify_server_with(key, tok, app.0, now)
+                    .map_err(|e| Error::code(GimCode::Unauthorized, e.to_string()))?;
+                // Cached as a server token (the `true`): a device token never passes as one.
+                let claims = Arc::new(claims);
+                self.verified.insert(ck, claims.clone());
+                claims
+            }
+        };
+        info.check_claims(&claims, now)?;
+        Ok(claims)
     }
 
     /// A registered device is bound to the first user that signs in with it; any other user (or

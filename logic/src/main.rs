@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 use gim_common::config::{self, LogicConfig};
 use gim_common::shutdown::Shutdown;
-use gim_common::{AppId, UserId};
+use gim_common::{AppId, DeviceId, UserId};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -60,6 +60,69 @@ enum AppCmd {
         user: i64,
         #[arg(long)]
         lift: bool,
+    },
+    /// An app's signing keys: tokens name theirs by `kid`.
+    Key {
+        #[command(subcommand)]
+        cmd: KeyCmd,
+    },
+    /// Set the app's token rules: a maximum lifetime (0 = none) and whether tokens must carry
+    /// iat and jti (tokens of older minters do not).
+    TokenPolicy {
+        #[arg(long)]
+        app: i64,
+        #[arg(long, default_value_t = 0)]
+        max_token_ttl: i64,
+        #[arg(long)]
+        require_token_ids: bool,
+    },
+    /// Refuse every token of a user (or of one device) issued until now, and close its live
+    /// connections on every conn node.
+    ForceLogout {
+        #[arg(long)]
+        app: i64,
+        #[arg(long)]
+        user: i64,
+        #[arg(long)]
+        device: Option<i64>,
+    },
+    /// Revoke one token by its jti (`--user 0`: a server token).
+    RevokeToken {
+        #[arg(long)]
+        app: i64,
+        #[arg(long)]
+        user: i64,
+        #[arg(long)]
+        jti: String,
+        /// The token's exp (Unix seconds): the revocation is dropped after it. 0 = kept.
+        #[arg(long, default_value_t = 0)]
+        expires_at: i64,
+        /// Also close this device's live connections.
+        #[arg(long)]
+        device: Option<i64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCmd {
+    /// Make a key pair and add its public key as `kid`; prints the private key (shown once).
+    Add {
+        #[arg(long)]
+        app: i64,
+        #[arg(long)]
+        kid: String,
+    },
+    /// List the app's keys (kid "" is the original one).
+    List {
+        #[arg(long)]
+        app: i64,
+    },
+    /// Retire a key: tokens naming it are refused from now on.
+    Retire {
+        #[arg(long)]
+        app: i64,
+        #[arg(long)]
+        kid: String,
     },
 }
 
@@ -144,6 +207,94 @@ async fn run(cmd: Cmd, cfg: LogicConfig) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!(e.chain()))?;
             let what = if lift { "lifted" } else { "suspended" };
             println!("user {user} of app {app} {what}; {closed} connections closed");
+        }
+        Cmd::App { cmd } => app_cmd(cmd, &cfg).await?,
+    }
+    Ok(())
+}
+
+/// The `app` commands that change a running cluster's rules: through the same domain code as
+/// the API, so caches are invalidated and connections closed.
+async fn app_cmd(cmd: AppCmd, cfg: &LogicConfig) -> anyhow::Result<()> {
+    let state = gim_logic::offline_state(cfg).await?;
+    let p = &state.policies;
+    let fail = |e: gim_logic::Error| anyhow::anyhow!(e.chain());
+    match cmd {
+        AppCmd::Key {
+            cmd: KeyCmd::Add { app, kid },
+        } => {
+            let key = gim_common::token::AppKey::generate();
+            p.add_key(AppId(app), &kid, &key.public_key())
+                .await
+                .map_err(fail)?;
+            let key = key.with_kid(&kid);
+            let now = gim_common::token::now_secs();
+            println!("kid: {kid}");
+            println!("private_key: {}", key.private_b64());
+            println!(
+                "server_token (valid 24 h): {}",
+                key.server_token(app, now, 24 * 3600)
+            );
+            println!("sign with this key and kid {kid:?} in the token header");
+        }
+        AppCmd::Key {
+            cmd: KeyCmd::List { app },
+        } => {
+            for k in p.keys(AppId(app)).await.map_err(fail)? {
+                let kid = if k.kid.is_empty() { "\"\"" } else { &k.kid };
+                let state = if k.retired { "retired" } else { "active" };
+                let public = gim_common::token::PublicKey::from_bytes(&k.public_key)
+                    .map(|p| p.to_b64())
+                    .unwrap_or_default();
+                println!("{kid}\t{state}\t{public}\t{}", k.created_ms);
+            }
+        }
+        AppCmd::Key {
+            cmd: KeyCmd::Retire { app, kid },
+        } => {
+            p.retire_key(AppId(app), &kid).await.map_err(fail)?;
+            println!("key {kid:?} of app {app} retired");
+        }
+        AppCmd::TokenPolicy {
+            app,
+            max_token_ttl,
+            require_token_ids,
+        } => {
+            p.set_token_policy(AppId(app), max_token_ttl, require_token_ids)
+                .await
+                .map_err(fail)?;
+            println!(
+                "app {app}: max token lifetime {max_token_ttl} s (0 = none), iat and jti required: {require_token_ids}"
+            );
+        }
+        AppCmd::ForceLogout { app, user, device } => {
+            let (after, closed) = p
+                .force_logout(AppId(app), UserId(user), device.map(DeviceId))
+                .await
+                .map_err(fail)?;
+            println!("tokens issued at or before {after} refused; {closed} connections closed");
+        }
+        AppCmd::RevokeToken {
+            app,
+            user,
+            jti,
+            expires_at,
+            device,
+        } => {
+            let closed = p
+                .revoke_token(
+                    AppId(app),
+                    UserId(user),
+                    &jti,
+                    expires_at,
+                    device.map(DeviceId),
+                )
+                .await
+                .map_err(fail)?;
+            println!("token revoked; {closed} connections closed");
+        }
+        AppCmd::Create { .. } | AppCmd::Suspend { .. } | AppCmd::SuspendUser { .. } => {
+            unreachable!("handled in run")
         }
     }
     Ok(())

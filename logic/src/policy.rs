@@ -1,5 +1,6 @@
 //! The rules a tenant sets on its app and users, applied to every sign-in, client call and send:
-//! app and user suspension, and blocks between users.
+//! app and user suspension, blocks between users, forced logouts and revoked tokens, and the
+//! app's keys and token rules (which [`Apps`] applies).
 //!
 //! Reads are off the hot path: the app's rules ride on the app row [`Apps`] caches with its key,
 //! and a user's rules (suspension, the users it blocked) are one cache entry per (app, user),
@@ -19,10 +20,11 @@ use crate::push::{Nodes, Spawner};
 use crate::rds::Redis;
 use crate::users::Users;
 use crate::validate;
+use gim_common::token;
 use gim_common::{AppId, DeviceId, GimCode, UserId};
 use gim_proto::conn::v1::CloseConnsReq;
 use sqlx::MySqlPool;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,12 +34,67 @@ pub const BLOCKS_MAX: i64 = 10_000;
 /// How long a user's rules are served from the cache when no invalidation arrives.
 const USER_TTL: Duration = Duration::from_secs(60);
 
-/// One user's rules.
+/// The most unexpired revoked token ids one user may have (ForceLogout covers the rest).
+pub const REVOKED_MAX: i64 = 10_000;
+
+/// One user's rules (user 0: the app's server tokens).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct UserPolicy {
     pub suspended: bool,
     /// Users whose 1:1 sends to this user are refused (1020).
     pub blocked: HashSet<i64>,
+    /// Tokens of the user issued at or before this second are refused (and tokens without iat,
+    /// when set); 0 = none.
+    pub tokens_after: i64,
+    /// The same per device.
+    pub device_tokens_after: HashMap<i64, i64>,
+    /// [`jti_hash`] of the user's revoked tokens.
+    pub revoked: HashSet<i64>,
+}
+
+impl UserPolicy {
+    /// 1002 when a forced logout or a revocation covers the token.
+    fn check_token(&self, device: DeviceId, c: &token::Claims) -> Result<()> {
+        let after = self.tokens_after.max(
+            self.device_tokens_after
+                .get(&device.0)
+                .copied()
+                .unwrap_or(0),
+        );
+        // A token without iat cannot show it was issued after the logout.
+        if after > 0 && c.iat.is_none_or(|iat| iat <= after) {
+            return Err(Error::code(
+                GimCode::Unauthorized,
+                "token was issued before a forced logout",
+            ));
+        }
+        if let Some(jti) = &c.jti
+            && self.revoked.contains(&jti_hash(jti))
+        {
+            return Err(Error::code(GimCode::Unauthorized, "token was revoked"));
+        }
+        Ok(())
+    }
+}
+
+/// FNV-1a (64 bit) of a token id: the cache and its query hold integers only. Two ids of one
+/// user colliding would revoke both; at 2^-64 per pair that is not a concern.
+pub fn jti_hash(jti: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in jti.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h as i64
+}
+
+/// One key of an app, as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyInfo {
+    pub kid: String,
+    pub public_key: Vec<u8>,
+    pub created_ms: i64,
+    pub retired: bool,
 }
 
 pub struct Policies {
@@ -83,7 +140,8 @@ impl Policies {
     }
 
     /// A client's device token for (app, user, device), then the app's and the user's rules:
-    /// 1002 (token), 1021 (app suspended), 1022 (user suspended). Every client call and sign-in.
+    /// 1002 (token, forced logout, revoked), 1021 (app suspended), 1022 (user suspended). Every
+    /// client call and sign-in.
     pub async fn auth_device(
         &self,
         app: AppId,
@@ -91,9 +149,17 @@ impl Policies {
         device: DeviceId,
         tok: &str,
     ) -> Result<()> {
-        self.apps.auth_device(app, user, device, tok).await?;
-        self.require_user_active(app, user).await?;
-        Ok(())
+        let claims = self.apps.auth_device(app, user, device, tok).await?;
+        let p = self.require_user_active(app, user).await?;
+        p.check_token(device, &claims)
+    }
+
+    /// A business server's token, then the revocations of server tokens (user 0).
+    pub async fn auth_server(&self, app: AppId, tok: &str) -> Result<()> {
+        let claims = self.apps.auth_server(app, tok).await?;
+        self.user(app, UserId(0))
+            .await?
+            .check_token(DeviceId(0), &claims)
     }
 
     /// 1021 when the app is suspended.
@@ -197,8 +263,7 @@ impl Policies {
             .bind(app.0)
             .execute(&self.pool)
             .await?;
-        self.apps.drop_app(app);
-        inval::publish_change(&self.redis, Changed::App(app));
+        self.changed_app(app);
         tracing::info!(%app, suspended, "app suspension changed");
         if !suspended {
             return Ok(0);
@@ -231,6 +296,255 @@ impl Policies {
             return Ok(0);
         }
         Ok(self.close(app, user, "user suspended").await)
+    }
+
+    /// Refuses every token of the user (or of one device) issued at or before now, and tokens
+    /// without iat, and closes those live connections on every conn node. Returns the cut-off
+    /// (Unix seconds) and the connections closed.
+    pub async fn force_logout(
+        &self,
+        app: AppId,
+        user: UserId,
+        device: Option<DeviceId>,
+    ) -> Result<(i64, u32)> {
+        validate::id("user_id", user.0)?;
+        if let Some(d) = device {
+            validate::id("device_id", d.0)?;
+        }
+        self.apps.app(app).await?;
+        let now = token::now_secs();
+        sqlx::query(
+            "INSERT INTO user_policy (app_id, user_id, device_id, tokens_after) VALUES (?, ?, ?, ?) \
+             ON DUPLICATE KEY UPDATE tokens_after = GREATEST(tokens_after, VALUES(tokens_after))",
+        )
+        .bind(app.0)
+        .bind(user.0)
+        .bind(device.map_or(0, |d| d.0))
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        self.changed_user(app, user);
+        tracing::info!(%app, %user, device = device.map_or(0, |d| d.0), "forced logout");
+        let closed = self.close_now(app, user, device, "logged out").await;
+        Ok((now, closed))
+    }
+
+    /// Revokes one token by its jti (user 0: a server token), kept until `expires_at` (0: for
+    /// good); with a device, that device's live connections are closed too.
+    pub async fn revoke_token(
+        &self,
+        app: AppId,
+        user: UserId,
+        jti: &str,
+        expires_at: i64,
+        device: Option<DeviceId>,
+    ) -> Result<u32> {
+        if user.0 < 0 {
+            return Err(Error::bad_request("user_id", "must not be negative"));
+        }
+        validate::text("jti", jti, 128, true)?;
+        if expires_at < 0 {
+            return Err(Error::bad_request("expires_at", "must not be negative"));
+        }
+        if let Some(d) = device {
+            validate::id("device_id", d.0)?;
+        }
+        self.apps.app(app).await?;
+        let now = token::now_secs();
+        // Revocations of tokens that expired since are dropped here: the list stays bounded.
+        sqlx::query(
+            "DELETE FROM revoked_token WHERE app_id = ? AND user_id = ? AND expires_at <= ?",
+        )
+        .bind(app.0)
+        .bind(user.0)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM revoked_token WHERE app_id = ? AND user_id = ?",
+        )
+        .bind(app.0)
+        .bind(user.0)
+        .fetch_one(&self.pool)
+        .await?;
+        if n >= REVOKED_MAX {
+            return Err(Error::bad_request(
+                "jti",
+                format!("at most {REVOKED_MAX} revoked tokens per user: use ForceLogout"),
+            ));
+        }
+        let expires_at = if expires_at == 0 {
+            i64::MAX
+        } else {
+            expires_at
+        };
+        sqlx::query(
+            "INSERT INTO revoked_token (app_id, user_id, jti_hash, jti, expires_at) VALUES (?, ?, ?, ?, ?) \
+             ON DUPLICATE KEY UPDATE expires_at = GREATEST(expires_at, VALUES(expires_at))",
+        )
+        .bind(app.0)
+        .bind(user.0)
+        .bind(jti_hash(jti))
+        .bind(jti)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        self.changed_user(app, user);
+        tracing::info!(%app, %user, "token revoked");
+        Ok(match device {
+            Some(d) if user.0 > 0 => self.close_now(app, user, Some(d), "token revoked").await,
+            _ => 0,
+        })
+    }
+
+    /// Adds a public key the app's tokens may name by `kid`.
+    pub async fn add_key(&self, app: AppId, kid: &str, public_key: &[u8]) -> Result<()> {
+        if !token::valid_kid(kid) {
+            return Err(Error::bad_request(
+                "kid",
+                format!("1 to {} characters of A-Z a-z 0-9 . _ -", token::KID_MAX),
+            ));
+        }
+        let key = token::PublicKey::from_bytes(public_key)
+            .map_err(|e| Error::bad_request("public_key", e))?;
+        self.apps.app(app).await?;
+        let r = sqlx::query("INSERT INTO app_key (app_id, kid, public_key) VALUES (?, ?, ?)")
+            .bind(app.0)
+            .bind(kid)
+            .bind(key.to_bytes().as_slice())
+            .execute(&self.pool)
+            .await;
+        match r {
+            Ok(_) => {}
+            Err(e) if db::is_duplicate(&e) => {
+                return Err(Error::bad_request(
+                    "kid",
+                    "the app has (or had) a key with this id",
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.changed_app(app);
+        tracing::info!(%app, kid, "app key added");
+        Ok(())
+    }
+
+    /// The app's keys: the original (kid "") first, then the added ones in kid order.
+    pub async fn keys(&self, app: AppId) -> Result<Vec<KeyInfo>> {
+        type Row = (String, Vec<u8>, i64, i8);
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT '', public_key, CAST(UNIX_TIMESTAMP(created_at) * 1000 AS SIGNED), key_retired \
+             FROM app WHERE app_id = ? \
+             UNION ALL SELECT kid, public_key, CAST(UNIX_TIMESTAMP(created_at) * 1000 AS SIGNED), \
+             CAST(retired_at IS NOT NULL AS SIGNED) FROM app_key WHERE app_id = ? ORDER BY 1",
+        )
+        .bind(app.0)
+        .bind(app.0)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(kid, public_key, created_ms, retired)| KeyInfo {
+                kid,
+                public_key,
+                created_ms,
+                retired: retired != 0,
+            })
+            .collect())
+    }
+
+    /// Retires a key: tokens naming it are refused from now on (on every logic process at
+    /// once). 1006 for an unknown or retired kid, or the app's last active key.
+    pub async fn retire_key(&self, app: AppId, kid: &str) -> Result<()> {
+        let active = self.keys(app).await?;
+        if active.is_empty() {
+            return Err(Error::code(GimCode::Unauthorized, "unknown app"));
+        }
+        let active: Vec<&KeyInfo> = active.iter().filter(|k| !k.retired).collect();
+        if !active.iter().any(|k| k.kid == kid) {
+            return Err(Error::bad_request("kid", "no active key with this id"));
+        }
+        if active.len() == 1 {
+            return Err(Error::bad_request(
+                "kid",
+                "the app's last active key: add another first",
+            ));
+        }
+        if kid.is_empty() {
+            sqlx::query("UPDATE app SET key_retired = 1 WHERE app_id = ?")
+                .bind(app.0)
+                .execute(&self.pool)
+                .await?;
+        } else {
+            sqlx::query(
+                "UPDATE app_key SET retired_at = CURRENT_TIMESTAMP(3) \
+                 WHERE app_id = ? AND kid = ? AND retired_at IS NULL",
+            )
+            .bind(app.0)
+            .bind(kid)
+            .execute(&self.pool)
+            .await?;
+        }
+        self.changed_app(app);
+        tracing::info!(%app, kid, "app key retired");
+        Ok(())
+    }
+
+    /// The app's token rules: a maximum lifetime (0: none) and whether tokens must carry iat
+    /// and jti.
+    pub async fn set_token_policy(
+        &self,
+        app: AppId,
+        max_token_ttl_secs: i64,
+        require_token_ids: bool,
+    ) -> Result<()> {
+        const TEN_YEARS: i64 = 10 * 366 * 86_400;
+        if !(0..=TEN_YEARS).contains(&max_token_ttl_secs) {
+            return Err(Error::bad_request(
+                "max_token_ttl_secs",
+                format!("must be 0 (no limit) to {TEN_YEARS}"),
+            ));
+        }
+        self.apps.app(app).await?;
+        sqlx::query(
+            "UPDATE app SET max_token_ttl_secs = ?, require_token_ids = ? WHERE app_id = ?",
+        )
+        .bind(max_token_ttl_secs)
+        .bind(require_token_ids as i8)
+        .bind(app.0)
+        .execute(&self.pool)
+        .await?;
+        self.changed_app(app);
+        tracing::info!(%app, max_token_ttl_secs, require_token_ids, "token policy changed");
+        Ok(())
+    }
+
+    fn changed_app(&self, app: AppId) {
+        self.apps.drop_app(app);
+        inval::publish_change(&self.redis, Changed::App(app));
+    }
+
+    /// Closes a user's connections (or one device's) on every node, once.
+    async fn close_now(
+        &self,
+        app: AppId,
+        user: UserId,
+        device: Option<DeviceId>,
+        reason: &str,
+    ) -> u32 {
+        let req = CloseConnsReq {
+            app_id: app.0,
+            user_id: user.0,
+            device_id: device.map_or(0, |d| d.0),
+            reason: reason.into(),
+        };
+        match self.nodes.close_everywhere(req).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e.chain(), %app, %user, "closing connections failed");
+                0
+            }
+        }
     }
 
     /// Closes the app's (user 0) or one user's connections on every node now, and once more a
@@ -292,26 +606,41 @@ async fn load(pool: MySqlPool, keys: Vec<(AppId, UserId)>) -> Vec<Result<Arc<Use
     futures::future::join_all(each).await
 }
 
-/// Each row is (app, user, kind, value): kind 0 the user's suspension, kind 1 one blocked user.
+/// Each row is (app, user, kind, a, b, c): kind 0 a `user_policy` row (device, suspended,
+/// tokens_after), kind 1 a blocked user (a), kind 2 a revoked token's hash (a).
 async fn load_many(pool: &MySqlPool, keys: &[(AppId, UserId)]) -> Result<Vec<Arc<UserPolicy>>> {
     use std::fmt::Write as _;
     let mut cond = String::new();
     lit::join(&mut cond, keys, " OR ", |s, (a, u)| {
         let _ = write!(s, "(app_id = {} AND user_id = {})", a.0, u.0);
     });
+    let now = token::now_secs();
     let sql = format!(
-        "SELECT app_id, user_id, 0, CAST(suspended AS SIGNED) FROM user_policy \
-         WHERE device_id = 0 AND ({cond}) \
-         UNION ALL SELECT app_id, user_id, 1, blocked_user_id FROM user_block WHERE {cond}"
+        "SELECT app_id, user_id, 0, device_id, CAST(suspended AS SIGNED), tokens_after \
+         FROM user_policy WHERE {cond} \
+         UNION ALL SELECT app_id, user_id, 1, blocked_user_id, 0, 0 FROM user_block WHERE {cond} \
+         UNION ALL SELECT app_id, user_id, 2, jti_hash, 0, 0 FROM revoked_token \
+         WHERE expires_at > {now} AND ({cond})"
     );
-    let rows = lit::rows::<4>(pool, sql).await?;
-    let mut by: std::collections::HashMap<(i64, i64), UserPolicy> = Default::default();
-    for [a, u, kind, v] in rows {
+    let rows = lit::rows::<6>(pool, sql).await?;
+    let mut by: HashMap<(i64, i64), UserPolicy> = Default::default();
+    for [a, u, kind, x, y, z] in rows {
         let p = by.entry((a, u)).or_default();
         match kind {
-            0 => p.suspended = v != 0,
+            0 if x == 0 => {
+                p.suspended = y != 0;
+                p.tokens_after = z;
+            }
+            0 => {
+                if z > 0 {
+                    p.device_tokens_after.insert(x, z);
+                }
+            }
+            1 => {
+                p.blocked.insert(x);
+            }
             _ => {
-                p.blocked.insert(v);
+                p.revoked.insert(x);
             }
         }
     }

@@ -326,3 +326,45 @@ async fn a_suspended_users_live_connection_is_closed_and_its_sign_in_refused() {
     server.set_user_suspended(1, false).await.unwrap();
     Session::connect(&node.tcp(), &victim, &opts).await.unwrap();
 }
+
+/// Issue 19 item 4 end to end: a business server force-logs-out one device; that device's live
+/// connection on the conn node is kicked (reason "logged out") and closed, its old token is
+/// refused at sign-in (1002), the user's other device stays connected, and a token issued after
+/// the cut-off signs in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_force_logged_out_devices_connection_is_closed_and_its_old_token_refused() {
+    let cl = Cluster::start(1).await;
+    let node = &cl.conns[0];
+    let app = cl.new_app().await;
+    app.users(&[1]).await;
+    let (phone, laptop) = (app.device(1).await, app.device(1).await);
+    let opts = SessionOptions::default();
+    let (ps, mut ppush) = Session::connect(&node.tcp(), &phone, &opts).await.unwrap();
+    let (ls, _lpush) = Session::connect(&node.tcp(), &laptop, &opts).await.unwrap();
+    let mut server = app.server.clone();
+    let r = server.force_logout(1, phone.device_id).await.unwrap();
+    assert_eq!(r.closed, 1);
+    match tokio::time::timeout(WAIT, ppush.recv()).await {
+        Ok(Some(Notice::Kicked(k))) => assert_eq!(k.reason, "logged out"),
+        other => panic!("expected a kick, got {other:?}"),
+    }
+    tokio::time::timeout(WAIT, ps.closed()).await.unwrap();
+    assert!(!ls.is_closed());
+    match Session::connect(&node.tcp(), &phone, &opts).await {
+        Err(e) => assert_eq!(e.gim_code(), Some(1002)),
+        Ok(_) => panic!("the old token is refused"),
+    }
+    let fresh = gim_client::Credentials {
+        token: app.key.sign(&gim_common::token::Claims {
+            app_id: app.app_id,
+            user_id: 1,
+            device_id: phone.device_id,
+            exp: r.tokens_after + 3600,
+            kind: gim_common::token::TokenKind::Device,
+            iat: Some(r.tokens_after + 1),
+            jti: Some(gim_common::token::new_jti()),
+        }),
+        ..phone.clone()
+    };
+    Session::connect(&node.tcp(), &fresh, &opts).await.unwrap();
+}

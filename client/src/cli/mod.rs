@@ -113,6 +113,30 @@ enum UserCmd {
         #[arg(long, default_value = "user")]
         nickname: String,
     },
+    /// Suspend a user (sign-ins, calls and sends get 1022; live connections close); --lift ends it
+    Suspend {
+        #[command(flatten)]
+        app: AppArgs,
+        #[command(flatten)]
+        server: ServerUrl,
+        #[arg(long)]
+        user: i64,
+        #[arg(long)]
+        lift: bool,
+    },
+    /// Force a logout: tokens of the user (or one device) issued until now are refused and live
+    /// connections close
+    Logout {
+        #[command(flatten)]
+        app: AppArgs,
+        #[command(flatten)]
+        server: ServerUrl,
+        #[arg(long)]
+        user: i64,
+        /// Only this device
+        #[arg(long, default_value_t = 0)]
+        device: i64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -357,6 +381,32 @@ pub async fn run(cli: Cli) -> Result<()> {
                 .collect();
             let r = api.import_users(list).await?;
             eprintln!("{} created, {} updated", r.created, r.updated);
+            Ok(())
+        }
+        Command::User(UserCmd::Suspend {
+            app,
+            server,
+            user,
+            lift,
+        }) => {
+            let closed = app
+                .server_api(&server)?
+                .set_user_suspended(user, !lift)
+                .await?;
+            eprintln!("{closed} connections closed");
+            Ok(())
+        }
+        Command::User(UserCmd::Logout {
+            app,
+            server,
+            user,
+            device,
+        }) => {
+            let r = app.server_api(&server)?.force_logout(user, device).await?;
+            eprintln!(
+                "tokens issued at or before {} refused; {} connections closed",
+                r.tokens_after, r.closed
+            );
             Ok(())
         }
         Command::Device(DeviceCmd::Register {

@@ -110,6 +110,6 @@ pub(crate) async fn client_auth(
 
 pub(crate) async fn server_auth(state: &State, meta: &MetadataMap) -> Result<AppId> {
     let app = AppId(meta_i64(meta, "app_id")?);
-    state.apps.auth_server(app, meta_token(meta)?).await?;
+    state.policies.auth_server(app, meta_token(meta)?).await?;
     Ok(app)
 }

@@ -4,7 +4,7 @@ use super::{handle, server_auth};
 use crate::error::Error;
 use crate::messages::Sender;
 use crate::state::State;
-use gim_common::{GroupId, UserId};
+use gim_common::{DeviceId, GroupId, UserId};
 use gim_proto::logic::v1 as pb;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -214,6 +214,113 @@ impl pb::logic_server_ext_server::LogicServerExt for ServerService {
                 .set_user_suspended(app, UserId(req.user_id), req.suspended)
                 .await?;
             Ok(pb::SetUserSuspendedResp { closed })
+        })
+        .await
+    }
+
+    async fn force_logout(
+        &self,
+        r: Request<pb::ForceLogoutReq>,
+    ) -> Result<Response<pb::ForceLogoutResp>, Status> {
+        let (meta, _, req) = r.into_parts();
+        handle(&self.0, "LogicServerExt.ForceLogout", &meta, async {
+            let app = server_auth(&self.0, &meta).await?;
+            let device = (req.device_id != 0).then_some(DeviceId(req.device_id));
+            let (tokens_after, closed) = self
+                .0
+                .policies
+                .force_logout(app, UserId(req.user_id), device)
+                .await?;
+            Ok(pb::ForceLogoutResp {
+                tokens_after,
+                closed,
+            })
+        })
+        .await
+    }
+
+    async fn revoke_token(
+        &self,
+        r: Request<pb::RevokeTokenReq>,
+    ) -> Result<Response<pb::RevokeTokenResp>, Status> {
+        let (meta, _, req) = r.into_parts();
+        handle(&self.0, "LogicServerExt.RevokeToken", &meta, async {
+            let app = server_auth(&self.0, &meta).await?;
+            let device = (req.device_id != 0).then_some(DeviceId(req.device_id));
+            let closed = self
+                .0
+                .policies
+                .revoke_token(app, UserId(req.user_id), &req.jti, req.expires_at, device)
+                .await?;
+            Ok(pb::RevokeTokenResp { closed })
+        })
+        .await
+    }
+
+    async fn add_app_key(
+        &self,
+        r: Request<pb::AddAppKeyReq>,
+    ) -> Result<Response<pb::AddAppKeyResp>, Status> {
+        let (meta, _, req) = r.into_parts();
+        handle(&self.0, "LogicServerExt.AddAppKey", &meta, async {
+            let app = server_auth(&self.0, &meta).await?;
+            self.0
+                .policies
+                .add_key(app, &req.kid, &req.public_key)
+                .await?;
+            Ok(pb::AddAppKeyResp {})
+        })
+        .await
+    }
+
+    async fn list_app_keys(
+        &self,
+        r: Request<pb::ListAppKeysReq>,
+    ) -> Result<Response<pb::ListAppKeysResp>, Status> {
+        let (meta, _, _req) = r.into_parts();
+        handle(&self.0, "LogicServerExt.ListAppKeys", &meta, async {
+            let app = server_auth(&self.0, &meta).await?;
+            let keys = self.0.policies.keys(app).await?;
+            Ok(pb::ListAppKeysResp {
+                keys: keys
+                    .into_iter()
+                    .map(|k| pb::AppKeyInfo {
+                        kid: k.kid,
+                        public_key: k.public_key.into(),
+                        create_time: k.created_ms,
+                        retired: k.retired,
+                    })
+                    .collect(),
+            })
+        })
+        .await
+    }
+
+    async fn retire_app_key(
+        &self,
+        r: Request<pb::RetireAppKeyReq>,
+    ) -> Result<Response<pb::RetireAppKeyResp>, Status> {
+        let (meta, _, req) = r.into_parts();
+        handle(&self.0, "LogicServerExt.RetireAppKey", &meta, async {
+            let app = server_auth(&self.0, &meta).await?;
+            self.0.policies.retire_key(app, &req.kid).await?;
+            Ok(pb::RetireAppKeyResp {})
+        })
+        .await
+    }
+
+    async fn set_token_policy(
+        &self,
+        r: Request<pb::SetTokenPolicyReq>,
+    ) -> Result<Response<pb::SetTokenPolicyResp>, Status> {
+        let (meta, _, req) = r.into_parts();
+        handle(&self.0, "LogicServerExt.SetTokenPolicy", &meta, async {
+            let app = server_auth(&self.0, &meta).await?;
+            self.0
+                .policies
+                .set_token_policy(app, req.max_token_ttl_secs, req.require_token_ids)
+                .await?;
+            Ok(pb::SetTokenPolicyResp {})
         })
         .await
     }
