@@ -3,12 +3,13 @@
 //! to local connections, and registers itself in Redis so logic can find it. It never touches
 //! MySQL; logic stores every message before pushing, so conn may drop pushes and clients sync.
 //!
-//! Modules: [`session`] (the transport-agnostic state machine), [`tcp`] and [`ws`] (transports),
+//! Modules: [`session`] (the transport-agnostic state machine), [`admission`] (connection slots), [`tcp`] and [`ws`] (transports),
 //! [`hub`] (local connections and the large-group index), [`grpc`] (`ConnInt`), [`coalesce`]
 //! (busy large groups' pushes held briefly to go out together), [`registry`]
 //! (Redis node lease), [`node`] (start, accept, drain), [`admin`], [`metrics`], [`wire`], [`logic`].
 
 pub mod admin;
+pub mod admission;
 pub mod coalesce;
 pub mod error;
 pub mod grpc;

@@ -8,13 +8,14 @@
 //! and clients sync after reconnecting.
 
 use crate::admin::{self, AdminState};
+use crate::admission::{Full, Slots};
 use crate::error::{Error, Result};
 use crate::grpc::ConnIntService;
 use crate::hub::{Control, Hub};
 use crate::logic::{GrpcLogic, LogicApi};
 use crate::metrics::{Metrics, TransportKind};
 use crate::registry::Registration;
-use crate::session::{self, SessionConfig, SessionCtx};
+use crate::session::{self, Accepted, SessionConfig, SessionCtx};
 use crate::{tcp, ws};
 use gim_common::config::ConnConfig;
 use gim_common::error::CODE_INTERNAL;
@@ -52,6 +53,7 @@ pub struct ConnHandle {
     /// The `ConnInt` address registered for logic.
     pub advertised_addr: String,
     hub: Arc<Hub>,
+    slots: Arc<Slots>,
     done: JoinHandle<()>,
 }
 
@@ -65,6 +67,11 @@ impl ConnHandle {
         self.hub.signed_in_count()
     }
 
+    /// Free connection slots: (pending, signed-in) ([`crate::admission`]).
+    pub fn free_slots(&self) -> (usize, usize) {
+        self.slots.available()
+    }
+
     /// Resolves when the node has drained and stopped (after its `Shutdown` was triggered).
     pub async fn wait(self) -> Result<()> {
         self.done.await.map_err(|e| Error::Serve {
@@ -76,9 +83,10 @@ impl ConnHandle {
 
 struct Node {
     ctx: Arc<SessionCtx>,
-    limit: Arc<Semaphore>,
+    slots: Arc<Slots>,
     tracker: TaskTracker,
     max_frame_len: usize,
+    pre_sign_in_max: usize,
 }
 
 /// Accept queue length asked for (the kernel caps it at `net.core.somaxconn`). In a connect
@@ -189,11 +197,13 @@ pub async fn start_with_logic(
         sign_ins: Arc::new(Semaphore::new(crate::session::SIGN_IN_INFLIGHT)),
         offlines: Arc::new(Semaphore::new(crate::session::OFFLINE_INFLIGHT)),
     });
+    let slots = Slots::new(c.max_connections, c.pending_limit());
     let node = Arc::new(Node {
         ctx,
-        limit: Arc::new(Semaphore::new(c.max_connections)),
+        slots: slots.clone(),
         tracker: TaskTracker::new(),
         max_frame_len: c.max_frame_len,
+        pre_sign_in_max: c.pre_sign_in_max_frame,
     });
     let ready = Arc::new(AtomicBool::new(false));
     let stop_accept = CancellationToken::new();
@@ -331,6 +341,7 @@ pub async fn start_with_logic(
         node_id,
         advertised_addr,
         hub,
+        slots,
         done,
     })
 }
@@ -461,21 +472,30 @@ async fn accept_loop(
                 }
             },
         };
-        let Ok(permit) = node.limit.clone().try_acquire_owned() else {
-            node.ctx.metrics.refused.inc();
-            debug!(%peer, "connection limit reached; refused");
-            refuse(&stream, kind);
-            continue;
+        let slot = match node.slots.admit() {
+            Ok(slot) => slot,
+            Err(full) => {
+                node.ctx.metrics.refused.inc();
+                debug!(%peer, "connection refused: {}", full.as_str());
+                refuse(&stream, kind, full);
+                continue;
+            }
+        };
+        let accepted = Accepted {
+            kind,
+            peer,
+            at: Instant::now(),
+            slot: Some(slot),
         };
         let n = node.clone();
         node.tracker.spawn(async move {
-            handle(&n, stream, peer, kind, permit).await;
+            handle(&n, stream, accepted).await;
         });
     }
 }
 
 /// A clean refusal: a reply the client can read, then a close (never a hang).
-fn refuse(stream: &TcpStream, kind: TransportKind) {
+fn refuse(stream: &TcpStream, kind: TransportKind, full: Full) {
     let bytes: Vec<u8> = match kind {
         TransportKind::Ws => {
             b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
@@ -486,7 +506,7 @@ fn refuse(stream: &TcpStream, kind: TransportKind) {
                 0,
                 0,
                 CODE_INTERNAL,
-                "connection limit reached".into(),
+                full.as_str().into(),
                 Default::default(),
             );
             let mut buf = bytes::BytesMut::new();
@@ -498,35 +518,33 @@ fn refuse(stream: &TcpStream, kind: TransportKind) {
     let _ = stream.try_write(&bytes);
 }
 
-async fn handle(
-    node: &Node,
-    stream: TcpStream,
-    peer: SocketAddr,
-    kind: TransportKind,
-    permit: tokio::sync::OwnedSemaphorePermit,
-) {
+async fn handle(node: &Node, stream: TcpStream, accepted: Accepted) {
     let _ = stream.set_nodelay(true);
     let ctx = &node.ctx;
+    let (kind, peer) = (accepted.kind, accepted.peer);
     let io = ctx.metrics.io(kind);
     io.connections.inc();
     let conn = ctx.hub.register();
     match kind {
         TransportKind::Tcp => {
-            let t = tcp::TcpTransport::new(stream, node.max_frame_len);
-            session::serve(ctx, conn, t, kind, peer, None, Some(permit)).await;
+            let t = tcp::TcpTransport::new(stream, node.max_frame_len, node.pre_sign_in_max);
+            session::serve(ctx, conn, t, accepted, None).await;
         }
         TransportKind::Ws => {
-            // Boxed: the handshake's state is large and needed only once.
+            // Boxed: the handshake's state is large and needed only once. The upgrade and the
+            // sign-in share one deadline from accept.
             let accept = Box::pin(ws::accept(
                 stream,
                 node.max_frame_len,
-                ctx.cfg.sign_in_timeout,
+                node.pre_sign_in_max,
+                accepted.at + ctx.cfg.sign_in_timeout,
             ));
             match accept.await {
                 Ok((t, preauth)) => {
-                    session::serve(ctx, conn, t, kind, peer, preauth, Some(permit)).await;
+                    session::serve(ctx, conn, t, accepted, preauth).await;
                 }
                 Err(reason) => {
+                    drop(accepted);
                     ctx.hub.remove(&conn, false);
                     ctx.metrics.closed(reason.as_str());
                     debug!(%peer, reason = reason.as_str(), "websocket upgrade failed");
@@ -851,12 +869,14 @@ mod tests {
         assert!(c.close_conn(close()).await.unwrap().into_inner().closed);
     }
 
-    /// Before sign-in a TCP frame may be at most a few KiB: a 2-byte header announcing 64 KiB
-    /// closes the connection at once instead of reserving 64 KiB until the sign-in timeout.
-    /// After sign-in, frames up to `max_frame_len` pass.
+    /// Before sign-in a TCP frame may be at most `pre_sign_in_max_frame`: a 2-byte header
+    /// announcing 64 KiB closes the connection at once instead of reserving 64 KiB until the
+    /// sign-in timeout, and its slot is free again. After sign-in, frames up to `max_frame_len`
+    /// pass.
     #[tokio::test]
     async fn frames_before_sign_in_are_capped() {
         let (h, _shutdown, _calls) = node(|c| c.conn.sign_in_timeout_ms = 600_000).await;
+        let free = h.free_slots();
         let mut s = TcpStream::connect(h.tcp_addr).await.unwrap();
         s.write_all(&[0xff, 0xff, 0, 0, 0]).await.unwrap();
         let mut buf = BytesMut::new();
@@ -866,6 +886,7 @@ mod tests {
             metrics.contains("gim_conn_closes_total{reason=\"frame_too_large\"} 1"),
             "{metrics}"
         );
+        wait_until(|| h.free_slots() == free).await;
 
         let mut s = TcpStream::connect(h.tcp_addr).await.unwrap();
         let mut buf = BytesMut::new();
@@ -875,14 +896,130 @@ mod tests {
         )
         .await;
         assert_eq!(tcp_recv(&mut s, &mut buf).await.unwrap().code, 0);
-        let big = Input {
-            r#type: PackageType::Heartbeat as i32,
-            request_id: 2,
-            data: vec![7u8; 3 * crate::tcp::PRE_SIGN_IN_MAX_FRAME].into(),
-        }
-        .encode_to_vec();
-        tcp_send(&mut s, &big).await;
+        tcp_send(&mut s, &big_heartbeat(2)).await;
         assert_eq!(tcp_recv(&mut s, &mut buf).await.unwrap().request_id, 2);
+    }
+
+    /// A heartbeat three times the pre-sign-in frame limit.
+    fn big_heartbeat(request_id: i64) -> Vec<u8> {
+        let max = ConnConfig::default().conn.pre_sign_in_max_frame;
+        Input {
+            r#type: PackageType::Heartbeat as i32,
+            request_id,
+            data: vec![7u8; 3 * max].into(),
+        }
+        .encode_to_vec()
+    }
+
+    async fn wait_until(mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + WAIT;
+        while !f() {
+            assert!(Instant::now() < deadline, "condition never held");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The same over WebSocket: before sign-in a frame header announcing 64 KiB closes the
+    /// connection before tungstenite reserves the payload (it did, on the header alone), and so
+    /// does a fragmented message; the pending slot is free again. After sign-in, large messages
+    /// pass.
+    #[tokio::test]
+    async fn websocket_frames_before_sign_in_are_capped() {
+        let (h, _shutdown, _calls) = node(|c| {
+            c.conn.sign_in_timeout_ms = 600_000;
+            c.conn.max_pending_connections = 1;
+        })
+        .await;
+        let free = h.free_slots();
+        assert_eq!(free.0, 1);
+        // Masked binary frame, FIN, 16-bit length 65 535, then only a few payload bytes.
+        let large_header = [0x82, 0x80 | 126, 0xff, 0xff, 1, 2, 3, 4, 0, 0, 0];
+        // A first fragment (no FIN) of a small message.
+        let fragment = [0x02, 0x80 | 3, 1, 2, 3, 4, 0, 0, 0];
+        for raw in [&large_header[..], &fragment[..]] {
+            let mut ws = ws_client(h.ws_addr, "/ws").await.unwrap();
+            ws.get_mut().write_all(raw).await.unwrap();
+            let started = Instant::now();
+            while ws_recv(&mut ws).await.is_some() {}
+            assert!(started.elapsed() < Duration::from_secs(3), "closed at once");
+            wait_until(|| h.free_slots() == free).await;
+        }
+        let metrics = http_get(h.admin_addr, "/metrics").await.1;
+        assert!(
+            metrics.contains("gim_conn_closes_total{reason=\"frame_too_large\"} 2"),
+            "{metrics}"
+        );
+
+        let mut ws = ws_client(h.ws_addr, "/ws").await.unwrap();
+        let si = envelope(PackageType::SignIn, 1, sign_in_input("good"));
+        ws.send(WsMessage::Binary(si.into())).await.unwrap();
+        assert_eq!(ws_recv(&mut ws).await.unwrap().code, 0);
+        ws.send(WsMessage::Binary(big_heartbeat(2).into()))
+            .await
+            .unwrap();
+        assert_eq!(ws_recv(&mut ws).await.unwrap().request_id, 2);
+    }
+
+    /// A client that stalls before signing in (here: half an upgrade request, or an upgrade and
+    /// then nothing) holds no signed-in slot, and is closed `sign_in_timeout` after accept, the
+    /// upgrade included; its pending slot is free again.
+    #[tokio::test]
+    async fn stalled_upgrades_hold_no_connection_slot_and_close_in_time() {
+        const TIMEOUT: Duration = Duration::from_millis(1500);
+        let (h, _shutdown, _calls) = node(|c| {
+            c.conn.max_connections = 1;
+            c.conn.max_pending_connections = 2;
+            c.conn.sign_in_timeout_ms = TIMEOUT.as_millis() as u64;
+        })
+        .await;
+        let started = Instant::now();
+        let mut stalled = TcpStream::connect(h.ws_addr).await.unwrap();
+        stalled
+            .write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        wait_until(|| h.connections() == 1).await;
+        // The only signed-in slot is still free for a real client.
+        let mut s = TcpStream::connect(h.tcp_addr).await.unwrap();
+        let mut buf = BytesMut::new();
+        tcp_send(
+            &mut s,
+            &envelope(PackageType::SignIn, 1, sign_in_input("good")),
+        )
+        .await;
+        assert_eq!(tcp_recv(&mut s, &mut buf).await.unwrap().code, 0);
+        let mut rest = Vec::new();
+        let _ = stalled.read_to_end(&mut rest).await;
+        let took = started.elapsed();
+        assert!(
+            took >= TIMEOUT - Duration::from_millis(100) && took < TIMEOUT * 2,
+            "closed after {took:?}"
+        );
+        // The node is full now (one signed in): a new connection is refused at once.
+        let mut refused = TcpStream::connect(h.ws_addr).await.unwrap();
+        let mut out = String::new();
+        refused.read_to_string(&mut out).await.unwrap();
+        assert!(out.starts_with("HTTP/1.1 503"), "{out}");
+        drop(s);
+        wait_until(|| h.free_slots() == (2, 1)).await;
+
+        // An upgrade completed late, then silence: closed at the same deadline from accept,
+        // not a whole sign-in timeout after the upgrade.
+        let started = Instant::now();
+        let raw = TcpStream::connect(h.ws_addr).await.unwrap();
+        tokio::time::sleep(TIMEOUT * 2 / 3).await;
+        let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{}/ws", h.ws_addr), raw)
+            .await
+            .unwrap();
+        while ws_recv(&mut ws).await.is_some() {}
+        let took = started.elapsed();
+        assert!(took < TIMEOUT + TIMEOUT / 3, "closed after {took:?}");
+        wait_until(|| h.free_slots() == (2, 1)).await;
+        let metrics = http_get(h.admin_addr, "/metrics").await.1;
+        assert!(
+            metrics.contains("gim_conn_closes_total{reason=\"sign_in_timeout\"} 2"),
+            "{metrics}"
+        );
     }
 
     /// A closed connection's slot is free while its Offline call still waits for logic.
@@ -916,25 +1053,71 @@ mod tests {
         assert_eq!(tcp_recv(&mut b, &mut buf).await.unwrap().code, 0);
     }
 
+    /// Beyond either pool (connections signing in, signed-in connections) a new connection is
+    /// refused at once with a reply it can read; a sign-in that finds the node filled meanwhile
+    /// gets 1001 and a close.
     #[tokio::test]
     async fn connections_beyond_the_limit_are_refused_cleanly() {
-        let (h, _shutdown, _calls) = node(|c| c.conn.max_connections = 2).await;
-        let _a = TcpStream::connect(h.tcp_addr).await.unwrap();
+        let (h, _shutdown, _calls) = node(|c| {
+            c.conn.max_connections = 1;
+            c.conn.max_pending_connections = 2;
+        })
+        .await;
+        let refused = |addr, kind| async move {
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            if kind == TransportKind::Ws {
+                let mut out = String::new();
+                c.read_to_string(&mut out).await.unwrap();
+                assert!(out.starts_with("HTTP/1.1 503"), "{out}");
+            } else {
+                let mut buf = BytesMut::new();
+                let r = tcp_recv(&mut c, &mut buf).await.unwrap();
+                assert_eq!(r.code, CODE_INTERNAL);
+                assert!(tcp_recv(&mut c, &mut buf).await.is_none());
+            }
+        };
+        let mut a = TcpStream::connect(h.tcp_addr).await.unwrap();
         let _b = TcpStream::connect(h.ws_addr).await.unwrap();
-        let deadline = Instant::now() + WAIT;
-        while h.connections() < 2 {
-            assert!(Instant::now() < deadline);
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let mut c = TcpStream::connect(h.tcp_addr).await.unwrap();
+        wait_until(|| h.connections() == 2).await;
+        refused(h.tcp_addr, TransportKind::Tcp).await;
+        refused(h.ws_addr, TransportKind::Ws).await;
+
         let mut buf = BytesMut::new();
-        let r = tcp_recv(&mut c, &mut buf).await.unwrap();
-        assert_eq!(r.code, CODE_INTERNAL);
-        assert!(tcp_recv(&mut c, &mut buf).await.is_none());
-        let mut w = TcpStream::connect(h.ws_addr).await.unwrap();
-        let mut out = String::new();
-        w.read_to_string(&mut out).await.unwrap();
-        assert!(out.starts_with("HTTP/1.1 503"), "{out}");
+        tcp_send(
+            &mut a,
+            &envelope(PackageType::SignIn, 1, sign_in_input("good")),
+        )
+        .await;
+        assert_eq!(tcp_recv(&mut a, &mut buf).await.unwrap().code, 0);
+        // The signed-in pool is full now: refused at accept.
+        refused(h.tcp_addr, TransportKind::Tcp).await;
+        refused(h.ws_addr, TransportKind::Ws).await;
+    }
+
+    /// Two clients accepted while one signed-in slot was free: the second sign-in is refused.
+    #[tokio::test]
+    async fn a_sign_in_that_finds_the_node_full_is_refused() {
+        let (h, _shutdown, _calls) = node(|c| {
+            c.conn.max_connections = 1;
+            c.conn.max_pending_connections = 2;
+        })
+        .await;
+        let mut a = TcpStream::connect(h.tcp_addr).await.unwrap();
+        let mut b = TcpStream::connect(h.tcp_addr).await.unwrap();
+        wait_until(|| h.connections() == 2).await;
+        let (mut ba, mut bb) = (BytesMut::new(), BytesMut::new());
+        let si = envelope(PackageType::SignIn, 1, sign_in_input("good"));
+        tcp_send(&mut a, &si).await;
+        assert_eq!(tcp_recv(&mut a, &mut ba).await.unwrap().code, 0);
+        tcp_send(&mut b, &si).await;
+        let r = tcp_recv(&mut b, &mut bb).await.unwrap();
+        assert_eq!(
+            (r.r#type, r.code),
+            (PackageType::SignIn as i32, CODE_INTERNAL)
+        );
+        assert!(tcp_recv(&mut b, &mut bb).await.is_none());
+        let metrics = http_get(h.admin_addr, "/metrics").await.1;
+        assert!(metrics.contains("reason=\"node_full\""), "{metrics}");
     }
 
     async fn ws_client(

@@ -25,6 +25,7 @@
 //! | kicked by a newer sign-in of the device      | KICKED notice, then close                   |
 //! | node draining                               | RECONNECT notice, then close                |
 
+use crate::admission::Slot;
 use crate::hub::{Conn, Control, Identity, Push};
 use crate::logic::LogicApi;
 use crate::metrics::{Metrics, TransportKind};
@@ -49,7 +50,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 use tonic::Status;
 use tracing::{debug, info, warn};
@@ -113,6 +113,8 @@ pub enum CloseReason {
     Kicked,
     Drain,
     Handshake,
+    /// The sign-in found every signed-in slot taken.
+    NodeFull,
 }
 
 impl CloseReason {
@@ -135,6 +137,7 @@ impl CloseReason {
             CloseReason::Kicked => "kicked",
             CloseReason::Drain => "drain",
             CloseReason::Handshake => "handshake_failed",
+            CloseReason::NodeFull => "node_full",
         }
     }
 }
@@ -207,8 +210,19 @@ impl std::fmt::Debug for SessionCtx {
     }
 }
 
-/// Runs one connection to its end, then unregisters it, releases `permit` (its slot under the
-/// node's connection limit) and tells logic it went offline.
+/// A connection as accepted.
+#[derive(Debug)]
+pub struct Accepted {
+    pub kind: TransportKind,
+    pub peer: SocketAddr,
+    /// When it was accepted: the sign-in deadline counts from here (a WebSocket upgrade included).
+    pub at: Instant,
+    /// Its slot under the node's connection limits ([`crate::admission`]); None = unlimited.
+    pub slot: Option<Slot>,
+}
+
+/// Runs one connection to its end, then unregisters it, releases its slot and tells logic it
+/// went offline.
 ///
 /// `conn` comes from `ctx.hub.register()`. `preauth` is a sign-in taken from WebSocket upgrade
 /// headers or query parameters; it is processed before any frame, as request id 0.
@@ -216,19 +230,17 @@ pub async fn serve<T: Transport>(
     ctx: &SessionCtx,
     conn: Arc<Conn>,
     transport: T,
-    kind: TransportKind,
-    peer: SocketAddr,
+    accepted: Accepted,
     preauth: Option<SignInInput>,
-    permit: Option<OwnedSemaphorePermit>,
 ) -> CloseReason {
-    let mut s = Session::new(ctx, conn.clone(), kind, peer);
+    let peer = accepted.peer;
+    let mut s = Session::new(ctx, conn.clone(), accepted);
     let reason = s.run(transport, preauth).await;
     let signed_in = s.signed_in;
+    // The connection is gone: its slot is free now, not after the Offline call below (which
+    // may wait for a slot and for logic for seconds).
     drop(s);
     let who = ctx.hub.remove(&conn, signed_in);
-    // The connection is gone: its connection-limit slot is free now, not after the Offline
-    // call below (which may wait for a slot and for logic for seconds).
-    drop(permit);
     ctx.metrics.closed(reason.as_str());
     if signed_in {
         ctx.metrics.signed_in.dec();
@@ -309,20 +321,22 @@ struct Session<'a> {
     pending_write: bool,
     inflight: Option<Inflight>,
     closing: Option<(CloseReason, Instant)>,
+    slot: Option<Slot>,
 }
 
 impl<'a> Session<'a> {
-    fn new(ctx: &'a SessionCtx, conn: Arc<Conn>, kind: TransportKind, peer: SocketAddr) -> Self {
+    fn new(ctx: &'a SessionCtx, conn: Arc<Conn>, accepted: Accepted) -> Self {
         let now = Instant::now();
+        let kind = accepted.kind;
         Self {
             ctx,
             conn,
             kind,
-            peer,
+            peer: accepted.peer,
             signed_in: false,
             who: None,
             unauthenticated: 0,
-            started: now,
+            started: accepted.at,
             last_inbound: now,
             idle_timeout: match kind {
                 TransportKind::Tcp => ctx.cfg.tcp_idle_timeout,
@@ -332,6 +346,7 @@ impl<'a> Session<'a> {
             pending_write: false,
             inflight: None,
             closing: None,
+            slot: accepted.slot,
         }
     }
 
@@ -716,6 +731,13 @@ impl<'a> Session<'a> {
     }
 
     fn start_sign_in(&mut self, request_id: i64, si: SignInInput) {
+        if let Some(Err(full)) = self.slot.as_mut().map(Slot::promote) {
+            let ty = PackageType::SignIn as i32;
+            debug!(conn_id = %self.conn.id, "sign-in refused: {}", full.as_str());
+            self.ctx.metrics.sign_in("refused");
+            self.reply(ty, request_id, CODE_INTERNAL, full.as_str());
+            return self.begin_close(CloseReason::NodeFull);
+        }
         let who = Identity {
             app: AppId(si.app_id),
             user: UserId(si.user_id),

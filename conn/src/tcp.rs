@@ -24,11 +24,6 @@ const READ_CHUNK: usize = 2048;
 const WRITE_HIGH_WATER: usize = 64 * 1024;
 /// A write buffer that grew beyond this during a burst is released once empty.
 const WRITE_KEEP: usize = 8 * 1024;
-/// Largest frame before sign-in (a SIGN_IN envelope is a few hundred bytes). The codec reserves
-/// a frame's full length on its 2-byte header, so without this cap two bytes from an
-/// unauthenticated client held 64 KiB until the sign-in timeout (≈1.2 GB at the default
-/// connection limit); with it, at most this much.
-pub const PRE_SIGN_IN_MAX_FRAME: usize = 4096;
 
 #[derive(Debug)]
 pub struct TcpTransport {
@@ -42,10 +37,14 @@ pub struct TcpTransport {
 }
 
 impl TcpTransport {
-    pub fn new(stream: TcpStream, max_frame_len: usize) -> Self {
+    /// Frames above `pre_sign_in_max` are refused until [`Transport::signed_in`]: the codec
+    /// reserves a frame's full length on its 2-byte header, so without this cap two bytes from
+    /// an unauthenticated client held 64 KiB until the sign-in timeout (≈1.2 GB at the default
+    /// connection limit).
+    pub fn new(stream: TcpStream, max_frame_len: usize, pre_sign_in_max: usize) -> Self {
         Self {
             stream,
-            codec: FrameCodec::new(max_frame_len.min(PRE_SIGN_IN_MAX_FRAME)),
+            codec: FrameCodec::new(max_frame_len.min(pre_sign_in_max)),
             rbuf: BytesMut::new(),
             wbuf: BytesMut::new(),
             eof: false,
@@ -162,7 +161,7 @@ mod tests {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
         let (server, _) = l.accept().await.unwrap();
-        (TcpTransport::new(server, 1024), client)
+        (TcpTransport::new(server, 1024, 1024), client)
     }
 
     #[tokio::test]

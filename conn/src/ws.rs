@@ -4,14 +4,21 @@
 //! (as the original gim) or as query parameters of the same names (browsers cannot set headers),
 //! or later as a SIGN_IN envelope.
 //!
+//! Before sign-in the socket is read through [`guard::Guarded`]: the upgrade request and each
+//! frame are capped (`pre_sign_in_max_frame`) before tungstenite reserves memory for them. The
+//! upgrade and the sign-in share one deadline, `sign_in_timeout` after accept.
+//!
 //! tungstenite's default read buffer is 128 KiB per connection; here it is a few KiB and the
 //! write buffer target is small, so many idle connections stay cheap. Text frames, messages above
 //! `max_frame_len` and ping floods end the connection (the session logs why).
+
+mod guard;
 
 use crate::session::{CloseReason, Inbound, Transport, TransportError};
 use bytes::Bytes;
 use futures::{Sink, Stream};
 use gim_proto::connect::v1::SignInInput;
+pub use guard::{Guarded, MAX_UPGRADE_REQUEST, Refused};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -43,16 +50,18 @@ pub fn config(max_frame_len: usize) -> WebSocketConfig {
 
 #[derive(Debug)]
 pub struct WsTransport {
-    inner: WebSocketStream<TcpStream>,
+    inner: WebSocketStream<Guarded<TcpStream>>,
     pings: u32,
     window_start: Instant,
 }
 
-/// Completes the upgrade: `/ws` only, credentials from headers or query.
+/// Completes the upgrade by `deadline`: `/ws` only, credentials from headers or query. Until
+/// [`Transport::signed_in`], frames above `pre_sign_in_max` are refused.
 pub async fn accept(
     stream: TcpStream,
     max_frame_len: usize,
-    timeout: Duration,
+    pre_sign_in_max: usize,
+    deadline: Instant,
 ) -> Result<(WsTransport, Option<SignInInput>), CloseReason> {
     let mut creds = None;
     // The Err type is fixed by tungstenite's `Callback`; it is built once per refused upgrade.
@@ -67,11 +76,11 @@ pub async fn accept(
         Ok(resp)
     };
     let handshake = tokio_tungstenite::accept_hdr_async_with_config(
-        stream,
+        Guarded::new(stream, pre_sign_in_max),
         callback,
         Some(config(max_frame_len)),
     );
-    match tokio::time::timeout(timeout, handshake).await {
+    match tokio::time::timeout_at(deadline, handshake).await {
         Ok(Ok(ws)) => Ok((
             WsTransport {
                 inner: ws,
@@ -167,7 +176,10 @@ fn map_err(e: WsError) -> Option<TransportError> {
         WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => Some(
             TransportError::TooLarge(format!("{size} bytes, maximum {max_size}")),
         ),
-        WsError::Io(e) => Some(TransportError::Io(e)),
+        WsError::Io(e) => Some(match Refused::of(&e) {
+            Some(r) => TransportError::TooLarge(r.to_string()),
+            None => TransportError::Io(e),
+        }),
         other => Some(TransportError::Protocol(other.to_string())),
     }
 }
@@ -241,7 +253,11 @@ fn ws_write_err(e: WsError) -> TransportError {
     map_err(e).unwrap_or_else(|| TransportError::Io(std::io::ErrorKind::BrokenPipe.into()))
 }
 
-impl Transport for WsTransport {}
+impl Transport for WsTransport {
+    fn signed_in(&mut self) {
+        self.inner.get_mut().open();
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -43,8 +43,17 @@ pub struct ConnSection {
     pub ws_idle_timeout_secs: u64,
     /// Largest inbound frame/message; at most 65 535.
     pub max_frame_len: usize,
-    /// New connections beyond this are refused.
+    /// Signed-in connections beyond this are refused (a new connection when the node is full,
+    /// or its sign-in when the node filled while it was signing in).
     pub max_connections: usize,
+    /// Connections not signed in yet (WebSocket upgrade or sign-in in progress) beyond this are
+    /// refused. A separate pool: clients that connect and stall hold none of
+    /// `max_connections`, and each holds at most `pre_sign_in_max_frame` bytes of input, for at
+    /// most `sign_in_timeout_ms` from accept. 0 = the same as `max_connections`.
+    pub max_pending_connections: usize,
+    /// Largest inbound frame (TCP) or WebSocket message before sign-in, in bytes: a SIGN_IN
+    /// envelope with its token needs well under 2 KiB. Between 64 and `max_frame_len`.
+    pub pre_sign_in_max_frame: usize,
     /// Frames queued for one connection; a client that lets it fill is closed.
     pub outbound_queue: usize,
     /// On SIGTERM, clients are told to reconnect and closed over this window.
@@ -76,6 +85,8 @@ impl Default for ConnSection {
             ws_idle_timeout_secs: 720,
             max_frame_len: 65_535,
             max_connections: 19_000,
+            max_pending_connections: 0,
+            pre_sign_in_max_frame: 4096,
             outbound_queue: 256,
             drain_window_secs: 10,
             lease_secs: 15,
@@ -104,6 +115,12 @@ impl Validate for ConnConfig {
                 "must be between 64 and 65535",
             ));
         }
+        if !(64..=c.max_frame_len).contains(&c.pre_sign_in_max_frame) {
+            return Err(ConfigError::new(
+                "conn.pre_sign_in_max_frame",
+                "must be between 64 and conn.max_frame_len",
+            ));
+        }
         if c.worker_threads > 1024 {
             return Err(ConfigError::new(
                 "conn.worker_threads",
@@ -130,6 +147,15 @@ impl Validate for ConnConfig {
 }
 
 impl ConnSection {
+    /// The pre-sign-in connection pool's size (`max_pending_connections`, 0 = `max_connections`).
+    pub fn pending_limit(&self) -> usize {
+        if self.max_pending_connections == 0 {
+            self.max_connections
+        } else {
+            self.max_pending_connections
+        }
+    }
+
     /// The address registered for logic to dial.
     pub fn advertised(&self) -> String {
         if !self.advertise_addr.is_empty() {
@@ -168,6 +194,25 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(cfg.validate().unwrap_err().key, "conn.max_frame_len");
+    }
+
+    #[test]
+    fn pre_sign_in_frame_limit_is_checked() {
+        let with = |n| ConnConfig {
+            conn: ConnSection {
+                pre_sign_in_max_frame: n,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert!(with(4096).validate().is_ok());
+        assert!(with(65_535).validate().is_ok());
+        for bad in [0, 63, 65_536] {
+            assert_eq!(
+                with(bad).validate().unwrap_err().key,
+                "conn.pre_sign_in_max_frame"
+            );
+        }
     }
 
     #[test]

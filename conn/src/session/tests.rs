@@ -191,7 +191,13 @@ impl Harness {
         let c = conn.clone();
         let peer: SocketAddr = "127.0.0.1:4000".parse().unwrap();
         let task = tokio::spawn(async move {
-            serve(&ctx, c, t, TransportKind::Tcp, peer, preauth, None).await
+            let accepted = Accepted {
+                kind: TransportKind::Tcp,
+                peer,
+                at: Instant::now(),
+                slot: None,
+            };
+            serve(&ctx, c, t, accepted, preauth).await
         });
         Client {
             tx,
@@ -620,15 +626,13 @@ fn an_idle_connection_task_is_small() {
         out: PollSender::new(out),
         pending: Vec::new(),
     };
-    let fut = serve(
-        &h.ctx,
-        conn,
-        t,
-        TransportKind::Tcp,
-        "127.0.0.1:1".parse().unwrap(),
-        None,
-        None,
-    );
+    let accepted = Accepted {
+        kind: TransportKind::Tcp,
+        peer: "127.0.0.1:1".parse().unwrap(),
+        at: Instant::now(),
+        slot: None,
+    };
+    let fut = serve(&h.ctx, conn, t, accepted, None);
     let size = std::mem::size_of_val(&fut);
     assert!(size < 2048, "session future is {size} bytes");
 }
