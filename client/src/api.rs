@@ -5,7 +5,8 @@
 
 use crate::{ClientError, Credentials};
 use gim_proto::connect::v1::{
-    MessageBody, MessageContent, MessageType, ReceiverType, Text, message_content,
+    Conversation, GetConversationsInput, GetConversationsOutput, MarkReadInput, MessageBody,
+    MessageContent, MessageType, ReceiverType, Text, UpdateConversationInput, message_content,
 };
 use gim_proto::logic::v1::logic_client_ext_client::LogicClientExtClient;
 use gim_proto::logic::v1::logic_server_ext_client::LogicServerExtClient;
@@ -267,6 +268,50 @@ impl ClientApi {
             .await?
             .into_inner()
             .user_ids)
+    }
+}
+
+impl ClientApi {
+    /// The conversations changed after `since_version` (0: all), plus every large group.
+    pub async fn get_conversations(
+        &mut self,
+        since_version: i64,
+        limit: i32,
+    ) -> Result<GetConversationsOutput, ClientError> {
+        Ok(self
+            .inner
+            .get_conversations(GetConversationsInput {
+                since_version,
+                limit,
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// Pin, mute or delete a conversation (only what the input's `set_*` / `delete` name).
+    pub async fn update_conversation(
+        &mut self,
+        input: UpdateConversationInput,
+    ) -> Result<Conversation, ClientError> {
+        Ok(self.inner.update_conversation(input).await?.into_inner())
+    }
+
+    /// Marks a conversation read up to `read_seq`.
+    pub async fn mark_read(
+        &mut self,
+        peer_type: ReceiverType,
+        peer_id: i64,
+        read_seq: i64,
+    ) -> Result<Conversation, ClientError> {
+        Ok(self
+            .inner
+            .mark_read(MarkReadInput {
+                peer_type: peer_type as i32,
+                peer_id,
+                read_seq,
+            })
+            .await?
+            .into_inner())
     }
 }
 

@@ -19,8 +19,9 @@
 use crate::session::{Credentials, Notice, Session, SessionOptions};
 use crate::{ClientError, Endpoint};
 use gim_proto::connect::v1::{
-    GroupSyncInput, GroupSyncOutput, MessageItem, PackageType, ReceiverType, SendMessageInput,
-    SendMessageOutput, SyncInput, SyncOutput,
+    Conversation, GetConversationsInput, GetConversationsOutput, GroupSyncInput, GroupSyncOutput,
+    MarkReadInput, MessageItem, PackageType, ReceiverType, SendMessageInput, SendMessageOutput,
+    SyncInput, SyncOutput, UpdateConversationInput,
 };
 use prost::Message as _;
 use std::collections::HashMap;
@@ -228,6 +229,55 @@ impl Client {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// One request over the current connection (waiting up to the send deadline for one),
+    /// its reply decoded as `T`. Not retried: the caller sees every failure.
+    async fn call<T: prost::Message + Default>(
+        &self,
+        ty: PackageType,
+        input: &impl prost::Message,
+    ) -> Result<T, ClientError> {
+        let session = self.wait_connected(self.send_deadline).await?;
+        let data = session.request(ty, input).await?;
+        T::decode(data).map_err(|e| ClientError::Protocol(format!("{ty:?} reply: {e}")))
+    }
+
+    /// The conversations changed after `since_version` (0: all), every large group, and the
+    /// unread total (PACKAGE_TYPE_GET_CONVERSATIONS).
+    pub async fn get_conversations(
+        &self,
+        since_version: i64,
+        limit: i32,
+    ) -> Result<GetConversationsOutput, ClientError> {
+        let input = GetConversationsInput {
+            since_version,
+            limit,
+        };
+        self.call(PackageType::GetConversations, &input).await
+    }
+
+    /// Pin, mute or delete a conversation (PACKAGE_TYPE_UPDATE_CONVERSATION).
+    pub async fn update_conversation(
+        &self,
+        input: UpdateConversationInput,
+    ) -> Result<Conversation, ClientError> {
+        self.call(PackageType::UpdateConversation, &input).await
+    }
+
+    /// Marks a conversation read up to `read_seq` (PACKAGE_TYPE_MARK_READ).
+    pub async fn mark_read(
+        &self,
+        peer_type: ReceiverType,
+        peer_id: i64,
+        read_seq: i64,
+    ) -> Result<Conversation, ClientError> {
+        let input = MarkReadInput {
+            peer_type: peer_type as i32,
+            peer_id,
+            read_seq,
+        };
+        self.call(PackageType::MarkRead, &input).await
     }
 
     /// Asks the driver to sync now (e.g. after the app comes back to the foreground).

@@ -6,11 +6,12 @@
 
 use gim_common::TRACE_ID_HEADER;
 use gim_common::internal::{AddSecret, SecretChannel};
+use gim_proto::connect::v1::{Conversation, GetConversationsOutput};
 use gim_proto::logic::v1::logic_int_client::LogicIntClient;
 use gim_proto::logic::v1::{
-    GroupSyncReq, GroupSyncResp, IntSendMessageReq, MessageAckReq, MessageAckResp, OfflineReq,
-    OfflineResp, RestoreRoutesReq, RestoreRoutesResp, SendMessageResp, SignInReq, SignInResp,
-    SyncReq, SyncResp,
+    GroupSyncReq, GroupSyncResp, IntGetConversationsReq, IntMarkReadReq, IntSendMessageReq,
+    IntUpdateConversationReq, MessageAckReq, MessageAckResp, OfflineReq, OfflineResp,
+    RestoreRoutesReq, RestoreRoutesResp, SendMessageResp, SignInReq, SignInResp, SyncReq, SyncResp,
 };
 use std::future::Future;
 use std::pin::Pin;
@@ -39,6 +40,29 @@ pub trait LogicApi: Send + Sync + 'static {
         req: RestoreRoutesReq,
         trace_id: String,
     ) -> LogicFuture<RestoreRoutesResp>;
+    /// The conversation list (PACKAGE_TYPE_GET_CONVERSATIONS).
+    fn get_conversations(
+        &self,
+        req: IntGetConversationsReq,
+        trace_id: String,
+    ) -> LogicFuture<GetConversationsOutput> {
+        let _ = (req, trace_id);
+        Box::pin(async { Err(Status::unimplemented("get_conversations")) })
+    }
+    /// Pin, mute, delete (PACKAGE_TYPE_UPDATE_CONVERSATION).
+    fn update_conversation(
+        &self,
+        req: IntUpdateConversationReq,
+        trace_id: String,
+    ) -> LogicFuture<Conversation> {
+        let _ = (req, trace_id);
+        Box::pin(async { Err(Status::unimplemented("update_conversation")) })
+    }
+    /// Read position and receipts (PACKAGE_TYPE_MARK_READ).
+    fn mark_read(&self, req: IntMarkReadReq, trace_id: String) -> LogicFuture<Conversation> {
+        let _ = (req, trace_id);
+        Box::pin(async { Err(Status::unimplemented("mark_read")) })
+    }
 }
 
 /// `LogicInt` over gRPC. The channel connects lazily and reconnects by itself, so conn starts
@@ -111,5 +135,22 @@ impl LogicApi for GrpcLogic {
         trace_id: String,
     ) -> LogicFuture<RestoreRoutesResp> {
         call!(self, restore_routes, req, trace_id)
+    }
+    fn get_conversations(
+        &self,
+        req: IntGetConversationsReq,
+        trace_id: String,
+    ) -> LogicFuture<GetConversationsOutput> {
+        call!(self, get_conversations, req, trace_id)
+    }
+    fn update_conversation(
+        &self,
+        req: IntUpdateConversationReq,
+        trace_id: String,
+    ) -> LogicFuture<Conversation> {
+        call!(self, update_conversation, req, trace_id)
+    }
+    fn mark_read(&self, req: IntMarkReadReq, trace_id: String) -> LogicFuture<Conversation> {
+        call!(self, mark_read, req, trace_id)
     }
 }

@@ -36,12 +36,14 @@ use gim_common::error::CODE_INTERNAL;
 use gim_common::telemetry::new_trace_id;
 use gim_common::{AppId, DeviceId, GimCode, GimError, UserId};
 use gim_proto::connect::v1::{
-    GroupSyncInput, GroupSyncOutput, Input, KickNotice, MessageAck, Output, PackageType,
-    ReconnectNotice, SendMessageInput, SendMessageOutput, SignInInput, SyncInput, SyncOutput,
+    GetConversationsInput, GroupSyncInput, GroupSyncOutput, Input, KickNotice, MarkReadInput,
+    MessageAck, Output, PackageType, ReconnectNotice, SendMessageInput, SendMessageOutput,
+    SignInInput, SyncInput, SyncOutput, UpdateConversationInput,
 };
 use gim_proto::logic::v1::{
-    GroupSyncReq, IntSendMessageReq, MessageAckReq, OfflineReq, SendMessageReq, SignInReq,
-    SignInResp, SyncReq,
+    GroupSyncReq, IntGetConversationsReq, IntMarkReadReq, IntSendMessageReq,
+    IntUpdateConversationReq, MessageAckReq, OfflineReq, SendMessageReq, SignInReq, SignInResp,
+    SyncReq,
 };
 use prost::Message as _;
 use std::future::{Future, poll_fn};
@@ -725,6 +727,56 @@ impl<'a> Session<'a> {
                     }
                 }));
             }
+            PackageType::GetConversations => {
+                let req = IntGetConversationsReq {
+                    app_id,
+                    user_id,
+                    device_id,
+                    req: Some(payload!(GetConversationsInput)),
+                };
+                self.inflight = Some(Box::pin(async move {
+                    match logic.get_conversations(req, trace_id.clone()).await {
+                        Ok(out) => Done::Reply(encoded(raw_ty, rid, &out)),
+                        Err(s) => {
+                            Done::Reply(error_reply(raw_ty, rid, &s, &trace_id, "conversations"))
+                        }
+                    }
+                }));
+            }
+            PackageType::UpdateConversation => {
+                let req = IntUpdateConversationReq {
+                    app_id,
+                    user_id,
+                    device_id,
+                    req: Some(payload!(UpdateConversationInput)),
+                };
+                self.inflight = Some(Box::pin(async move {
+                    match logic.update_conversation(req, trace_id.clone()).await {
+                        Ok(out) => Done::Reply(encoded(raw_ty, rid, &out)),
+                        Err(s) => Done::Reply(error_reply(
+                            raw_ty,
+                            rid,
+                            &s,
+                            &trace_id,
+                            "update conversation",
+                        )),
+                    }
+                }));
+            }
+            PackageType::MarkRead => {
+                let req = IntMarkReadReq {
+                    app_id,
+                    user_id,
+                    device_id,
+                    req: Some(payload!(MarkReadInput)),
+                };
+                self.inflight = Some(Box::pin(async move {
+                    match logic.mark_read(req, trace_id.clone()).await {
+                        Ok(out) => Done::Reply(encoded(raw_ty, rid, &out)),
+                        Err(s) => Done::Reply(error_reply(raw_ty, rid, &s, &trace_id, "mark read")),
+                    }
+                }));
+            }
             PackageType::SignIn => self.reply(raw_ty, rid, bad_request, "already signed in"),
             _ => self.reply(raw_ty, rid, bad_request, "unsupported package type"),
         }
@@ -834,6 +886,11 @@ impl<'a> Session<'a> {
 }
 
 /// A page reply (SYNC, GROUP_SYNC), already cut to one frame by [`wire::fit_page`].
+/// A successful reply carrying `msg`.
+fn encoded(ty: i32, request_id: i64, msg: &impl prost::Message) -> Output {
+    wire::output(ty, request_id, 0, String::new(), msg.encode_to_vec().into())
+}
+
 fn page_reply(ty: i32, request_id: i64, fits: bool, page: &impl prost::Message) -> Done {
     if !fits {
         warn!(request_id, "a stored message is larger than one frame");

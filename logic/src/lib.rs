@@ -19,6 +19,8 @@
 //! - [`groups`]: groups, membership, their caches and invalidation; uses users, ids, push, rds.
 //! - [`messages`]: send, the one store path, idempotency, seqs, business pushes; uses users,
 //!   groups, policy, ids, push, rds.
+//! - [`conversations`]: the conversation list, read positions and receipts, pin / mute /
+//!   delete; uses groups, messages (seqs, the preview), ids, push.
 //! - [`sessions`]: sign-in, offline, routes, sync, acks; uses policy, groups, push, rds.
 //! - [`state`]: builds and holds the domains; [`api`]: the gRPC services over state;
 //!   [`admin`]: the admin HTTP listener (probes, metrics, app creation) over state and apps.
@@ -29,6 +31,7 @@ pub mod apps;
 pub mod base;
 pub mod batch;
 pub mod cache;
+pub mod conversations;
 pub mod db;
 pub mod error;
 pub mod groups;

@@ -2,6 +2,7 @@
 
 use crate::apps::Apps;
 use crate::base::Base;
+use crate::conversations::Conversations;
 use crate::groups::Groups;
 use crate::groups::inval::Invalidate;
 use crate::messages::Messages;
@@ -29,6 +30,7 @@ pub struct State {
     pub policies: Arc<Policies>,
     pub groups: Arc<Groups>,
     pub messages: Messages,
+    pub conversations: Conversations,
     pub sessions: Sessions,
 }
 
@@ -59,6 +61,7 @@ impl State {
         let policies = Arc::new(Policies::new(&base, apps.clone(), users.clone()));
         let groups = Arc::new(Groups::new(&base, users.clone()));
         let messages = Messages::new(&base, users.clone(), groups.clone(), policies.clone());
+        let conversations = Conversations::new(&base, groups.clone(), messages.seqs.clone());
         let sessions = Sessions::new(&base, policies.clone(), groups.clone());
         Self {
             pool: base.pool,
@@ -70,6 +73,7 @@ impl State {
             policies,
             groups,
             messages,
+            conversations,
             sessions,
         }
     }

@@ -557,6 +557,8 @@ async fn a_failed_batch_script_is_rolled_back_and_each_job_stored_on_its_own() {
         req_key: Some((1, 7, key)),
         sender_seq: gim_common::Seq(0),
         receiver_is_owner: false,
+        msg_type: 1,
+        preview: String::new(),
     };
     // Job 0's claim is the script's first INSERT and succeeds; jobs 1 and 2 are the same row, so
     // the second INSERT fails with the claim still in the open transaction. Were it not rolled

@@ -1,6 +1,7 @@
 //! Command-line definitions and dispatch.
 
 mod cluster;
+mod conversations;
 mod demo;
 mod messages;
 
@@ -44,6 +45,10 @@ enum Command {
     Listen(messages::ListenArgs),
     /// Print a user's messages after a seq and exit
     Sync(messages::SyncArgs),
+    /// List a user's conversations with their unread counts
+    Conversations(conversations::ConversationsArgs),
+    /// Mark a conversation read (sends read receipts)
+    Read(conversations::ReadArgs),
     /// Create groups and manage their members
     #[command(subcommand)]
     Group(GroupCmd),
@@ -439,6 +444,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Send(a) => messages::send(a).await,
         Command::Listen(a) => messages::listen(a).await,
         Command::Sync(a) => messages::sync(a).await,
+        Command::Conversations(a) => conversations::list(a).await,
+        Command::Read(a) => conversations::read(a).await,
         Command::Group(g) => group(g).await,
         Command::Cluster(ClusterCmd::Status { redis_url, json }) => {
             cluster::status(&redis_url, json).await

@@ -48,6 +48,10 @@ pub struct LogicSection {
     pub max_mentions: usize,
     /// Seqs reserved in MySQL per block (fewer MySQL writes vs. larger gaps after a Redis flush).
     pub seq_block_size: i64,
+    /// Read receipts (MARK_READ) go to the senders of a normal group's messages only in groups
+    /// of at most this many members (1:1 always, large groups never; `app.read_receipts = 0`
+    /// turns them off for an app). 0: 1:1 only.
+    pub receipt_group_max: u32,
 }
 
 impl Default for LogicSection {
@@ -63,6 +67,7 @@ impl Default for LogicSection {
             max_body_bytes: 16 * 1024,
             max_mentions: 100,
             seq_block_size: 1000,
+            receipt_group_max: 100,
         }
     }
 }

@@ -5,6 +5,7 @@ use crate::error::Error;
 use crate::messages::Sender;
 use crate::state::State;
 use gim_common::{GroupId, UserId};
+use gim_proto::connect::v1 as cpb;
 use gim_proto::logic::v1 as pb;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -207,6 +208,18 @@ impl pb::logic_client_ext_server::LogicClientExt for ClientService {
         .await
     }
 
+    async fn get_conversations(
+        &self,
+        r: Request<cpb::GetConversationsInput>,
+    ) -> Result<Response<cpb::GetConversationsOutput>, Status> {
+        let (meta, _, req) = r.into_parts();
+        handle(&self.0, "LogicClientExt.GetConversations", &meta, async {
+            let (app, user, _) = client_auth(&self.0, &meta).await?;
+            self.0.conversations.list(app, user, req).await
+        })
+        .await
+    }
+
     async fn unblock_user(
         &self,
         r: Request<pb::UnblockUserReq>,
@@ -223,6 +236,18 @@ impl pb::logic_client_ext_server::LogicClientExt for ClientService {
         .await
     }
 
+    async fn update_conversation(
+        &self,
+        r: Request<cpb::UpdateConversationInput>,
+    ) -> Result<Response<cpb::Conversation>, Status> {
+        let (meta, _, req) = r.into_parts();
+        handle(&self.0, "LogicClientExt.UpdateConversation", &meta, async {
+            let (app, user, device) = client_auth(&self.0, &meta).await?;
+            self.0.conversations.update(app, user, device, req).await
+        })
+        .await
+    }
+
     async fn list_blocked_users(
         &self,
         r: Request<pb::ListBlockedUsersReq>,
@@ -233,6 +258,18 @@ impl pb::logic_client_ext_server::LogicClientExt for ClientService {
             Ok(pb::ListBlockedUsersResp {
                 user_ids: self.0.policies.blocked(app, user).await?,
             })
+        })
+        .await
+    }
+
+    async fn mark_read(
+        &self,
+        r: Request<cpb::MarkReadInput>,
+    ) -> Result<Response<cpb::Conversation>, Status> {
+        let (meta, _, req) = r.into_parts();
+        handle(&self.0, "LogicClientExt.MarkRead", &meta, async {
+            let (app, user, device) = client_auth(&self.0, &meta).await?;
+            self.0.conversations.mark_read(app, user, device, req).await
         })
         .await
     }

@@ -6,6 +6,7 @@ use crate::error::Error;
 use crate::messages::Sender;
 use crate::state::State;
 use gim_common::{AppId, DeviceId, UserId};
+use gim_proto::connect::v1 as cpb;
 use gim_proto::logic::v1 as pb;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -105,6 +106,62 @@ impl pb::logic_int_server::LogicInt for IntService {
             &meta,
             self.0.sessions.group_sync(req),
         )
+        .await
+    }
+
+    async fn get_conversations(
+        &self,
+        r: Request<pb::IntGetConversationsReq>,
+    ) -> Result<Response<cpb::GetConversationsOutput>, Status> {
+        let (meta, _, req) = r.into_parts();
+        handle(&self.0, "LogicInt.GetConversations", &meta, async {
+            self.0
+                .conversations
+                .list(
+                    AppId(req.app_id),
+                    UserId(req.user_id),
+                    req.req.unwrap_or_default(),
+                )
+                .await
+        })
+        .await
+    }
+
+    async fn update_conversation(
+        &self,
+        r: Request<pb::IntUpdateConversationReq>,
+    ) -> Result<Response<cpb::Conversation>, Status> {
+        let (meta, _, req) = r.into_parts();
+        handle(&self.0, "LogicInt.UpdateConversation", &meta, async {
+            self.0
+                .conversations
+                .update(
+                    AppId(req.app_id),
+                    UserId(req.user_id),
+                    DeviceId(req.device_id),
+                    req.req.unwrap_or_default(),
+                )
+                .await
+        })
+        .await
+    }
+
+    async fn mark_read(
+        &self,
+        r: Request<pb::IntMarkReadReq>,
+    ) -> Result<Response<cpb::Conversation>, Status> {
+        let (meta, _, req) = r.into_parts();
+        handle(&self.0, "LogicInt.MarkRead", &meta, async {
+            self.0
+                .conversations
+                .mark_read(
+                    AppId(req.app_id),
+                    UserId(req.user_id),
+                    DeviceId(req.device_id),
+                    req.req.unwrap_or_default(),
+                )
+                .await
+        })
         .await
     }
 }

@@ -143,6 +143,7 @@ impl Messages {
             .map(|b| b.encode_to_vec())
             .unwrap_or_default();
         let rows: Vec<(UserId, Seq)> = users.iter().copied().zip(seqs.iter().copied()).collect();
+        let (msg_type, preview) = super::conv::preview(base.message_body.as_ref());
         let job = StoreJob {
             app,
             item: MessageItem {
@@ -159,6 +160,8 @@ impl Messages {
             )),
             sender_seq: Seq(0),
             receiver_is_owner: true,
+            msg_type,
+            preview,
         };
         if let Some(first) = self.store_user_rows(job).await? {
             return self

@@ -2,6 +2,7 @@
 //! background), business pushes and broadcasts ([`deliver`]), the store ([`store`]), request-id
 //! idempotency ([`idem`]) and seqs ([`seq`]).
 
+pub mod conv;
 mod deliver;
 pub mod idem;
 pub mod seq;
@@ -350,6 +351,7 @@ impl Messages {
                     Sender::Business { .. } => Seq(0),
                 };
                 let req_key = (req.client_request_id != 0).then_some(req_key);
+                let (msg_type, preview) = conv::preview(item.message_body.as_ref());
                 let job = store::StoreJob {
                     app,
                     item: MessageItem {
@@ -363,6 +365,8 @@ impl Messages {
                     req_key,
                     sender_seq,
                     receiver_is_owner: false,
+                    msg_type,
+                    preview,
                 };
                 if let Some(first) = self.store_user_rows(job).await? {
                     return self

@@ -37,10 +37,13 @@ pub struct StoreJob {
     pub sender_seq: Seq,
     /// Each copy's receiver is its owner (a business push to users), not `item.receiver_id`.
     pub receiver_is_owner: bool,
+    /// The message type and preview its conversations show (see [`super::conv::preview`]).
+    pub msg_type: i8,
+    pub preview: String,
 }
 
 impl StoreJob {
-    fn receiver(&self, owner: UserId) -> i64 {
+    pub(super) fn receiver(&self, owner: UserId) -> i64 {
         if self.receiver_is_owner {
             owner.0
         } else {
@@ -79,13 +82,9 @@ fn insert_rows<'a>(
 /// Stores one message on its own. With a request key, inside a transaction that first claims
 /// the key: a retry finds it taken and gets the first result back, storing nothing.
 pub async fn store_one(pool: &MySqlPool, j: &StoreJob) -> StoreResult {
-    if j.req_key.is_none() && j.rows.len() <= INSERT_CHUNK {
-        // One statement is atomic on its own: no transaction round trips.
-        insert_rows(j.rows.iter().map(|r| (j, r)))
-            .build()
-            .persistent(j.rows.len() <= 2)
-            .execute(pool)
-            .await?;
+    if j.req_key.is_none() && script_estimate(j) <= SCRIPT_BYTES_MAX {
+        // The copies and their conversations in one transaction, one round trip.
+        run_script(pool, script(&[j])).await?;
         return Ok(None);
     }
     let mut tx = pool.begin().await?;
@@ -98,6 +97,12 @@ pub async fn store_one(pool: &MySqlPool, j: &StoreJob) -> StoreResult {
         insert_rows(chunk.iter().map(|r| (j, r)))
             .build()
             .persistent(chunk.len() <= 2)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let mut upserts = String::new();
+    if super::conv::push_upserts(&mut upserts, &[j]) > 0 {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(upserts))
             .execute(&mut *tx)
             .await?;
     }
@@ -169,9 +174,11 @@ pub async fn store_batch(pool: MySqlPool, jobs: Vec<StoreJob>) -> Vec<StoreResul
 
 /// Upper bound of a job's share of a script's text.
 fn script_estimate(j: &StoreJob) -> usize {
-    // 14 values a row: 12 integers (at most 20 characters each, plus a comma) and two hex literals.
+    // 14 values a row: 12 integers (at most 20 characters each, plus a comma) and two hex literals;
+    // its conversation row: 12 integers and the preview's hex literal.
     let row = 12 * 21 + 2 * (j.body.len() + j.mentions.len()) + 16;
-    j.rows.len() * row + 160
+    let conv = 12 * 21 + 2 * j.preview.len() + 8;
+    j.rows.len() * (row + conv) + 160 + 1200
 }
 
 /// The SQL text that stores `jobs` atomically: claims of their request keys and all their rows,
@@ -183,7 +190,8 @@ fn script(jobs: &[&StoreJob]) -> String {
     use std::fmt::Write as _;
     let rows = jobs.iter().map(|j| j.rows.len()).sum::<usize>();
     let keyed = jobs.iter().filter(|j| j.req_key.is_some()).count();
-    let statements = usize::from(keyed > 0) + rows.div_ceil(INSERT_CHUNK);
+    // Plus the conversation upserts (at most one statement per chunk of copies).
+    let statements = usize::from(keyed > 0) + 2 * rows.div_ceil(INSERT_CHUNK);
     let mut s = String::with_capacity(jobs.iter().map(|j| script_estimate(j)).sum::<usize>() + 64);
     if statements > 1 {
         s.push_str("BEGIN;");
@@ -252,6 +260,7 @@ fn script(jobs: &[&StoreJob]) -> String {
     if in_chunk > 0 {
         s.push(';');
     }
+    super::conv::push_upserts(&mut s, jobs);
     if statements > 1 {
         s.push_str("COMMIT;");
     }
@@ -260,7 +269,7 @@ fn script(jobs: &[&StoreJob]) -> String {
 
 /// Appends `b` as a hex string literal: any bytes, written with the characters 0-9 A-F only.
 /// (`X''` is the empty string; `0x` with no digits is not valid SQL.)
-fn push_hex(s: &mut String, b: &[u8]) {
+pub(super) fn push_hex(s: &mut String, b: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     s.reserve(b.len() * 2 + 3);
     s.push_str("X'");
