@@ -24,6 +24,7 @@
 //! - [`sessions`]: sign-in, offline, routes, sync, acks; uses policy, groups, push, rds.
 //! - [`state`]: builds and holds the domains; [`api`]: the gRPC services over state;
 //!   [`admin`]: the admin HTTP listener (probes, metrics, app creation) over state and apps.
+//! - [`ops`]: operations commands on MySQL alone (export one app, purge by retention).
 
 pub mod admin;
 pub mod api;
@@ -38,6 +39,7 @@ pub mod groups;
 pub mod ids;
 pub mod messages;
 pub mod metrics;
+pub mod ops;
 pub mod policy;
 pub mod push;
 pub mod rds;

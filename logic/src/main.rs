@@ -33,6 +33,19 @@ enum Cmd {
         #[command(subcommand)]
         cmd: AppCmd,
     },
+    /// Delete stored messages (and their sends' idempotency records) older than a retention
+    /// period, of one app or all; users, groups, acks and seq marks stay. Safe beside traffic.
+    Purge {
+        /// Delete what was written more than this many days ago (at least 1).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        older_than_days: u32,
+        /// Only this app (default: every app).
+        #[arg(long)]
+        app: Option<i64>,
+        /// Count what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -100,6 +113,15 @@ enum AppCmd {
         /// Also close this device's live connections.
         #[arg(long)]
         device: Option<i64>,
+    },
+    /// Write every row of one app (users, devices, groups, messages, ...) as JSON lines, from
+    /// one consistent snapshot; binary values are hex. Row counts go to stderr.
+    Export {
+        #[arg(long)]
+        app: i64,
+        /// Output file (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -208,6 +230,52 @@ async fn run(cmd: Cmd, cfg: LogicConfig) -> anyhow::Result<()> {
             let what = if lift { "lifted" } else { "suspended" };
             println!("user {user} of app {app} {what}; {closed} connections closed");
         }
+        Cmd::App {
+            cmd: AppCmd::Export { app, out },
+        } => {
+            let pool = gim_logic::mysql_pool(&cfg.mysql)?;
+            let app = gim_common::AppId(app);
+            let counts = match out {
+                Some(path) => {
+                    // Written beside, renamed when complete: a failed export leaves no file
+                    // that looks like a whole one.
+                    let partial = path.with_extension("partial");
+                    let mut f = std::io::BufWriter::new(std::fs::File::create(&partial)?);
+                    match gim_logic::ops::export::export_app(&pool, app, &mut f).await {
+                        Ok(c) => {
+                            drop(f);
+                            std::fs::rename(&partial, &path)?;
+                            c
+                        }
+                        Err(e) => {
+                            drop(f);
+                            let _ = std::fs::remove_file(&partial);
+                            return Err(e);
+                        }
+                    }
+                }
+                None => {
+                    let mut f = std::io::BufWriter::new(std::io::stdout().lock());
+                    gim_logic::ops::export::export_app(&pool, app, &mut f).await?
+                }
+            };
+            for (table, n) in counts {
+                eprintln!("{table}: {n} rows");
+            }
+        }
+        Cmd::Purge {
+            older_than_days,
+            app,
+            dry_run,
+        } => {
+            let pool = gim_logic::mysql_pool(&cfg.mysql)?;
+            let app = app.map(gim_common::AppId);
+            let done = gim_logic::ops::purge::purge(&pool, app, older_than_days, dry_run).await?;
+            let verb = if dry_run { "would delete" } else { "deleted" };
+            for (table, n) in done {
+                println!("{table}: {verb} {n} rows");
+            }
+        }
         Cmd::App { cmd } => app_cmd(cmd, &cfg).await?,
     }
     Ok(())
@@ -293,7 +361,10 @@ async fn app_cmd(cmd: AppCmd, cfg: &LogicConfig) -> anyhow::Result<()> {
                 .map_err(fail)?;
             println!("token revoked; {closed} connections closed");
         }
-        AppCmd::Create { .. } | AppCmd::Suspend { .. } | AppCmd::SuspendUser { .. } => {
+        AppCmd::Create { .. }
+        | AppCmd::Export { .. }
+        | AppCmd::Suspend { .. }
+        | AppCmd::SuspendUser { .. } => {
             unreachable!("handled in run")
         }
     }
