@@ -15,7 +15,7 @@ import type { Message as Message$1 } from "@bufbuild/protobuf";
  * Describes the file gim/connect/v1/connect.proto.
  */
 export const file_gim_connect_v1_connect: GenFile = /*@__PURE__*/
-  fileDesc("ChxnaW0vY29ubmVjdC92MS9jb25uZWN0LnByb3RvEg5naW0uY29ubmVjdC52MSJUCgVJbnB1dBIpCgR0eXBlGAEgASgOMhsuZ2ltLmNvbm5lY3QudjEuUGFja2FnZVR5cGUSEgoKcmVxdWVzdF9pZBgCIAEoAxIMCgRkYXRhGAMgASgMInQKBk91dHB1dBIpCgR0eXBlGAEgASgOMhsuZ2ltLmNvbm5lY3QudjEuUGFja2FnZVR5cGUSEgoKcmVxdWVzdF9pZBgCIAEoAxIMCgRjb2RlGAMgASgFEg8KB21lc3NhZ2UYBCABKAkSDAoEZGF0YRgFIAEoDCJQCgtTaWduSW5JbnB1dBIOCgZhcHBfaWQYASABKAMSEQoJZGV2aWNlX2lkGAIgASgDEg8KB3VzZXJfaWQYAyABKAMSDQoFdG9rZW4YBCABKAkiGAoJU3luY0lucHV0EgsKA3NlcRgBIAEoAyJZCgpTeW5jT3V0cHV0Ei0KCG1lc3NhZ2VzGAMgAygLMhsuZ2ltLmNvbm5lY3QudjEuTWVzc2FnZUl0ZW0SEAoIaGFzX21vcmUYBCABKAhKBAgBEAJKBAgCEAMiPAoKTWVzc2FnZUFDSxISCgpkZXZpY2VfYWNrGAIgASgDEhQKDHJlY2VpdmVfdGltZRgDIAEoA0oECAEQAiI3CgdNZXNzYWdlEiwKB21lc3NhZ2UYASABKAsyGy5naW0uY29ubmVjdC52MS5NZXNzYWdlSXRlbSL0AgoLTWVzc2FnZUl0ZW0SEgoKcmVxdWVzdF9pZBgBIAEoAxIvCgtzZW5kZXJfdHlwZRgCIAEoDjIaLmdpbS5jb25uZWN0LnYxLlNlbmRlclR5cGUSEQoJc2VuZGVyX2lkGAMgASgDEhgKEHNlbmRlcl9kZXZpY2VfaWQYBCABKAMSMwoNcmVjZWl2ZXJfdHlwZRgFIAEoDjIcLmdpbS5jb25uZWN0LnYxLlJlY2VpdmVyVHlwZRITCgtyZWNlaXZlcl9pZBgGIAEoAxITCgt0b191c2VyX2lkcxgHIAMoAxIxCgxtZXNzYWdlX2JvZHkYCCABKAsyGy5naW0uY29ubmVjdC52MS5NZXNzYWdlQm9keRILCgNzZXEYCSABKAMSEQoJc2VuZF90aW1lGAogASgDEi0KBnN0YXR1cxgLIAEoDjIdLmdpbS5jb25uZWN0LnYxLk1lc3NhZ2VTdGF0dXMSEgoKbWVzc2FnZV9pZBgMIAEoAyJ5CgtNZXNzYWdlQm9keRIxCgxtZXNzYWdlX3R5cGUYASABKA4yGy5naW0uY29ubmVjdC52MS5NZXNzYWdlVHlwZRI3Cg9tZXNzYWdlX2NvbnRlbnQYAiABKAsyHi5naW0uY29ubmVjdC52MS5NZXNzYWdlQ29udGVudCLhAgoOTWVzc2FnZUNvbnRlbnQSJAoEdGV4dBgBIAEoCzIULmdpbS5jb25uZWN0LnYxLlRleHRIABIkCgRmYWNlGAIgASgLMhQuZ2ltLmNvbm5lY3QudjEuRmFjZUgAEiYKBXZvaWNlGAMgASgLMhUuZ2ltLmNvbm5lY3QudjEuVm9pY2VIABImCgVpbWFnZRgEIAEoCzIVLmdpbS5jb25uZWN0LnYxLkltYWdlSAASJAoEZmlsZRgFIAEoCzIULmdpbS5jb25uZWN0LnYxLkZpbGVIABIsCghsb2NhdGlvbhgGIAEoCzIYLmdpbS5jb25uZWN0LnYxLkxvY2F0aW9uSAASKgoHY29tbWFuZBgHIAEoCzIXLmdpbS5jb25uZWN0LnYxLkNvbW1hbmRIABIoCgZjdXN0b20YCCABKAsyFi5naW0uY29ubmVjdC52MS5DdXN0b21IAEIJCgdjb250ZW50IhQKBFRleHQSDAoEdGV4dBgBIAEoCSIpCgRGYWNlEg8KB2ZhY2VfaWQYASABKAMSEAoIZmFjZV91cmwYAiABKAkiQAoFVm9pY2USCgoCaWQYASABKAkSDAoEc2l6ZRgCIAEoBRIQCghkdXJhdGlvbhgDIAEoBRILCgN1cmwYBCABKAkiVgoFSW1hZ2USCgoCaWQYASABKAkSDQoFd2lkdGgYAiABKAUSDgoGaGVpZ2h0GAMgASgFEgsKA3VybBgEIAEoCRIVCg10aHVtYm5haWxfdXJsGAUgASgJIjsKBEZpbGUSCgoCaWQYDCABKAMSDAoEbmFtZRgNIAEoCRIMCgRzaXplGA4gASgDEgsKA3VybBgPIAEoCSI9CghMb2NhdGlvbhIMCgRkZXNjGAEgASgJEhAKCGxhdGl0dWRlGAIgASgBEhEKCWxvbmdpdHVkZRgDIAEoASIlCgdDb21tYW5kEgwKBGNvZGUYASABKAUSDAoEZGF0YRgCIAEoDCIWCgZDdXN0b20SDAoEZGF0YRgBIAEoCSLmAQoQU2VuZE1lc3NhZ2VJbnB1dBIzCg1yZWNlaXZlcl90eXBlGAEgASgOMhwuZ2ltLmNvbm5lY3QudjEuUmVjZWl2ZXJUeXBlEhMKC3JlY2VpdmVyX2lkGAIgASgDEhMKC3RvX3VzZXJfaWRzGAMgAygDEjEKDG1lc3NhZ2VfYm9keRgEIAEoCzIbLmdpbS5jb25uZWN0LnYxLk1lc3NhZ2VCb2R5EhEKCXNlbmRfdGltZRgFIAEoAxISCgppc19wZXJzaXN0GAYgASgIEhkKEWNsaWVudF9yZXF1ZXN0X2lkGAcgASgDIjQKEVNlbmRNZXNzYWdlT3V0cHV0EgsKA3NlcRgBIAEoAxISCgptZXNzYWdlX2lkGAIgASgDIi8KDkdyb3VwU3luY0lucHV0EhAKCGdyb3VwX2lkGAEgASgDEgsKA3NlcRgCIAEoAyJSCg9Hcm91cFN5bmNPdXRwdXQSLQoIbWVzc2FnZXMYASADKAsyGy5naW0uY29ubmVjdC52MS5NZXNzYWdlSXRlbRIQCghoYXNfbW9yZRgCIAEoCCIzCg9SZWNvbm5lY3ROb3RpY2USDgoGcmVhc29uGAEgASgJEhAKCGFmdGVyX21zGAIgASgDIhwKCktpY2tOb3RpY2USDgoGcmVhc29uGAEgASgJKv8BCgtQYWNrYWdlVHlwZRIYChRQQUNLQUdFX1RZUEVfVU5LTk9XThAAEhgKFFBBQ0tBR0VfVFlQRV9TSUdOX0lOEAESFQoRUEFDS0FHRV9UWVBFX1NZTkMQAhIaChZQQUNLQUdFX1RZUEVfSEVBUlRCRUFUEAMSGAoUUEFDS0FHRV9UWVBFX01FU1NBR0UQBBIdChlQQUNLQUdFX1RZUEVfU0VORF9NRVNTQUdFEAUSGgoWUEFDS0FHRV9UWVBFX1JFQ09OTkVDVBAGEhsKF1BBQ0tBR0VfVFlQRV9HUk9VUF9TWU5DEAcSFwoTUEFDS0FHRV9UWVBFX0tJQ0tFRBAIKm0KClNlbmRlclR5cGUSFwoTU0VOREVSX1RZUEVfVU5LTk9XThAAEhYKElNFTkRFUl9UWVBFX1NZU1RFTRABEhQKEFNFTkRFUl9UWVBFX1VTRVIQAhIYChRTRU5ERVJfVFlQRV9CVVNJTkVTUxADKoABCgxSZWNlaXZlclR5cGUSGQoVUkVDRUlWRVJfVFlQRV9VTktOT1dOEAASFgoSUkVDRUlWRVJfVFlQRV9VU0VSEAESHgoaUkVDRUlWRVJfVFlQRV9OT1JNQUxfR1JPVVAQAhIdChlSRUNFSVZFUl9UWVBFX0xBUkdFX0dST1VQEAMqYQoNTWVzc2FnZVN0YXR1cxIaChZNRVNTQUdFX1NUQVRVU19VTktOT1dOEAASGQoVTUVTU0FHRV9TVEFUVVNfTk9STUFMEAESGQoVTUVTU0FHRV9TVEFUVVNfUkVDQUxMEAIq6gEKC01lc3NhZ2VUeXBlEhgKFE1FU1NBR0VfVFlQRV9VTktOT1dOEAASFQoRTUVTU0FHRV9UWVBFX1RFWFQQARIVChFNRVNTQUdFX1RZUEVfRkFDRRACEhYKEk1FU1NBR0VfVFlQRV9WT0lDRRADEhYKEk1FU1NBR0VfVFlQRV9JTUFHRRAEEhUKEU1FU1NBR0VfVFlQRV9GSUxFEAUSGQoVTUVTU0FHRV9UWVBFX0xPQ0FUSU9OEAYSGAoUTUVTU0FHRV9UWVBFX0NPTU1BTkQQBxIXChNNRVNTQUdFX1RZUEVfQ1VTVE9NEAhiBnByb3RvMw");
+  fileDesc("ChxnaW0vY29ubmVjdC92MS9jb25uZWN0LnByb3RvEg5naW0uY29ubmVjdC52MSJUCgVJbnB1dBIpCgR0eXBlGAEgASgOMhsuZ2ltLmNvbm5lY3QudjEuUGFja2FnZVR5cGUSEgoKcmVxdWVzdF9pZBgCIAEoAxIMCgRkYXRhGAMgASgMInQKBk91dHB1dBIpCgR0eXBlGAEgASgOMhsuZ2ltLmNvbm5lY3QudjEuUGFja2FnZVR5cGUSEgoKcmVxdWVzdF9pZBgCIAEoAxIMCgRjb2RlGAMgASgFEg8KB21lc3NhZ2UYBCABKAkSDAoEZGF0YRgFIAEoDCJQCgtTaWduSW5JbnB1dBIOCgZhcHBfaWQYASABKAMSEQoJZGV2aWNlX2lkGAIgASgDEg8KB3VzZXJfaWQYAyABKAMSDQoFdG9rZW4YBCABKAkiGAoJU3luY0lucHV0EgsKA3NlcRgBIAEoAyJZCgpTeW5jT3V0cHV0Ei0KCG1lc3NhZ2VzGAMgAygLMhsuZ2ltLmNvbm5lY3QudjEuTWVzc2FnZUl0ZW0SEAoIaGFzX21vcmUYBCABKAhKBAgBEAJKBAgCEAMiPAoKTWVzc2FnZUFDSxISCgpkZXZpY2VfYWNrGAIgASgDEhQKDHJlY2VpdmVfdGltZRgDIAEoA0oECAEQAiI3CgdNZXNzYWdlEiwKB21lc3NhZ2UYASABKAsyGy5naW0uY29ubmVjdC52MS5NZXNzYWdlSXRlbSL0AgoLTWVzc2FnZUl0ZW0SEgoKcmVxdWVzdF9pZBgBIAEoAxIvCgtzZW5kZXJfdHlwZRgCIAEoDjIaLmdpbS5jb25uZWN0LnYxLlNlbmRlclR5cGUSEQoJc2VuZGVyX2lkGAMgASgDEhgKEHNlbmRlcl9kZXZpY2VfaWQYBCABKAMSMwoNcmVjZWl2ZXJfdHlwZRgFIAEoDjIcLmdpbS5jb25uZWN0LnYxLlJlY2VpdmVyVHlwZRITCgtyZWNlaXZlcl9pZBgGIAEoAxITCgt0b191c2VyX2lkcxgHIAMoAxIxCgxtZXNzYWdlX2JvZHkYCCABKAsyGy5naW0uY29ubmVjdC52MS5NZXNzYWdlQm9keRILCgNzZXEYCSABKAMSEQoJc2VuZF90aW1lGAogASgDEi0KBnN0YXR1cxgLIAEoDjIdLmdpbS5jb25uZWN0LnYxLk1lc3NhZ2VTdGF0dXMSEgoKbWVzc2FnZV9pZBgMIAEoAyJ5CgtNZXNzYWdlQm9keRIxCgxtZXNzYWdlX3R5cGUYASABKA4yGy5naW0uY29ubmVjdC52MS5NZXNzYWdlVHlwZRI3Cg9tZXNzYWdlX2NvbnRlbnQYAiABKAsyHi5naW0uY29ubmVjdC52MS5NZXNzYWdlQ29udGVudCLhAgoOTWVzc2FnZUNvbnRlbnQSJAoEdGV4dBgBIAEoCzIULmdpbS5jb25uZWN0LnYxLlRleHRIABIkCgRmYWNlGAIgASgLMhQuZ2ltLmNvbm5lY3QudjEuRmFjZUgAEiYKBXZvaWNlGAMgASgLMhUuZ2ltLmNvbm5lY3QudjEuVm9pY2VIABImCgVpbWFnZRgEIAEoCzIVLmdpbS5jb25uZWN0LnYxLkltYWdlSAASJAoEZmlsZRgFIAEoCzIULmdpbS5jb25uZWN0LnYxLkZpbGVIABIsCghsb2NhdGlvbhgGIAEoCzIYLmdpbS5jb25uZWN0LnYxLkxvY2F0aW9uSAASKgoHY29tbWFuZBgHIAEoCzIXLmdpbS5jb25uZWN0LnYxLkNvbW1hbmRIABIoCgZjdXN0b20YCCABKAsyFi5naW0uY29ubmVjdC52MS5DdXN0b21IAEIJCgdjb250ZW50IhQKBFRleHQSDAoEdGV4dBgBIAEoCSIpCgRGYWNlEg8KB2ZhY2VfaWQYASABKAMSEAoIZmFjZV91cmwYAiABKAkiQAoFVm9pY2USCgoCaWQYASABKAkSDAoEc2l6ZRgCIAEoBRIQCghkdXJhdGlvbhgDIAEoBRILCgN1cmwYBCABKAkiVgoFSW1hZ2USCgoCaWQYASABKAkSDQoFd2lkdGgYAiABKAUSDgoGaGVpZ2h0GAMgASgFEgsKA3VybBgEIAEoCRIVCg10aHVtYm5haWxfdXJsGAUgASgJIjsKBEZpbGUSCgoCaWQYDCABKAMSDAoEbmFtZRgNIAEoCRIMCgRzaXplGA4gASgDEgsKA3VybBgPIAEoCSI9CghMb2NhdGlvbhIMCgRkZXNjGAEgASgJEhAKCGxhdGl0dWRlGAIgASgBEhEKCWxvbmdpdHVkZRgDIAEoASIlCgdDb21tYW5kEgwKBGNvZGUYASABKAUSDAoEZGF0YRgCIAEoDCIWCgZDdXN0b20SDAoEZGF0YRgBIAEoCSLmAQoQU2VuZE1lc3NhZ2VJbnB1dBIzCg1yZWNlaXZlcl90eXBlGAEgASgOMhwuZ2ltLmNvbm5lY3QudjEuUmVjZWl2ZXJUeXBlEhMKC3JlY2VpdmVyX2lkGAIgASgDEhMKC3RvX3VzZXJfaWRzGAMgAygDEjEKDG1lc3NhZ2VfYm9keRgEIAEoCzIbLmdpbS5jb25uZWN0LnYxLk1lc3NhZ2VCb2R5EhEKCXNlbmRfdGltZRgFIAEoAxISCgppc19wZXJzaXN0GAYgASgIEhkKEWNsaWVudF9yZXF1ZXN0X2lkGAcgASgDIjQKEVNlbmRNZXNzYWdlT3V0cHV0EgsKA3NlcRgBIAEoAxISCgptZXNzYWdlX2lkGAIgASgDIi8KDkdyb3VwU3luY0lucHV0EhAKCGdyb3VwX2lkGAEgASgDEgsKA3NlcRgCIAEoAyJSCg9Hcm91cFN5bmNPdXRwdXQSLQoIbWVzc2FnZXMYASADKAsyGy5naW0uY29ubmVjdC52MS5NZXNzYWdlSXRlbRIQCghoYXNfbW9yZRgCIAEoCCIzCg9SZWNvbm5lY3ROb3RpY2USDgoGcmVhc29uGAEgASgJEhAKCGFmdGVyX21zGAIgASgDIhwKCktpY2tOb3RpY2USDgoGcmVhc29uGAEgASgJIo0DCgxDb252ZXJzYXRpb24SLwoJcGVlcl90eXBlGAEgASgOMhwuZ2ltLmNvbm5lY3QudjEuUmVjZWl2ZXJUeXBlEg8KB3BlZXJfaWQYAiABKAMSEAoIbGFzdF9zZXEYAyABKAMSFwoPbGFzdF9tZXNzYWdlX2lkGAQgASgDEjQKEGxhc3Rfc2VuZGVyX3R5cGUYBSABKA4yGi5naW0uY29ubmVjdC52MS5TZW5kZXJUeXBlEhYKDmxhc3Rfc2VuZGVyX2lkGAYgASgDEhYKDmxhc3Rfc2VuZF90aW1lGAcgASgDEjYKEWxhc3RfbWVzc2FnZV90eXBlGAggASgOMhsuZ2ltLmNvbm5lY3QudjEuTWVzc2FnZVR5cGUSDwoHcHJldmlldxgJIAEoCRIOCgZ1bnJlYWQYCiABKAMSEAoIcmVhZF9zZXEYCyABKAMSDgoGcGlubmVkGAwgASgIEg0KBW11dGVkGA0gASgIEg8KB2RlbGV0ZWQYDiABKAgSDwoHdmVyc2lvbhgPIAEoAyI9ChVHZXRDb252ZXJzYXRpb25zSW5wdXQSFQoNc2luY2VfdmVyc2lvbhgBIAEoAxINCgVsaW1pdBgCIAEoBSK6AQoWR2V0Q29udmVyc2F0aW9uc091dHB1dBIzCg1jb252ZXJzYXRpb25zGAEgAygLMhwuZ2ltLmNvbm5lY3QudjEuQ29udmVyc2F0aW9uEhAKCGhhc19tb3JlGAIgASgIEg8KB3ZlcnNpb24YAyABKAMSMgoMbGFyZ2VfZ3JvdXBzGAQgAygLMhwuZ2ltLmNvbm5lY3QudjEuQ29udmVyc2F0aW9uEhQKDHVucmVhZF90b3RhbBgFIAEoAyKxAQoXVXBkYXRlQ29udmVyc2F0aW9uSW5wdXQSLwoJcGVlcl90eXBlGAEgASgOMhwuZ2ltLmNvbm5lY3QudjEuUmVjZWl2ZXJUeXBlEg8KB3BlZXJfaWQYAiABKAMSEgoKc2V0X3Bpbm5lZBgDIAEoCBIOCgZwaW5uZWQYBCABKAgSEQoJc2V0X211dGVkGAUgASgIEg0KBW11dGVkGAYgASgIEg4KBmRlbGV0ZRgHIAEoCCJjCg1NYXJrUmVhZElucHV0Ei8KCXBlZXJfdHlwZRgBIAEoDjIcLmdpbS5jb25uZWN0LnYxLlJlY2VpdmVyVHlwZRIPCgdwZWVyX2lkGAIgASgDEhAKCHJlYWRfc2VxGAMgASgDIpoBCgpSZWFkTm90aWNlEi8KCXBlZXJfdHlwZRgBIAEoDjIcLmdpbS5jb25uZWN0LnYxLlJlY2VpdmVyVHlwZRIPCgdwZWVyX2lkGAIgASgDEhEKCXJlYWRlcl9pZBgDIAEoAxIQCghyZWFkX3NlcRgEIAEoAxISCgptZXNzYWdlX2lkGAUgASgDEhEKCXJlYWRfdGltZRgGIAEoAyrlAgoLUGFja2FnZVR5cGUSGAoUUEFDS0FHRV9UWVBFX1VOS05PV04QABIYChRQQUNLQUdFX1RZUEVfU0lHTl9JThABEhUKEVBBQ0tBR0VfVFlQRV9TWU5DEAISGgoWUEFDS0FHRV9UWVBFX0hFQVJUQkVBVBADEhgKFFBBQ0tBR0VfVFlQRV9NRVNTQUdFEAQSHQoZUEFDS0FHRV9UWVBFX1NFTkRfTUVTU0FHRRAFEhoKFlBBQ0tBR0VfVFlQRV9SRUNPTk5FQ1QQBhIbChdQQUNLQUdFX1RZUEVfR1JPVVBfU1lOQxAHEhcKE1BBQ0tBR0VfVFlQRV9LSUNLRUQQCBIiCh5QQUNLQUdFX1RZUEVfR0VUX0NPTlZFUlNBVElPTlMQCRIkCiBQQUNLQUdFX1RZUEVfVVBEQVRFX0NPTlZFUlNBVElPThAKEhoKFlBBQ0tBR0VfVFlQRV9NQVJLX1JFQUQQCyptCgpTZW5kZXJUeXBlEhcKE1NFTkRFUl9UWVBFX1VOS05PV04QABIWChJTRU5ERVJfVFlQRV9TWVNURU0QARIUChBTRU5ERVJfVFlQRV9VU0VSEAISGAoUU0VOREVSX1RZUEVfQlVTSU5FU1MQAyqAAQoMUmVjZWl2ZXJUeXBlEhkKFVJFQ0VJVkVSX1RZUEVfVU5LTk9XThAAEhYKElJFQ0VJVkVSX1RZUEVfVVNFUhABEh4KGlJFQ0VJVkVSX1RZUEVfTk9STUFMX0dST1VQEAISHQoZUkVDRUlWRVJfVFlQRV9MQVJHRV9HUk9VUBADKmEKDU1lc3NhZ2VTdGF0dXMSGgoWTUVTU0FHRV9TVEFUVVNfVU5LTk9XThAAEhkKFU1FU1NBR0VfU1RBVFVTX05PUk1BTBABEhkKFU1FU1NBR0VfU1RBVFVTX1JFQ0FMTBACKuoBCgtNZXNzYWdlVHlwZRIYChRNRVNTQUdFX1RZUEVfVU5LTk9XThAAEhUKEU1FU1NBR0VfVFlQRV9URVhUEAESFQoRTUVTU0FHRV9UWVBFX0ZBQ0UQAhIWChJNRVNTQUdFX1RZUEVfVk9JQ0UQAxIWChJNRVNTQUdFX1RZUEVfSU1BR0UQBBIVChFNRVNTQUdFX1RZUEVfRklMRRAFEhkKFU1FU1NBR0VfVFlQRV9MT0NBVElPThAGEhgKFE1FU1NBR0VfVFlQRV9DT01NQU5EEAcSFwoTTUVTU0FHRV9UWVBFX0NVU1RPTRAIKpoBChNDb252ZXJzYXRpb25Db21tYW5kEiAKHENPTlZFUlNBVElPTl9DT01NQU5EX1VOS05PV04QABIdChlDT05WRVJTQVRJT05fQ09NTUFORF9SRUFEEAESIAocQ09OVkVSU0FUSU9OX0NPTU1BTkRfUkVDRUlQVBACEiAKHENPTlZFUlNBVElPTl9DT01NQU5EX1VQREFURUQQA2IGcHJvdG8z");
 
 /**
  * Client -> server envelope.
@@ -747,6 +747,319 @@ export const KickNoticeSchema: GenMessage<KickNotice> = /*@__PURE__*/
   messageDesc(file_gim_connect_v1_connect, 23);
 
 /**
+ * A conversation from its owner's view: a peer user (1:1, or a business sender), a normal group or
+ * a large group. Kept by the server in the same transaction as the messages it counts.
+ *
+ * @generated from message gim.connect.v1.Conversation
+ */
+export type Conversation = Message$1<"gim.connect.v1.Conversation"> & {
+  /**
+   * RECEIVER_TYPE_USER, RECEIVER_TYPE_NORMAL_GROUP or RECEIVER_TYPE_LARGE_GROUP.
+   *
+   * @generated from field: gim.connect.v1.ReceiverType peer_type = 1;
+   */
+  peerType: ReceiverType;
+
+  /**
+   * @generated from field: int64 peer_id = 2;
+   */
+  peerId: bigint;
+
+  /**
+   * Seq of the conversation's last message in the owner's list (large groups: the group's list).
+   *
+   * @generated from field: int64 last_seq = 3;
+   */
+  lastSeq: bigint;
+
+  /**
+   * @generated from field: int64 last_message_id = 4;
+   */
+  lastMessageId: bigint;
+
+  /**
+   * @generated from field: gim.connect.v1.SenderType last_sender_type = 5;
+   */
+  lastSenderType: SenderType;
+
+  /**
+   * @generated from field: int64 last_sender_id = 6;
+   */
+  lastSenderId: bigint;
+
+  /**
+   * @generated from field: int64 last_send_time = 7;
+   */
+  lastSendTime: bigint;
+
+  /**
+   * @generated from field: gim.connect.v1.MessageType last_message_type = 8;
+   */
+  lastMessageType: MessageType;
+
+  /**
+   * The first 32 characters of the last message's text (text messages only).
+   *
+   * @generated from field: string preview = 9;
+   */
+  preview: string;
+
+  /**
+   * Messages after read_seq not sent by the owner (large groups: last_seq - read_seq).
+   *
+   * @generated from field: int64 unread = 10;
+   */
+  unread: bigint;
+
+  /**
+   * The owner's read position, in the same list as last_seq; only moves forward.
+   *
+   * @generated from field: int64 read_seq = 11;
+   */
+  readSeq: bigint;
+
+  /**
+   * @generated from field: bool pinned = 12;
+   */
+  pinned: boolean;
+
+  /**
+   * A muted conversation's unread messages are left out of unread_total.
+   *
+   * @generated from field: bool muted = 13;
+   */
+  muted: boolean;
+
+  /**
+   * Removed from the list by UpdateConversation; the next message brings it back.
+   *
+   * @generated from field: bool deleted = 14;
+   */
+  deleted: boolean;
+
+  /**
+   * Grows on every change of this conversation; versions of one owner's conversations are all
+   * distinct (each is a seq of the owner's list). 0 for large groups without a stored row.
+   *
+   * @generated from field: int64 version = 15;
+   */
+  version: bigint;
+};
+
+/**
+ * Describes the message gim.connect.v1.Conversation.
+ * Use `create(ConversationSchema)` to create a new message.
+ */
+export const ConversationSchema: GenMessage<Conversation> = /*@__PURE__*/
+  messageDesc(file_gim_connect_v1_connect, 24);
+
+/**
+ * Up, type GET_CONVERSATIONS: the owner's conversations changed after since_version (0: all),
+ * oldest change first.
+ *
+ * @generated from message gim.connect.v1.GetConversationsInput
+ */
+export type GetConversationsInput = Message$1<"gim.connect.v1.GetConversationsInput"> & {
+  /**
+   * @generated from field: int64 since_version = 1;
+   */
+  sinceVersion: bigint;
+
+  /**
+   * Page size; 0 = 50, at most 100 (a page fits one frame).
+   *
+   * @generated from field: int32 limit = 2;
+   */
+  limit: number;
+};
+
+/**
+ * Describes the message gim.connect.v1.GetConversationsInput.
+ * Use `create(GetConversationsInputSchema)` to create a new message.
+ */
+export const GetConversationsInputSchema: GenMessage<GetConversationsInput> = /*@__PURE__*/
+  messageDesc(file_gim_connect_v1_connect, 25);
+
+/**
+ * @generated from message gim.connect.v1.GetConversationsOutput
+ */
+export type GetConversationsOutput = Message$1<"gim.connect.v1.GetConversationsOutput"> & {
+  /**
+   * Changed conversations (deleted ones included, flagged), by version.
+   *
+   * @generated from field: repeated gim.connect.v1.Conversation conversations = 1;
+   */
+  conversations: Conversation[];
+
+  /**
+   * More changes follow: ask again with since_version = version.
+   *
+   * @generated from field: bool has_more = 2;
+   */
+  hasMore: boolean;
+
+  /**
+   * The highest version in this page (since_version when the page is empty).
+   *
+   * @generated from field: int64 version = 3;
+   */
+  version: bigint;
+
+  /**
+   * Every large group of the owner, on every page: their unread counts are computed on read.
+   *
+   * @generated from field: repeated gim.connect.v1.Conversation large_groups = 4;
+   */
+  largeGroups: Conversation[];
+
+  /**
+   * Unread messages of all conversations that are neither muted nor deleted, large groups included.
+   *
+   * @generated from field: int64 unread_total = 5;
+   */
+  unreadTotal: bigint;
+};
+
+/**
+ * Describes the message gim.connect.v1.GetConversationsOutput.
+ * Use `create(GetConversationsOutputSchema)` to create a new message.
+ */
+export const GetConversationsOutputSchema: GenMessage<GetConversationsOutput> = /*@__PURE__*/
+  messageDesc(file_gim_connect_v1_connect, 26);
+
+/**
+ * Up, type UPDATE_CONVERSATION. Changes only what its set_* flags name.
+ *
+ * @generated from message gim.connect.v1.UpdateConversationInput
+ */
+export type UpdateConversationInput = Message$1<"gim.connect.v1.UpdateConversationInput"> & {
+  /**
+   * @generated from field: gim.connect.v1.ReceiverType peer_type = 1;
+   */
+  peerType: ReceiverType;
+
+  /**
+   * @generated from field: int64 peer_id = 2;
+   */
+  peerId: bigint;
+
+  /**
+   * @generated from field: bool set_pinned = 3;
+   */
+  setPinned: boolean;
+
+  /**
+   * @generated from field: bool pinned = 4;
+   */
+  pinned: boolean;
+
+  /**
+   * @generated from field: bool set_muted = 5;
+   */
+  setMuted: boolean;
+
+  /**
+   * @generated from field: bool muted = 6;
+   */
+  muted: boolean;
+
+  /**
+   * Removes the conversation from the list (marking it read); the next message brings it back.
+   *
+   * @generated from field: bool delete = 7;
+   */
+  delete: boolean;
+};
+
+/**
+ * Describes the message gim.connect.v1.UpdateConversationInput.
+ * Use `create(UpdateConversationInputSchema)` to create a new message.
+ */
+export const UpdateConversationInputSchema: GenMessage<UpdateConversationInput> = /*@__PURE__*/
+  messageDesc(file_gim_connect_v1_connect, 27);
+
+/**
+ * Up, type MARK_READ: the owner has read the conversation up to read_seq (a seq of the owner's
+ * list, or of the group's list for a large group). Moves forward only: read_seq above the
+ * conversation's last_seq, or not above its read_seq, is refused with 1006 and changes nothing.
+ *
+ * @generated from message gim.connect.v1.MarkReadInput
+ */
+export type MarkReadInput = Message$1<"gim.connect.v1.MarkReadInput"> & {
+  /**
+   * @generated from field: gim.connect.v1.ReceiverType peer_type = 1;
+   */
+  peerType: ReceiverType;
+
+  /**
+   * @generated from field: int64 peer_id = 2;
+   */
+  peerId: bigint;
+
+  /**
+   * @generated from field: int64 read_seq = 3;
+   */
+  readSeq: bigint;
+};
+
+/**
+ * Describes the message gim.connect.v1.MarkReadInput.
+ * Use `create(MarkReadInputSchema)` to create a new message.
+ */
+export const MarkReadInputSchema: GenMessage<MarkReadInput> = /*@__PURE__*/
+  messageDesc(file_gim_connect_v1_connect, 28);
+
+/**
+ * @generated from message gim.connect.v1.ReadNotice
+ */
+export type ReadNotice = Message$1<"gim.connect.v1.ReadNotice"> & {
+  /**
+   * The conversation in the receiving user's list: for READ the reader's own; for RECEIPT the
+   * sender's conversation with the reader (peer = the reader in 1:1, the group otherwise).
+   *
+   * @generated from field: gim.connect.v1.ReceiverType peer_type = 1;
+   */
+  peerType: ReceiverType;
+
+  /**
+   * @generated from field: int64 peer_id = 2;
+   */
+  peerId: bigint;
+
+  /**
+   * @generated from field: int64 reader_id = 3;
+   */
+  readerId: bigint;
+
+  /**
+   * READ: the reader's new read seq. RECEIPT: 0.
+   *
+   * @generated from field: int64 read_seq = 4;
+   */
+  readSeq: bigint;
+
+  /**
+   * RECEIPT: the newest message of the receiving sender the reader has now read (message ids are
+   * the same in every copy of a message). READ: the message at read_seq, if any.
+   *
+   * @generated from field: int64 message_id = 5;
+   */
+  messageId: bigint;
+
+  /**
+   * @generated from field: int64 read_time = 6;
+   */
+  readTime: bigint;
+};
+
+/**
+ * Describes the message gim.connect.v1.ReadNotice.
+ * Use `create(ReadNoticeSchema)` to create a new message.
+ */
+export const ReadNoticeSchema: GenMessage<ReadNotice> = /*@__PURE__*/
+  messageDesc(file_gim_connect_v1_connect, 29);
+
+/**
  * What an envelope carries. Values 0..=4 are the original protocol; 5 and up are gim extensions.
  *
  * @generated from enum gim.connect.v1.PackageType
@@ -806,6 +1119,27 @@ export enum PackageType {
    * @generated from enum value: PACKAGE_TYPE_KICKED = 8;
    */
   KICKED = 8,
+
+  /**
+   * Up: GetConversationsInput (the conversation list). Reply data: GetConversationsOutput.
+   *
+   * @generated from enum value: PACKAGE_TYPE_GET_CONVERSATIONS = 9;
+   */
+  GET_CONVERSATIONS = 9,
+
+  /**
+   * Up: UpdateConversationInput (pin, mute, delete from the list). Reply data: Conversation.
+   *
+   * @generated from enum value: PACKAGE_TYPE_UPDATE_CONVERSATION = 10;
+   */
+  UPDATE_CONVERSATION = 10,
+
+  /**
+   * Up: MarkReadInput. Reply data: Conversation.
+   *
+   * @generated from enum value: PACKAGE_TYPE_MARK_READ = 11;
+   */
+  MARK_READ = 11,
 }
 
 /**
@@ -957,4 +1291,44 @@ export enum MessageType {
  */
 export const MessageTypeSchema: GenEnum<MessageType> = /*@__PURE__*/
   enumDesc(file_gim_connect_v1_connect, 4);
+
+/**
+ * Command codes of the system messages (sender SYSTEM) gim stores and pushes about conversations.
+ * Codes below 1000 are gim's.
+ *
+ * @generated from enum gim.connect.v1.ConversationCommand
+ */
+export enum ConversationCommand {
+  /**
+   * @generated from enum value: CONVERSATION_COMMAND_UNKNOWN = 0;
+   */
+  UNKNOWN = 0,
+
+  /**
+   * To the owner's devices: a new read position (data: ReadNotice).
+   *
+   * @generated from enum value: CONVERSATION_COMMAND_READ = 1;
+   */
+  READ = 1,
+
+  /**
+   * To a sender's devices: the reader read the sender's messages (data: ReadNotice).
+   *
+   * @generated from enum value: CONVERSATION_COMMAND_RECEIPT = 2;
+   */
+  RECEIPT = 2,
+
+  /**
+   * To the owner's devices: pinned, muted or deleted changed (data: Conversation).
+   *
+   * @generated from enum value: CONVERSATION_COMMAND_UPDATED = 3;
+   */
+  UPDATED = 3,
+}
+
+/**
+ * Describes the enum gim.connect.v1.ConversationCommand.
+ */
+export const ConversationCommandSchema: GenEnum<ConversationCommand> = /*@__PURE__*/
+  enumDesc(file_gim_connect_v1_connect, 5);
 
