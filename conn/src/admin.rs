@@ -1,6 +1,8 @@
 //! Admin HTTP: `/healthz` (the process runs), `/readyz` (accepting connections; false while
-//! draining so the load balancer stops sending clients here), `/metrics` (OpenMetrics text).
+//! draining, or while the node lost Redis or logic ([`crate::health`]), so the load balancer
+//! stops sending clients here), `/metrics` (OpenMetrics text).
 
+use crate::health::Health;
 use crate::metrics::Metrics;
 use axum::Router;
 use axum::extract::State;
@@ -8,11 +10,10 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Debug, Clone)]
 pub struct AdminState {
-    pub ready: Arc<AtomicBool>,
+    pub health: Arc<Health>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -25,10 +26,11 @@ pub fn router(state: AdminState) -> Router {
 }
 
 async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
-    if s.ready.load(Ordering::Relaxed) {
+    if s.health.ready() {
         (StatusCode::OK, "ready")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+        let why = s.health.unavailable().unwrap_or("draining");
+        (StatusCode::SERVICE_UNAVAILABLE, why)
     }
 }
 

@@ -30,8 +30,9 @@ pub struct Identity {
 pub enum Control {
     /// The same device signed in elsewhere: send KICKED, then close.
     Kick(String),
-    /// The node drains: send RECONNECT, then close.
-    Drain { after_ms: i64 },
+    /// The node drains, or lost what it needs to serve: send RECONNECT (with `reason`), then
+    /// close.
+    Drain { after_ms: i64, reason: &'static str },
     /// The outbound queue overflowed: the client does not read. Close at once; a notice could not
     /// be delivered anyway.
     Overflow,
@@ -446,7 +447,10 @@ mod tests {
     #[test]
     fn overflow_replaces_a_pending_notice_but_not_the_reverse() {
         let c = Conn::new(ConnId(1), 2);
-        c.control(Control::Drain { after_ms: 0 });
+        c.control(Control::Drain {
+            after_ms: 0,
+            reason: "t",
+        });
         c.control(Control::Overflow);
         c.control(Control::Kick("x".into()));
         assert_eq!(c.take_control(), Some(Control::Overflow));

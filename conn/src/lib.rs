@@ -5,7 +5,8 @@
 //!
 //! Modules: [`session`] (the transport-agnostic state machine), [`admission`] (connection slots), [`tcp`] and [`ws`] (transports),
 //! [`hub`] (local connections and the large-group index), [`grpc`] (`ConnInt`), [`coalesce`]
-//! (busy large groups' pushes held briefly to go out together), [`registry`]
+//! (busy large groups' pushes held briefly to go out together), [`health`] (not ready and
+//! RECONNECT while Redis or logic is lost), [`registry`]
 //! (Redis node lease), [`node`] (start, accept, drain), [`admin`], [`metrics`], [`wire`], [`logic`].
 
 pub mod admin;
@@ -13,6 +14,7 @@ pub mod admission;
 pub mod coalesce;
 pub mod error;
 pub mod grpc;
+pub mod health;
 pub mod hub;
 pub mod logic;
 pub mod metrics;

@@ -16,8 +16,11 @@ use gim_proto::logic::v1::{
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
-use tonic::transport::Endpoint;
+use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 /// A boxed call: sessions keep at most one in flight, boxed so an idle connection's task does not
 /// carry the size of a gRPC call's state machine.
@@ -63,6 +66,10 @@ pub trait LogicApi: Send + Sync + 'static {
         let _ = (req, trace_id);
         Box::pin(async { Err(Status::unimplemented("mark_read")) })
     }
+    /// Whether logic answers and reports itself serving (its stores up); [`crate::health`].
+    fn ping(&self) -> LogicFuture<bool> {
+        Box::pin(async { Ok(true) })
+    }
 }
 
 /// `LogicInt` over gRPC. The channel connects lazily and reconnects by itself, so conn starts
@@ -70,6 +77,9 @@ pub trait LogicApi: Send + Sync + 'static {
 #[derive(Debug, Clone)]
 pub struct GrpcLogic {
     client: LogicIntClient<SecretChannel>,
+    /// The standard gRPC health service on the same connection (logic serves it without the
+    /// cluster secret; it says only whether logic's stores are up).
+    health: HealthClient<Channel>,
     timeout: Duration,
 }
 
@@ -82,8 +92,10 @@ impl GrpcLogic {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_while_idle(true);
+        let channel = endpoint.connect_lazy();
         Ok(Self {
-            client: LogicIntClient::with_interceptor(endpoint.connect_lazy(), auth),
+            client: LogicIntClient::with_interceptor(channel.clone(), auth),
+            health: HealthClient::new(channel),
             timeout,
         })
     }
@@ -152,5 +164,16 @@ impl LogicApi for GrpcLogic {
     }
     fn mark_read(&self, req: IntMarkReadReq, trace_id: String) -> LogicFuture<Conversation> {
         call!(self, mark_read, req, trace_id)
+    }
+    fn ping(&self) -> LogicFuture<bool> {
+        let mut health = self.health.clone();
+        let mut request = Request::new(HealthCheckRequest {
+            service: String::new(),
+        });
+        request.set_timeout(self.timeout);
+        Box::pin(async move {
+            let r = health.check(request).await?.into_inner();
+            Ok(r.status == ServingStatus::Serving as i32)
+        })
     }
 }

@@ -11,7 +11,8 @@ use crate::admin::{self, AdminState};
 use crate::admission::{Full, Slots};
 use crate::error::{Error, Result};
 use crate::grpc::ConnIntService;
-use crate::hub::{Control, Hub};
+use crate::health::{Dep, Health, spread_reconnects};
+use crate::hub::Hub;
 use crate::logic::{GrpcLogic, LogicApi};
 use crate::metrics::{Metrics, TransportKind};
 use crate::registry::Registration;
@@ -182,6 +183,7 @@ pub async fn start_with_logic(
 
     let metrics = Arc::new(Metrics::new());
     let hub = Arc::new(Hub::new(c.outbound_queue));
+    let health = Health::new(reg.lease);
     let scfg = SessionConfig {
         sign_in_timeout: Duration::from_millis(c.sign_in_timeout_ms),
         tcp_idle_timeout: Duration::from_secs(c.tcp_idle_timeout_secs),
@@ -196,6 +198,7 @@ pub async fn start_with_logic(
         cfg: scfg,
         sign_ins: Arc::new(Semaphore::new(crate::session::SIGN_IN_INFLIGHT)),
         offlines: Arc::new(Semaphore::new(crate::session::OFFLINE_INFLIGHT)),
+        health: health.clone(),
     });
     let slots = Slots::new(c.max_connections, c.pending_limit());
     let node = Arc::new(Node {
@@ -205,7 +208,6 @@ pub async fn start_with_logic(
         max_frame_len: c.max_frame_len,
         pre_sign_in_max: c.pre_sign_in_max_frame,
     });
-    let ready = Arc::new(AtomicBool::new(false));
     let stop_accept = CancellationToken::new();
     let stop_servers = CancellationToken::new();
 
@@ -245,7 +247,7 @@ pub async fn start_with_logic(
             ),
     );
     let admin_state = AdminState {
-        ready: ready.clone(),
+        health: health.clone(),
         metrics: metrics.clone(),
     };
     let admin_task = tokio::spawn(
@@ -267,6 +269,7 @@ pub async fn start_with_logic(
             stop_accept.clone(),
         )),
     ];
+    let drain_window = Duration::from_secs(c.drain_window_secs);
     let stop_lease = CancellationToken::new();
     let accepting = Arc::new(AtomicBool::new(true));
     let lease_task = tokio::spawn(renew_loop(
@@ -274,22 +277,30 @@ pub async fn start_with_logic(
         hub.clone(),
         node.ctx.logic.clone(),
         accepting.clone(),
+        health.clone(),
+        drain_window,
         stop_lease.clone(),
     ));
-    ready.store(true, Ordering::Relaxed);
+    let logic_watch = tokio::spawn(crate::health::watch_logic(
+        node.ctx.logic.clone(),
+        health.clone(),
+        hub.clone(),
+        reg.lease / 3,
+        drain_window,
+        stop_lease.clone(),
+    ));
     info!(
         %node_id, %tcp_addr, %ws_addr, %grpc_addr, %admin_addr, advertised = %advertised_addr,
         "conn node started"
     );
 
-    let drain_window = Duration::from_secs(c.drain_window_secs);
     let done = tokio::spawn({
         let hub = hub.clone();
         let node_id = node_id.clone();
         async move {
             shutdown.wait().await;
             info!(%node_id, connections = hub.len(), "draining");
-            ready.store(false, Ordering::Relaxed);
+            health.set_draining();
             accepting.store(false, Ordering::Relaxed);
             stop_accept.cancel();
             for t in accept_tasks {
@@ -298,7 +309,13 @@ pub async fn start_with_logic(
             if let Err(e) = reg.renew(hub.signed_in_count(), false).await {
                 warn!(error = %e, "registry update failed at drain start");
             }
-            drain(&hub, drain_window).await;
+            spread_reconnects(
+                hub.clone(),
+                drain_window,
+                "node draining",
+                CancellationToken::new(),
+            )
+            .await;
             node.tracker.close();
             let grace = node.ctx.cfg.close_linger + node.ctx.cfg.offline_timeout;
             if tokio::time::timeout(grace + Duration::from_secs(1), node.tracker.wait())
@@ -309,6 +326,7 @@ pub async fn start_with_logic(
             }
             stop_lease.cancel();
             let _ = lease_task.await;
+            let _ = logic_watch.await;
             if let Err(e) = reg.deregister().await {
                 warn!(error = %e, "deregistration failed; the lease will expire");
             }
@@ -346,20 +364,6 @@ pub async fn start_with_logic(
     })
 }
 
-/// Tells every connection to reconnect elsewhere, spread evenly over `window`.
-async fn drain(hub: &Hub, window: Duration) {
-    let conns = hub.snapshot();
-    let n = conns.len().max(1) as u32;
-    let started = Instant::now();
-    for (i, c) in conns.iter().enumerate() {
-        let at = started + window * i as u32 / n;
-        if at > Instant::now() {
-            tokio::time::sleep_until(at).await;
-        }
-        c.control(Control::Drain { after_ms: 0 });
-    }
-}
-
 /// Routes per `RestoreRoutes` call, so one call stays well under the gRPC message limit.
 const RESTORE_CHUNK: usize = 1000;
 
@@ -373,6 +377,8 @@ async fn renew_loop(
     hub: Arc<Hub>,
     logic: Arc<dyn LogicApi>,
     accepting: Arc<AtomicBool>,
+    health: Arc<Health>,
+    drain_window: Duration,
     stop: CancellationToken,
 ) {
     let period = reg.lease / 3;
@@ -386,8 +392,17 @@ async fn renew_loop(
             _ = tick.tick() => {}
         }
         let accepting = accepting.load(Ordering::Relaxed);
-        match reg.renew(hub.signed_in_count(), accepting).await {
+        // Bounded: a Redis that stopped answering must count as lost, not stall the loop.
+        let renewed = tokio::time::timeout(period, reg.renew(hub.signed_in_count(), accepting))
+            .await
+            .unwrap_or_else(|_| {
+                Err(redis::RedisError::from(std::io::Error::from(
+                    std::io::ErrorKind::TimedOut,
+                )))
+            });
+        match renewed {
             Ok(existed) => {
+                health.observe(Dep::Registry, true, &hub, drain_window);
                 if !existed || failing {
                     warn!(
                         node_id = %reg.node_id, lease_was_missing = !existed,
@@ -400,6 +415,7 @@ async fn renew_loop(
             Err(e) => {
                 failing = true;
                 warn!(error = %e, "registry lease renewal failed");
+                health.observe(Dep::Registry, false, &hub, drain_window);
                 continue;
             }
         }
@@ -563,7 +579,7 @@ mod tests {
     use bytes::BytesMut;
     use futures::{SinkExt, StreamExt};
     use gim_common::keys::{self, NodeInfo};
-    use gim_proto::connect::v1::{Input, Output, PackageType};
+    use gim_proto::connect::v1::{Input, Output, PackageType, ReconnectNotice};
     use gim_proto::frame::FrameCodec;
     use gim_test_support::http_get;
     use prost::Message as _;
@@ -589,6 +605,15 @@ mod tests {
         tweak: impl FnOnce(&mut ConnConfig),
         hold_offline: bool,
     ) -> (ConnHandle, Shutdown, mpsc::UnboundedReceiver<Call>) {
+        node_full(tweak, hold_offline, Default::default()).await
+    }
+
+    /// [`node_with`]; logic's health check fails while `logic_down` is set.
+    async fn node_full(
+        tweak: impl FnOnce(&mut ConnConfig),
+        hold_offline: bool,
+        logic_down: Arc<AtomicBool>,
+    ) -> (ConnHandle, Shutdown, mpsc::UnboundedReceiver<Call>) {
         let mut cfg = ConnConfig::default();
         cfg.redis.url = redis_url();
         let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
@@ -604,6 +629,7 @@ mod tests {
         let logic = FakeLogic {
             calls: tx,
             hold_offline,
+            down: logic_down,
         };
         let h = start_with_logic(cfg, shutdown.clone(), Arc::new(logic))
             .await
@@ -706,6 +732,107 @@ mod tests {
         })
         .await;
         assert!(quiet.is_err(), "restored again without a new loss");
+        shutdown.trigger();
+        tokio::time::timeout(WAIT, h.wait()).await.unwrap().unwrap();
+    }
+
+    /// Signs in over TCP; returns the stream and the first reply.
+    async fn tcp_sign_in(h: &ConnHandle, buf: &mut BytesMut) -> (TcpStream, Option<Output>) {
+        let mut s = TcpStream::connect(h.tcp_addr).await.unwrap();
+        tcp_send(
+            &mut s,
+            &envelope(PackageType::SignIn, 1, sign_in_input("good")),
+        )
+        .await;
+        let r = tcp_recv(&mut s, buf).await;
+        (s, r)
+    }
+
+    async fn wait_ready(admin: SocketAddr, want: u16) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (code, body) = http_get(admin, "/readyz").await;
+            if code == want {
+                return body;
+            }
+            assert!(Instant::now() < deadline, "/readyz never answered {want}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A client signed in while the node serves.
+    async fn serving_client(h: &ConnHandle) -> (TcpStream, BytesMut) {
+        let mut buf = BytesMut::new();
+        let (s, r) = tcp_sign_in(h, &mut buf).await;
+        assert_eq!(r.unwrap().code, 0, "signed in while serving");
+        assert_eq!(wait_ready(h.admin_addr, 200).await, "ready");
+        (s, buf)
+    }
+
+    /// After a dependency is lost: readiness false with the reason, the signed-in client told
+    /// to reconnect elsewhere and closed, a new sign-in told the same.
+    async fn sends_clients_elsewhere(
+        h: &ConnHandle,
+        mut s: TcpStream,
+        mut buf: BytesMut,
+        why: &str,
+    ) {
+        assert_eq!(wait_ready(h.admin_addr, 503).await, why);
+        let r = tcp_recv(&mut s, &mut buf).await.expect("a notice");
+        assert_eq!(r.r#type, PackageType::Reconnect as i32);
+        assert_eq!(ReconnectNotice::decode(r.data).unwrap().reason, why);
+        assert!(tcp_recv(&mut s, &mut buf).await.is_none(), "then closed");
+        let mut buf = BytesMut::new();
+        let (mut s, r) = tcp_sign_in(h, &mut buf).await;
+        let r = r.expect("a notice");
+        assert_eq!(
+            r.r#type,
+            PackageType::Reconnect as i32,
+            "sign-in sent elsewhere"
+        );
+        assert!(tcp_recv(&mut s, &mut buf).await.is_none(), "then closed");
+    }
+
+    /// Once the dependency is back: ready, and sign-ins succeed.
+    async fn serves_again(h: &ConnHandle) {
+        assert_eq!(wait_ready(h.admin_addr, 200).await, "ready");
+        let mut buf = BytesMut::new();
+        let (_s, r) = tcp_sign_in(h, &mut buf).await;
+        let r = r.unwrap();
+        assert_eq!(
+            (r.r#type, r.code),
+            (PackageType::SignIn as i32, 0),
+            "signs in again"
+        );
+    }
+
+    #[tokio::test]
+    async fn losing_redis_makes_the_node_unready_and_sends_clients_elsewhere_until_it_returns() {
+        let mut redis = gim_test_support::OwnRedis::start().await;
+        let url = redis.url();
+        let (h, shutdown, _calls) = node(|c| {
+            c.conn.lease_secs = 3;
+            c.redis.url = url;
+        })
+        .await;
+        let (s, buf) = serving_client(&h).await;
+        redis.kill().await;
+        sends_clients_elsewhere(&h, s, buf, Dep::Registry.lost_reason()).await;
+        redis.restart(Duration::ZERO).await;
+        serves_again(&h).await;
+        shutdown.trigger();
+        tokio::time::timeout(WAIT, h.wait()).await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn losing_logic_makes_the_node_unready_and_sends_clients_elsewhere_until_it_returns() {
+        let down = Arc::new(AtomicBool::new(false));
+        let (h, shutdown, _calls) = node_full(|c| c.conn.lease_secs = 3, false, down.clone()).await;
+        let (s, buf) = serving_client(&h).await;
+        down.store(true, Ordering::Relaxed);
+        sends_clients_elsewhere(&h, s, buf, Dep::Logic.lost_reason()).await;
+        down.store(false, Ordering::Relaxed);
+        serves_again(&h).await;
         shutdown.trigger();
         tokio::time::timeout(WAIT, h.wait()).await.unwrap().unwrap();
     }

@@ -24,6 +24,7 @@
 //! | outbound queue full (client not reading)     | close at once (`outbound_overflow`), logged |
 //! | kicked by a newer sign-in of the device      | KICKED notice, then close                   |
 //! | node draining                               | RECONNECT notice, then close                |
+//! | sign-in while the node does not serve ([`crate::health`]) | RECONNECT notice, then close (`unavailable`) |
 
 use crate::admission::Slot;
 use crate::hub::{Conn, Control, Identity, Push};
@@ -117,6 +118,8 @@ pub enum CloseReason {
     Handshake,
     /// The sign-in found every signed-in slot taken.
     NodeFull,
+    /// The sign-in came while the node does not serve (lost Redis or logic).
+    Unavailable,
 }
 
 impl CloseReason {
@@ -140,6 +143,7 @@ impl CloseReason {
             CloseReason::Drain => "drain",
             CloseReason::Handshake => "handshake_failed",
             CloseReason::NodeFull => "node_full",
+            CloseReason::Unavailable => "unavailable",
         }
     }
 }
@@ -188,6 +192,8 @@ pub struct SessionCtx {
     pub sign_ins: Arc<tokio::sync::Semaphore>,
     /// Offline calls of this node in flight at logic ([`OFFLINE_INFLIGHT`]).
     pub offlines: Arc<tokio::sync::Semaphore>,
+    /// Whether the node serves; sign-ins are sent elsewhere while it does not.
+    pub health: Arc<crate::health::Health>,
 }
 
 /// Most sign-ins one node has in flight at logic at once. In a connect storm beyond what logic
@@ -503,6 +509,17 @@ impl<'a> Session<'a> {
         self.send(&out);
     }
 
+    fn send_reconnect(&mut self, after_ms: i64, reason: &str) {
+        let data = ReconnectNotice {
+            reason: reason.into(),
+            after_ms,
+        }
+        .encode_to_vec()
+        .into();
+        let out = wire::output(PackageType::Reconnect as i32, 0, 0, String::new(), data);
+        self.send(&out);
+    }
+
     fn on_control(&mut self, c: Control) {
         match c {
             Control::Kick(reason) => {
@@ -511,15 +528,8 @@ impl<'a> Session<'a> {
                 self.send(&out);
                 self.begin_close(CloseReason::Kicked);
             }
-            Control::Drain { after_ms } => {
-                let data = ReconnectNotice {
-                    reason: "node draining".into(),
-                    after_ms,
-                }
-                .encode_to_vec()
-                .into();
-                let out = wire::output(PackageType::Reconnect as i32, 0, 0, String::new(), data);
-                self.send(&out);
+            Control::Drain { after_ms, reason } => {
+                self.send_reconnect(after_ms, reason);
                 self.begin_close(CloseReason::Drain);
             }
             Control::Overflow => {
@@ -783,6 +793,14 @@ impl<'a> Session<'a> {
     }
 
     fn start_sign_in(&mut self, request_id: i64, si: SignInInput) {
+        if let Some(reason) = self.ctx.health.unavailable() {
+            // Signing in here would leave the client unreachable (no lease: logic routes no push
+            // here) or fail at logic: tell it to try another node.
+            debug!(conn_id = %self.conn.id, reason, "sign-in refused: node not serving");
+            self.ctx.metrics.sign_in("refused");
+            self.send_reconnect(0, reason);
+            return self.begin_close(CloseReason::Unavailable);
+        }
         if let Some(Err(full)) = self.slot.as_mut().map(Slot::promote) {
             let ty = PackageType::SignIn as i32;
             debug!(conn_id = %self.conn.id, "sign-in refused: {}", full.as_str());

@@ -30,6 +30,8 @@ pub(crate) struct FakeLogic {
     pub(crate) calls: mpsc::UnboundedSender<Call>,
     /// Offline calls are recorded and then never answered (a hung logic).
     pub(crate) hold_offline: bool,
+    /// While set, the health check says logic does not serve.
+    pub(crate) down: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn ready<T: Send + 'static>(v: Result<T, Status>) -> LogicFuture<T> {
@@ -37,6 +39,10 @@ fn ready<T: Send + 'static>(v: Result<T, Status>) -> LogicFuture<T> {
 }
 
 impl LogicApi for FakeLogic {
+    fn ping(&self) -> LogicFuture<bool> {
+        let up = !self.down.load(std::sync::atomic::Ordering::Relaxed);
+        ready(Ok(up))
+    }
     fn sign_in(&self, req: SignInReq, trace_id: String) -> LogicFuture<SignInResp> {
         let ok = req.token == "good";
         let _ = self.calls.send(Call::SignIn(req, trace_id));
@@ -158,12 +164,14 @@ pub(crate) fn harness(queue_cap: usize) -> Harness {
         logic: Arc::new(FakeLogic {
             calls: tx,
             hold_offline: false,
+            down: Default::default(),
         }),
         hub: Arc::new(Hub::new(queue_cap)),
         metrics: Arc::new(Metrics::new()),
         cfg: SessionConfig::default(),
         sign_ins: Arc::new(tokio::sync::Semaphore::new(2)),
         offlines: Arc::new(tokio::sync::Semaphore::new(2)),
+        health: crate::health::Health::new(std::time::Duration::from_secs(15)),
     });
     Harness { ctx, calls }
 }
@@ -548,7 +556,10 @@ async fn draining_sends_a_reconnect_notice_then_closes() {
     let h = harness(16);
     let mut c = h.connect(None, 8);
     c.sign_in("good").await;
-    c.conn.control(Control::Drain { after_ms: 250 });
+    c.conn.control(Control::Drain {
+        after_ms: 250,
+        reason: "node draining",
+    });
     let r = c.recv().await.unwrap();
     assert_eq!(r.r#type, PackageType::Reconnect as i32);
     assert_eq!(ReconnectNotice::decode(r.data).unwrap().after_ms, 250);
