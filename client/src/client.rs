@@ -6,16 +6,18 @@
 //! - one driver task owns the delivery state (`last_seq` of the user's list, and the last group seq
 //!   of every large group it tracks) and is the only one that emits messages;
 //! - a push whose seq is at most the last delivered one is a duplicate and dropped; the next seq is
-//!   delivered; a larger seq means something in between was missed, so the driver syncs from its
-//!   last seq and delivers what the server returns (which includes the push itself);
+//!   delivered; a larger seq means something in between was missed or is still being stored, so
+//!   the driver holds it, syncs from its last seq, and delivers (and acks) only up to a gap that
+//!   remains, re-syncing until it fills or [`ClientOptions::gap_wait`] passes ([`crate::order`]);
 //! - after every (re)connect the driver syncs before handling pushes, and the pushes that arrived
 //!   meanwhile are deduped by seq;
 //! - after a successful send the driver syncs too, so the sender's own copy (which the server never
 //!   pushes to the sending device) arrives promptly and in order.
 //!
-//! Seqs may skip numbers (a server may allocate seqs in blocks), so a gap costs one sync, never a
-//! stall: whatever the sync returns is the truth.
+//! Seqs may skip numbers (a store that failed after its seq was allocated), so a gap never stalls
+//! the list for longer than `gap_wait`.
 
+use crate::order::Ordered;
 use crate::session::{Credentials, Notice, Session, SessionOptions};
 use crate::{ClientError, Endpoint};
 use gim_proto::connect::v1::{
@@ -32,6 +34,14 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
 
 /// What a [`Client`] needs.
 #[derive(Debug, Clone)]
@@ -50,6 +60,10 @@ pub struct ClientOptions {
     pub max_backoff: Duration,
     /// How long [`Client::send`] keeps retrying (same idempotency key) across reconnects.
     pub send_deadline: Duration,
+    /// How long messages above a seq gap wait for the gap to fill before it is skipped: longer
+    /// than the server's slowest store (seconds), short enough that a seq never stored does not
+    /// stall the list for long.
+    pub gap_wait: Duration,
 }
 
 impl ClientOptions {
@@ -62,6 +76,7 @@ impl ClientOptions {
             event_queue: 4096,
             max_backoff: Duration::from_secs(5),
             send_deadline: Duration::from_secs(30),
+            gap_wait: Duration::from_secs(3),
         }
     }
 }
@@ -71,8 +86,9 @@ impl ClientOptions {
 pub enum Event {
     /// Signed in on this node (first time or after a reconnect).
     Connected { endpoint: Endpoint },
-    /// A message: for user lists and large groups in strictly increasing seq, each exactly once;
-    /// seq 0 messages (not persisted) are best effort.
+    /// A message: for user lists and large groups in increasing seq, each exactly once; seq 0
+    /// messages (not persisted) are best effort. The one exception: a message whose store took
+    /// longer than [`ClientOptions::gap_wait`] comes late, after higher seqs.
     Message(MessageItem),
     /// The connection ended; the client reconnects by itself.
     Disconnected { reason: String },
@@ -125,14 +141,15 @@ impl Client {
         let stop = CancellationToken::new();
         let send_deadline = opts.send_deadline;
         let driver = Driver {
-            opts,
             events: ev_tx,
             cmds: cmd_rx,
             session_tx: sess_tx,
+            list: Ordered::new(opts.start_seq, opts.gap_wait),
             last_seq: last_seq.clone(),
             groups: HashMap::new(),
             acked: 0,
             stop: stop.clone(),
+            opts,
         };
         let task = tokio::spawn(driver.run());
         // Idempotency keys: time-based start so a restarted process does not reuse its keys.
@@ -308,6 +325,8 @@ struct Driver {
     events: mpsc::Sender<Event>,
     cmds: mpsc::Receiver<Command>,
     session_tx: watch::Sender<Option<Arc<Session>>>,
+    /// The user's list in seq order; its contiguous end is published in `last_seq`.
+    list: Ordered,
     last_seq: Arc<AtomicI64>,
     /// Large group id -> last delivered group seq.
     groups: HashMap<i64, i64>,
@@ -320,7 +339,12 @@ enum Step {
     Notice(Option<Notice>),
     Cmd(Option<Command>),
     Overflow,
+    /// Messages are held above a gap: re-sync, or give the gap up when its time has come.
+    Gap,
 }
+
+/// How often a held gap is re-synced while it waits.
+const GAP_RESYNC: Duration = Duration::from_millis(250);
 
 /// Why a connected period ended.
 enum End {
@@ -402,11 +426,16 @@ impl Driver {
             return End::Lost(format!("sync failed: {e}"));
         }
         loop {
+            let gap_check = self
+                .list
+                .deadline()
+                .map(|at| at.min(Instant::now() + GAP_RESYNC));
             let step = tokio::select! {
                 _ = self.stop.cancelled() => Step::Stop,
                 n = notices.recv() => Step::Notice(n),
                 c = self.cmds.recv() => Step::Cmd(c),
                 _ = s.overflowed() => Step::Overflow,
+                _ = sleep_until_some(gap_check) => Step::Gap,
             };
             let res = match step {
                 Step::Stop => return End::Stop,
@@ -432,6 +461,7 @@ impl Driver {
                 // The handle was dropped.
                 Step::Cmd(None) => return End::Stop,
                 Step::Overflow => self.sync(s).await,
+                Step::Gap => self.recheck_gap(s).await,
             };
             if let Err(e) = res {
                 if s.is_closed() || e.is_retryable() {
@@ -446,7 +476,7 @@ impl Driver {
     }
 
     fn last(&self) -> i64 {
-        self.last_seq.load(Ordering::Acquire)
+        self.list.last()
     }
 
     async fn catch_up(&mut self, s: &Arc<Session>) -> Result<(), ClientError> {
@@ -476,47 +506,62 @@ impl Driver {
             }
             return self.group_sync(s, g).await;
         }
-        let last = self.last();
-        if m.seq <= last {
-            return Ok(());
+        self.offer(m).await;
+        if self.list.has_gap() {
+            // Missed, or still being stored: a sync brings what is stored.
+            self.sync(s).await?;
         }
-        if m.seq == last + 1 {
-            self.last_seq.store(m.seq, Ordering::Release);
+        Ok(())
+    }
+
+    /// Hands one message of the user's list to the order keeper; emits what it releases.
+    async fn offer(&mut self, m: MessageItem) {
+        let ready = self.list.offer(m, Instant::now());
+        self.deliver(ready).await;
+    }
+
+    async fn deliver(&mut self, ready: Vec<MessageItem>) {
+        self.last_seq.store(self.list.last(), Ordering::Release);
+        for m in ready {
             self.emit(Event::Message(m)).await;
-            return Ok(());
         }
+    }
+
+    /// A gap still open: sync again; give it up if its wait is over.
+    async fn recheck_gap(&mut self, s: &Arc<Session>) -> Result<(), ClientError> {
         self.sync(s).await?;
-        // A sync from a known seq always returns the pushed message (it was stored before the
-        // push). A sync from 0 means "after the highest ack of the user's devices", and another
-        // device may have acked past this message meanwhile; the push itself is still news here.
-        if m.seq > self.last() {
-            self.last_seq.store(m.seq, Ordering::Release);
-            self.emit(Event::Message(m)).await;
+        let ready = self.list.skip_due(Instant::now());
+        if !ready.is_empty() {
+            tracing::debug!(last = self.list.last(), "seq gap skipped after gap_wait");
         }
+        self.deliver(ready).await;
         Ok(())
     }
 
     /// Pulls the user's list after the last delivered seq, page by page.
     async fn sync(&mut self, s: &Arc<Session>) -> Result<(), ClientError> {
+        // From the contiguous end (a gap's missing seqs may be stored by now); later pages from
+        // the highest seq seen, or a gap would fetch the same page forever.
+        let mut from = self.last();
         loop {
-            let from = self.last();
             let data = s
                 .request(PackageType::Sync, &SyncInput { seq: from })
                 .await?;
             let out = SyncOutput::decode(data)
                 .map_err(|e| ClientError::Protocol(format!("SyncOutput: {e}")))?;
-            let mut advanced = false;
             for m in out.messages {
-                if m.seq > self.last() {
-                    self.last_seq.store(m.seq, Ordering::Release);
-                    advanced = true;
-                    self.emit(Event::Message(m)).await;
-                }
+                self.offer(m).await;
+            }
+            if from == 0 {
+                let ready = self.list.anchor(Instant::now());
+                self.deliver(ready).await;
             }
             // has_more without progress would loop forever on a misbehaving server.
-            if !out.has_more || !advanced {
+            let next = self.list.seen();
+            if !out.has_more || next <= from {
                 return Ok(());
             }
+            from = next;
         }
     }
 

@@ -9,13 +9,15 @@
 //! gim code when the server sent one. [`admin`] calls logic's admin API (app creation). The `gim`
 //! binary (src/main.rs) is built on these.
 //!
-//! Modules: [`client`], [`session`], [`api`], [`admin`], [`endpoint`], [`error`].
+//! Modules: [`client`] (with `order`: seq order across out-of-order commits), [`session`],
+//! [`api`], [`admin`], [`endpoint`], [`error`].
 
 pub mod admin;
 pub mod api;
 pub mod client;
 pub mod endpoint;
 pub mod error;
+mod order;
 pub mod session;
 
 pub use api::{ClientApi, ServerApi, body_text, text_body};

@@ -6,12 +6,14 @@
 // - one serial task queue owns the delivery state (the last seq of the user's list, the last group
 //   seq of each tracked large group); only it emits messages;
 // - a push at or below the last delivered seq is a duplicate and dropped; the next seq is
-//   delivered; a larger one means something was missed, so the queue syncs from the last seq;
+//   delivered; a larger one means something was missed or is still being stored, so it is held,
+//   the queue syncs from the last seq, and nothing past a remaining gap is delivered or acked
+//   until the gap fills or `gapWaitMs` passes (re-syncing every 250 ms; see order.ts);
 // - after every (re)connect the client syncs (page by page while `has_more`) before it handles
 //   pushes; pushes that arrived meanwhile wait behind the sync and are deduped by seq;
 // - after a send the client syncs, so the sender's own copy (never pushed to the sending device)
 //   arrives in order.
-// Seqs may skip numbers (servers allocate them in blocks), so a gap costs one sync, never a stall.
+// Seqs may skip numbers (a failed store, a counter reset), so a gap never stalls longer than `gapWaitMs`.
 
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import {
@@ -29,6 +31,7 @@ import {
   type MessageItem,
 } from "./gen/gim/connect/v1/connect_pb.js";
 import { Backoff, type BackoffOptions } from "./backoff.js";
+import { Ordered } from "./order.js";
 import { GimError, GimCode, StoppedError, TimeoutError, isRetryable } from "./errors.js";
 import { Session, type Credentials, type Push, type SessionOptions, type WebSocketConstructor } from "./session.js";
 
@@ -57,6 +60,11 @@ export interface ClientOptions extends SessionOptions {
   maxQueuedPushes?: number;
   /** Index of the first endpoint to try (default 0). */
   firstEndpoint?: number;
+  /**
+   * How long messages above a seq gap wait for it to fill before it is skipped (default 3000 ms):
+   * longer than the server's slowest store, short enough that a seq never stored stalls little.
+   */
+  gapWaitMs?: number;
 }
 
 /** What the application sees. */
@@ -147,7 +155,9 @@ export class GimClient {
   private idx: number;
   private readonly backoff: Backoff;
   private retryTimer: ReturnType<typeof setTimeout> | undefined;
-  private last: bigint;
+  // The user's list in seq order (held above a gap; see order.ts).
+  private readonly list: Ordered<MessageItem>;
+  private gapTimer: ReturnType<typeof setTimeout> | undefined;
   private acked: bigint;
   private readonly groups = new Map<bigint, bigint>();
   // Serial queue: syncs and pushes run one at a time, in arrival order.
@@ -166,8 +176,8 @@ export class GimClient {
     this.creds = { appId: toId(c.appId), userId: toId(c.userId), deviceId: toId(c.deviceId), token: c.token };
     this.idx = opts.firstEndpoint ?? 0;
     this.backoff = new Backoff(opts.backoff);
-    this.last = toId(opts.startSeq ?? 0n);
-    this.acked = this.last;
+    this.list = new Ordered<MessageItem>(toId(opts.startSeq ?? 0n), opts.gapWaitMs ?? 3000);
+    this.acked = this.list.last;
     // Idempotency keys: time-based start plus randomness, so a restarted page or a second device
     // does not reuse keys; fits int64 until the year 2262.
     this.nextRequestId = BigInt(Date.now()) * 1_000_000n + BigInt(Math.floor(Math.random() * 1000)) * 1000n;
@@ -197,7 +207,7 @@ export class GimClient {
 
   /** The highest seq of the user's list delivered to the application (persist it to resume). */
   get lastSeq(): bigint {
-    return this.last;
+    return this.list.last;
   }
 
   /** The last delivered group seq of a tracked large group. */
@@ -267,7 +277,7 @@ export class GimClient {
         const g = input.receiverType === ReceiverType.LARGE_GROUP ? toId(input.receiverId) : undefined;
         if (out.seq > 0n && (g === undefined || this.groups.has(g))) {
           await this.serial(async () => {
-            if (g === undefined && out.seq > this.last) await this.syncOn(s);
+            if (g === undefined && out.seq > this.list.last) await this.syncOn(s);
             if (g !== undefined && out.seq > (this.groups.get(g) ?? 0n)) await this.groupSyncOn(s, g);
           }).catch(() => {
             // The connection went; the catch-up after the reconnect delivers the own copy.
@@ -390,6 +400,7 @@ export class GimClient {
     if (this.stopped) return;
     this.stopped = why;
     clearTimeout(this.retryTimer);
+    clearTimeout(this.gapTimer);
     const s = this.session;
     this.session = undefined;
     s?.close(why.message);
@@ -486,39 +497,56 @@ export class GimClient {
       await this.groupSyncOn(s, g);
       return;
     }
-    if (m.seq <= this.last) return;
-    if (m.seq === this.last + 1n) {
-      this.last = m.seq;
-      this.emit("message", m);
-      this.ackOn(s);
-      return;
-    }
-    await this.syncOn(s);
-    // A sync from a known seq always returns the pushed message (stored before the push). A sync
-    // from 0 starts after the highest ack of any of the user's devices, which another device may
-    // have moved past this message meanwhile: the push itself is still news here.
-    if (m.seq > this.last) {
-      this.last = m.seq;
-      this.emit("message", m);
-      this.ackOn(s);
-    }
+    this.offer(m);
+    // Missed, or still being stored: a sync brings what is stored.
+    if (this.list.hasGap) await this.syncOn(s);
+    this.ackOn(s);
+    this.armGapTimer(s);
+  }
+
+  /** Hands one message of the user's list to the order keeper; emits what it releases. */
+  private offer(m: MessageItem): void {
+    for (const r of this.list.offer(m)) this.emit("message", r);
+  }
+
+  /** While messages are held above a gap: re-sync every 250 ms, give the gap up at its deadline. */
+  private armGapTimer(s: Session): void {
+    clearTimeout(this.gapTimer);
+    const at = this.list.deadline;
+    if (at === undefined || s.isClosed || this.stopped) return;
+    const inMs = Math.max(0, Math.min(at - Date.now(), 250));
+    this.gapTimer = setTimeout(() => {
+      void this.serial(async () => {
+        if (s.isClosed || this.stopped) return;
+        try {
+          await this.syncOn(s);
+        } catch {
+          // The session's loss is handled by its close; a reconnect catches up anyway.
+          return;
+        }
+        for (const r of this.list.skipDue()) this.emit("message", r);
+        this.ackOn(s);
+        this.armGapTimer(s);
+      });
+    }, inMs);
   }
 
   /** Pulls the user's list after the last delivered seq, page by page while `has_more`. */
   private async syncOn(s: Session): Promise<void> {
+    // From the contiguous end (a gap's missing seqs may be stored by now); later pages from the
+    // highest seq seen, or a gap would fetch the same page forever.
+    let from = this.list.last;
     for (;;) {
-      const from = this.last;
       const out = await s.call(PackageType.SYNC, SyncInputSchema, { seq: from }, SyncOutputSchema);
-      for (const m of out.messages) {
-        if (m.seq > this.last) {
-          this.last = m.seq;
-          this.emit("message", m);
-        }
-      }
+      for (const m of out.messages) this.offer(m);
+      if (from === 0n) for (const r of this.list.anchor()) this.emit("message", r);
       // has_more without progress would loop forever on a misbehaving server.
-      if (!out.hasMore || this.last === from) break;
+      const next = this.list.seen;
+      if (!out.hasMore || next <= from) break;
+      from = next;
     }
     this.ackOn(s);
+    this.armGapTimer(s);
   }
 
   private async groupSyncOn(s: Session, g: bigint): Promise<void> {
@@ -538,10 +566,11 @@ export class GimClient {
   }
 
   private ackOn(s: Session): void {
-    if (this.last > this.acked && !s.isClosed) {
+    const last = this.list.last;
+    if (last > this.acked && !s.isClosed) {
       try {
-        s.ack(this.last);
-        this.acked = this.last;
+        s.ack(last);
+        this.acked = last;
       } catch {
         // The socket is closing; the next session acks after its catch-up.
       }

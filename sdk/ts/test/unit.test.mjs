@@ -47,3 +47,55 @@ test('the view keeps each message once, per conversation, in seq order', () => {
   assert.equal(textOf(back.messages('g:7')[0]), 'x');
   assert.equal(back.add(msg({ seq: 12n, senderId: 2n, receiverId: 1n })), undefined);
 });
+
+test('order: a seq above a gap waits for the gap, then both go out in order', async () => {
+  const { Ordered } = await import('../dist/index.js');
+  let now = 1000;
+  const o = new Ordered(3n, 3000, () => now);
+  const seqs = (v) => v.map((m) => m.seq);
+  assert.deepEqual(seqs(o.offer({ seq: 5n })), []);
+  assert.equal(o.last, 3n);
+  assert.equal(o.seen, 5n);
+  assert.ok(o.hasGap);
+  assert.deepEqual(seqs(o.offer({ seq: 4n })), [4n, 5n]);
+  assert.equal(o.last, 5n);
+  assert.equal(o.deadline, undefined);
+  assert.deepEqual(seqs(o.offer({ seq: 4n })), [], 'a duplicate is dropped');
+});
+
+test('order: a gap is skipped after the wait; a skipped seq arriving late still comes once', async () => {
+  const { Ordered } = await import('../dist/index.js');
+  let now = 1000;
+  const o = new Ordered(3n, 3000, () => now);
+  const seqs = (v) => v.map((m) => m.seq);
+  o.offer({ seq: 6n });
+  now = 2000;
+  o.offer({ seq: 8n });
+  now = 3999;
+  assert.deepEqual(seqs(o.skipDue()), []);
+  now = 4000;
+  assert.deepEqual(seqs(o.skipDue()), [6n]);
+  assert.equal(o.deadline, 7000, 'the gap at 7 waits its own full time');
+  now = 7000;
+  assert.deepEqual(seqs(o.skipDue()), [8n]);
+  assert.deepEqual(seqs(o.offer({ seq: 5n })), [5n]);
+  assert.deepEqual(seqs(o.offer({ seq: 5n })), []);
+  assert.deepEqual(seqs(o.offer({ seq: 2n })), [], 'never skipped: a duplicate');
+});
+
+test('order: an unknown start is anchored by a sync, not by the first push', async () => {
+  const { Ordered } = await import('../dist/index.js');
+  const o = new Ordered(0n, 3000, () => 0);
+  const seqs = (v) => v.map((m) => m.seq);
+  assert.deepEqual(o.anchor(), [], 'nothing to anchor on');
+  // Pushes of 2 and 3 overtook 1's.
+  assert.deepEqual(seqs(o.offer({ seq: 3n })), []);
+  assert.deepEqual(seqs(o.offer({ seq: 2n })), []);
+  assert.ok(o.hasGap, 'so that the client syncs');
+  // The sync from 0 returns 1 (and the rest).
+  assert.deepEqual(seqs(o.offer({ seq: 1n })), []);
+  assert.deepEqual(seqs(o.anchor()), [1n, 2n, 3n]);
+  assert.equal(o.last, 3n);
+  assert.deepEqual(o.anchor(), [], 'anchored once');
+  assert.deepEqual(seqs(o.offer({ seq: 1n })), [], 'a duplicate after anchoring');
+});
