@@ -11,7 +11,8 @@
 #   scripts/bench-ab.sh /tmp/logic.old $CARGO_TARGET_DIR/release/gim-logic
 #
 # Env: RATES (messages/s, one run each, default "500 500 500 5000 5000"), PAIRS (1000), SECS (8),
-# USERS (30000), CONN_NODES (6), WORK (/tmp/gim-bench-ab), AB (gim-logic: which binary varies).
+# USERS (30000), CONN_NODES (6), WORK (/tmp/gim-bench-ab), AB (gim-logic: which binary varies),
+# AB_DB (gim_ab: the database each variant gets afresh).
 # SCEN=b6-reconnect runs the suite's reconnect storm instead (RUNS times, default 2: CONNS
 # clients, default 20000, reconnecting over 10 s, each syncing MSGS (10) messages); SCEN=b1 the
 # suite's B1 (CONNS, default 100000, at RATE/s, default 1200, over 6 worker processes, held 30 s
@@ -51,6 +52,12 @@ for b in gim-logic gim-conn gim-bench; do
 done
 source scripts/bench-lib.sh
 trap stop_all EXIT
+AB_DB=${AB_DB:-gim_ab}
+fresh_db() {
+  local sql="DROP DATABASE IF EXISTS $1; CREATE DATABASE $1 CHARACTER SET utf8mb4;
+    GRANT ALL PRIVILEGES ON $1.* TO 'gim'@'localhost', 'gim'@'127.0.0.1', 'gim'@'%';"
+  mariadb -uroot -e "$sql" 2>/dev/null || mariadb --protocol=tcp -h127.0.0.1 -uroot -e "$sql"
+}
 bash scripts/deps.sh
 mkdir -p "$WORK/ab"
 
@@ -63,6 +70,11 @@ for variant_bin in "$@"; do
   mkdir -p "$BIN"
   for b in gim-logic gim-conn gim-bench; do ln -sf "$REL/$b" "$BIN/$b"; done
   ln -sf "$(realpath "$variant_bin")" "$BIN/$AB"
+  # A fresh database per variant: builds with different migrations can follow each other, and a
+  # later variant must not run on the tables (and buffer pool) an earlier one filled.
+  fresh_db "$AB_DB"
+  # Not exported: gim reads every GIM_* variable of its environment as config.
+  GIM_BENCH_MYSQL_URL=mysql://gim:gim@127.0.0.1:3306/$AB_DB
   start_cluster
   make_fixture "$USERS" 10 200 "${MEMBERS:-1000}" >/dev/null
   if [ "$SCEN" != b3 ] && [ "$SCEN" != b4 ] && [ "$SCEN" != b5 ]; then
