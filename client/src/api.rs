@@ -5,8 +5,9 @@
 
 use crate::{ClientError, Credentials};
 use gim_proto::connect::v1::{
-    Conversation, GetConversationsInput, GetConversationsOutput, MarkReadInput, MessageBody,
-    MessageContent, MessageType, ReceiverType, Text, UpdateConversationInput, message_content,
+    Conversation, GetConversationsInput, GetConversationsOutput, GetHistoryInput, GetHistoryOutput,
+    MarkReadInput, MessageBody, MessageChangeInput, MessageChangeOutput, MessageContent,
+    MessageType, ReceiverType, Text, UpdateConversationInput, message_content,
 };
 use gim_proto::logic::v1::logic_client_ext_client::LogicClientExtClient;
 use gim_proto::logic::v1::logic_server_ext_client::LogicServerExtClient;
@@ -313,6 +314,63 @@ impl ClientApi {
             .await?
             .into_inner())
     }
+
+    /// One conversation's messages with seq below `before_seq` (0: the newest), newest first.
+    pub async fn get_history(
+        &mut self,
+        peer_type: ReceiverType,
+        peer_id: i64,
+        before_seq: i64,
+        limit: i32,
+    ) -> Result<GetHistoryOutput, ClientError> {
+        Ok(self
+            .inner
+            .get_history(GetHistoryInput {
+                peer_type: peer_type as i32,
+                peer_id,
+                before_seq,
+                limit,
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// Recalls a message from every list (the sender within the app's window, a group admin).
+    pub async fn recall_message(
+        &mut self,
+        message_id: i64,
+    ) -> Result<MessageChangeOutput, ClientError> {
+        let req = MessageChangeInput {
+            message_id,
+            message_body: None,
+        };
+        Ok(self.inner.recall_message(req).await?.into_inner())
+    }
+
+    /// Replaces a message's body in every list (who may: as recall).
+    pub async fn edit_message(
+        &mut self,
+        message_id: i64,
+        body: MessageBody,
+    ) -> Result<MessageChangeOutput, ClientError> {
+        let req = MessageChangeInput {
+            message_id,
+            message_body: Some(body),
+        };
+        Ok(self.inner.edit_message(req).await?.into_inner())
+    }
+
+    /// Hides a message in the caller's own list only (delete-for-me).
+    pub async fn delete_message(
+        &mut self,
+        message_id: i64,
+    ) -> Result<MessageChangeOutput, ClientError> {
+        let req = MessageChangeInput {
+            message_id,
+            message_body: None,
+        };
+        Ok(self.inner.delete_message(req).await?.into_inner())
+    }
 }
 
 /// `LogicServerExt` as the app's business server.
@@ -529,5 +587,38 @@ impl ServerApi {
             .set_user_suspended(SetUserSuspendedReq { user_id, suspended })
             .await?;
         Ok(r.into_inner().closed)
+    }
+
+    /// Recalls any message of the app in user lists (no window).
+    pub async fn recall_message(
+        &mut self,
+        message_id: i64,
+    ) -> Result<MessageChangeOutput, ClientError> {
+        let req = MessageChangeInput {
+            message_id,
+            message_body: None,
+        };
+        Ok(self.inner.recall_message(req).await?.into_inner())
+    }
+
+    /// Replaces any message's body in user lists (no window).
+    pub async fn edit_message(
+        &mut self,
+        message_id: i64,
+        body: MessageBody,
+    ) -> Result<MessageChangeOutput, ClientError> {
+        let req = MessageChangeInput {
+            message_id,
+            message_body: Some(body),
+        };
+        Ok(self.inner.edit_message(req).await?.into_inner())
+    }
+
+    /// How long after sending a user may recall or edit its own message (0 to a week).
+    pub async fn set_recall_window(&mut self, recall_window_secs: i64) -> Result<(), ClientError> {
+        self.inner
+            .set_recall_window(SetRecallWindowReq { recall_window_secs })
+            .await?;
+        Ok(())
     }
 }

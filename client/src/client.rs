@@ -21,9 +21,10 @@ use crate::order::Ordered;
 use crate::session::{Credentials, Notice, Session, SessionOptions};
 use crate::{ClientError, Endpoint};
 use gim_proto::connect::v1::{
-    Conversation, GetConversationsInput, GetConversationsOutput, GroupSyncInput, GroupSyncOutput,
-    MarkReadInput, MessageItem, PackageType, ReceiverType, SendMessageInput, SendMessageOutput,
-    SyncInput, SyncOutput, UpdateConversationInput,
+    Conversation, GetConversationsInput, GetConversationsOutput, GetHistoryInput, GetHistoryOutput,
+    GroupSyncInput, GroupSyncOutput, MarkReadInput, MessageBody, MessageChangeInput,
+    MessageChangeOutput, MessageItem, PackageType, ReceiverType, SendMessageInput,
+    SendMessageOutput, SyncInput, SyncOutput, UpdateConversationInput,
 };
 use prost::Message as _;
 use std::collections::HashMap;
@@ -295,6 +296,61 @@ impl Client {
             read_seq,
         };
         self.call(PackageType::MarkRead, &input).await
+    }
+
+    /// One conversation's messages with seq below `before_seq` (0: the newest), newest first
+    /// (PACKAGE_TYPE_GET_HISTORY).
+    pub async fn get_history(
+        &self,
+        peer_type: ReceiverType,
+        peer_id: i64,
+        before_seq: i64,
+        limit: i32,
+    ) -> Result<GetHistoryOutput, ClientError> {
+        let input = GetHistoryInput {
+            peer_type: peer_type as i32,
+            peer_id,
+            before_seq,
+            limit,
+        };
+        self.call(PackageType::GetHistory, &input).await
+    }
+
+    /// Recalls a message from every list (PACKAGE_TYPE_RECALL_MESSAGE).
+    pub async fn recall_message(
+        &self,
+        message_id: i64,
+    ) -> Result<MessageChangeOutput, ClientError> {
+        let input = MessageChangeInput {
+            message_id,
+            message_body: None,
+        };
+        self.call(PackageType::RecallMessage, &input).await
+    }
+
+    /// Replaces a message's body in every list (PACKAGE_TYPE_EDIT_MESSAGE).
+    pub async fn edit_message(
+        &self,
+        message_id: i64,
+        body: MessageBody,
+    ) -> Result<MessageChangeOutput, ClientError> {
+        let input = MessageChangeInput {
+            message_id,
+            message_body: Some(body),
+        };
+        self.call(PackageType::EditMessage, &input).await
+    }
+
+    /// Hides a message in this user's list only (PACKAGE_TYPE_DELETE_MESSAGE).
+    pub async fn delete_message(
+        &self,
+        message_id: i64,
+    ) -> Result<MessageChangeOutput, ClientError> {
+        let input = MessageChangeInput {
+            message_id,
+            message_body: None,
+        };
+        self.call(PackageType::DeleteMessage, &input).await
     }
 
     /// Asks the driver to sync now (e.g. after the app comes back to the foreground).

@@ -32,6 +32,13 @@ pub enum GimCode {
     UserNotFound = 1010,
     // 1011 is rate limiting and 1012-1019 are the conversations issue's; 1020-1029 are the
     // security issue's blocks, suspensions and revocation.
+    /// Recall, edit, delete: no such message in the caller's list (or, for a business server,
+    /// in the app's user lists).
+    MessageNotFound = 1012,
+    /// Recall, edit: the caller neither sent the message nor administers its group.
+    NotMessageSender = 1013,
+    /// Recall, edit: the sender's recall window (per app, 120 s by default) has passed.
+    RecallWindowPassed = 1014,
     /// The receiver has blocked the sender (1:1 sends).
     Blocked = 1020,
     /// The app is suspended: its clients cannot sign in, call or send.
@@ -41,7 +48,7 @@ pub enum GimCode {
 }
 
 impl GimCode {
-    pub const ALL: [GimCode; 12] = [
+    pub const ALL: [GimCode; 15] = [
         GimCode::Unauthorized,
         GimCode::NotFriends,
         GimCode::NotInGroup,
@@ -51,6 +58,9 @@ impl GimCode {
         GimCode::GroupAlreadyExists,
         GimCode::GroupNotFound,
         GimCode::UserNotFound,
+        GimCode::MessageNotFound,
+        GimCode::NotMessageSender,
+        GimCode::RecallWindowPassed,
         GimCode::Blocked,
         GimCode::AppSuspended,
         GimCode::UserSuspended,
@@ -73,7 +83,10 @@ impl GimCode {
             | GimCode::DeviceNotBound
             | GimCode::Blocked
             | GimCode::AppSuspended
-            | GimCode::UserSuspended => Code::PermissionDenied,
+            | GimCode::UserSuspended
+            | GimCode::NotMessageSender => Code::PermissionDenied,
+            GimCode::RecallWindowPassed => Code::FailedPrecondition,
+            GimCode::MessageNotFound => Code::NotFound,
             GimCode::BadRequest => Code::InvalidArgument,
             GimCode::UserAlreadyExists | GimCode::GroupAlreadyExists => Code::AlreadyExists,
             GimCode::GroupNotFound | GimCode::UserNotFound => Code::NotFound,
@@ -91,6 +104,9 @@ impl GimCode {
             GimCode::GroupAlreadyExists => "group already exists",
             GimCode::GroupNotFound => "group not found",
             GimCode::UserNotFound => "user not found",
+            GimCode::MessageNotFound => "message not found",
+            GimCode::NotMessageSender => "only the sender or a group admin may change the message",
+            GimCode::RecallWindowPassed => "the recall window has passed",
             GimCode::Blocked => "the receiver has blocked the sender",
             GimCode::AppSuspended => "the app is suspended",
             GimCode::UserSuspended => "the user is suspended",
@@ -205,7 +221,10 @@ mod tests {
     #[test]
     fn codes_have_their_spec_numbers() {
         let nums: Vec<i32> = GimCode::ALL.iter().map(|c| c.as_i32()).collect();
-        let want: Vec<i32> = (1002..=1010).chain(1020..=1022).collect();
+        let want: Vec<i32> = (1002..=1010)
+            .chain(1012..=1014)
+            .chain(1020..=1022)
+            .collect();
         assert_eq!(nums, want);
         assert_eq!(GimCode::from_i32(1001), None);
     }

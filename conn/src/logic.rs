@@ -6,12 +6,15 @@
 
 use gim_common::TRACE_ID_HEADER;
 use gim_common::internal::{AddSecret, SecretChannel};
-use gim_proto::connect::v1::{Conversation, GetConversationsOutput};
+use gim_proto::connect::v1::{
+    Conversation, GetConversationsOutput, GetHistoryOutput, MessageChangeOutput,
+};
 use gim_proto::logic::v1::logic_int_client::LogicIntClient;
 use gim_proto::logic::v1::{
-    GroupSyncReq, GroupSyncResp, IntGetConversationsReq, IntMarkReadReq, IntSendMessageReq,
-    IntUpdateConversationReq, MessageAckReq, MessageAckResp, OfflineReq, OfflineResp,
-    RestoreRoutesReq, RestoreRoutesResp, SendMessageResp, SignInReq, SignInResp, SyncReq, SyncResp,
+    GroupSyncReq, GroupSyncResp, IntGetConversationsReq, IntGetHistoryReq, IntMarkReadReq,
+    IntMessageChangeReq, IntSendMessageReq, IntUpdateConversationReq, MessageAckReq,
+    MessageAckResp, OfflineReq, OfflineResp, RestoreRoutesReq, RestoreRoutesResp, SendMessageResp,
+    SignInReq, SignInResp, SyncReq, SyncResp,
 };
 use std::future::Future;
 use std::pin::Pin;
@@ -70,6 +73,33 @@ pub trait LogicApi: Send + Sync + 'static {
     fn ping(&self) -> LogicFuture<bool> {
         Box::pin(async { Ok(true) })
     }
+    /// One conversation's history (PACKAGE_TYPE_GET_HISTORY).
+    fn get_history(
+        &self,
+        req: IntGetHistoryReq,
+        trace_id: String,
+    ) -> LogicFuture<GetHistoryOutput> {
+        let _ = (req, trace_id);
+        Box::pin(async { Err(Status::unimplemented("get_history")) })
+    }
+    /// Recall, edit, delete-for-me (PACKAGE_TYPE_RECALL_MESSAGE, EDIT_MESSAGE, DELETE_MESSAGE).
+    fn change_message(
+        &self,
+        kind: ChangeKind,
+        req: IntMessageChangeReq,
+        trace_id: String,
+    ) -> LogicFuture<MessageChangeOutput> {
+        let _ = (kind, req, trace_id);
+        Box::pin(async { Err(Status::unimplemented("change_message")) })
+    }
+}
+
+/// Which change [`LogicApi::change_message`] asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    Recall,
+    Edit,
+    Delete,
 }
 
 /// `LogicInt` over gRPC. The channel connects lazily and reconnects by itself, so conn starts
@@ -175,5 +205,24 @@ impl LogicApi for GrpcLogic {
             let r = health.check(request).await?.into_inner();
             Ok(r.status == ServingStatus::Serving as i32)
         })
+    }
+    fn get_history(
+        &self,
+        req: IntGetHistoryReq,
+        trace_id: String,
+    ) -> LogicFuture<GetHistoryOutput> {
+        call!(self, get_history, req, trace_id)
+    }
+    fn change_message(
+        &self,
+        kind: ChangeKind,
+        req: IntMessageChangeReq,
+        trace_id: String,
+    ) -> LogicFuture<MessageChangeOutput> {
+        match kind {
+            ChangeKind::Recall => call!(self, recall_message, req, trace_id),
+            ChangeKind::Edit => call!(self, edit_message, req, trace_id),
+            ChangeKind::Delete => call!(self, delete_message, req, trace_id),
+        }
     }
 }

@@ -28,7 +28,7 @@
 
 use crate::admission::Slot;
 use crate::hub::{Conn, Control, Identity, Push};
-use crate::logic::LogicApi;
+use crate::logic::{ChangeKind, LogicApi};
 use crate::metrics::{Metrics, TransportKind};
 use crate::wire;
 use bytes::Bytes;
@@ -37,14 +37,15 @@ use gim_common::error::CODE_INTERNAL;
 use gim_common::telemetry::new_trace_id;
 use gim_common::{AppId, DeviceId, GimCode, GimError, UserId};
 use gim_proto::connect::v1::{
-    GetConversationsInput, GroupSyncInput, GroupSyncOutput, Input, KickNotice, MarkReadInput,
-    MessageAck, Output, PackageType, ReconnectNotice, SendMessageInput, SendMessageOutput,
-    SignInInput, SyncInput, SyncOutput, UpdateConversationInput,
+    GetConversationsInput, GetHistoryInput, GetHistoryOutput, GroupSyncInput, GroupSyncOutput,
+    Input, KickNotice, MarkReadInput, MessageAck, MessageChangeInput, Output, PackageType,
+    ReconnectNotice, SendMessageInput, SendMessageOutput, SignInInput, SyncInput, SyncOutput,
+    UpdateConversationInput,
 };
 use gim_proto::logic::v1::{
-    GroupSyncReq, IntGetConversationsReq, IntMarkReadReq, IntSendMessageReq,
-    IntUpdateConversationReq, MessageAckReq, OfflineReq, SendMessageReq, SignInReq, SignInResp,
-    SyncReq,
+    GroupSyncReq, IntGetConversationsReq, IntGetHistoryReq, IntMarkReadReq, IntMessageChangeReq,
+    IntSendMessageReq, IntUpdateConversationReq, MessageAckReq, OfflineReq, SendMessageReq,
+    SignInReq, SignInResp, SyncReq,
 };
 use prost::Message as _;
 use std::future::{Future, poll_fn};
@@ -784,6 +785,49 @@ impl<'a> Session<'a> {
                     match logic.mark_read(req, trace_id.clone()).await {
                         Ok(out) => Done::Reply(encoded(raw_ty, rid, &out)),
                         Err(s) => Done::Reply(error_reply(raw_ty, rid, &s, &trace_id, "mark read")),
+                    }
+                }));
+            }
+            PackageType::GetHistory => {
+                let req = IntGetHistoryReq {
+                    app_id,
+                    user_id,
+                    device_id,
+                    req: Some(payload!(GetHistoryInput)),
+                };
+                self.inflight = Some(Box::pin(async move {
+                    match logic.get_history(req, trace_id.clone()).await {
+                        Ok(out) => {
+                            let mut page = GetHistoryOutput {
+                                messages: out.messages,
+                                has_more: out.has_more,
+                            };
+                            // Newest first: a cut page drops older messages, still has_more.
+                            let fits = wire::fit_page(&mut page.messages, &mut page.has_more);
+                            page_reply(raw_ty, rid, fits, &page)
+                        }
+                        Err(s) => Done::Reply(error_reply(raw_ty, rid, &s, &trace_id, "history")),
+                    }
+                }));
+            }
+            PackageType::RecallMessage | PackageType::EditMessage | PackageType::DeleteMessage => {
+                let kind = match ty {
+                    PackageType::RecallMessage => ChangeKind::Recall,
+                    PackageType::EditMessage => ChangeKind::Edit,
+                    _ => ChangeKind::Delete,
+                };
+                let req = IntMessageChangeReq {
+                    app_id,
+                    user_id,
+                    device_id,
+                    req: Some(payload!(MessageChangeInput)),
+                };
+                self.inflight = Some(Box::pin(async move {
+                    match logic.change_message(kind, req, trace_id.clone()).await {
+                        Ok(out) => Done::Reply(encoded(raw_ty, rid, &out)),
+                        Err(s) => {
+                            Done::Reply(error_reply(raw_ty, rid, &s, &trace_id, "change message"))
+                        }
                     }
                 }));
             }

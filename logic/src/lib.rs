@@ -17,10 +17,10 @@
 //! - [`policy`]: app and user suspension, blocks, their caches; uses apps, users, push, groups'
 //!   invalidation channel.
 //! - [`groups`]: groups, membership, their caches and invalidation; uses users, ids, push, rds.
-//! - [`messages`]: send, the one store path, idempotency, seqs, business pushes; uses users,
-//!   groups, policy, ids, push, rds.
+//! - [`messages`]: send, the one store path, idempotency, seqs, business pushes, recall / edit /
+//!   delete-for-me of stored messages; uses users, groups, policy, ids, push, rds.
 //! - [`conversations`]: the conversation list, read positions and receipts, pin / mute /
-//!   delete; uses groups, messages (seqs, the preview), ids, push.
+//!   delete, one conversation's history; uses groups, messages (seqs, the preview), ids, push.
 //! - [`sessions`]: sign-in, offline, routes, sync, acks; uses policy, groups, push, rds.
 //! - [`state`]: builds and holds the domains; [`api`]: the gRPC services over state;
 //!   [`admin`]: the admin HTTP listener (probes, metrics, app creation) over state and apps.

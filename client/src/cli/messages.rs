@@ -7,7 +7,7 @@ use gim_client::{
     Client, ClientApi, ClientOptions, Event, Session, SessionOptions, body_text, text_body,
 };
 use gim_proto::connect::v1::{
-    MessageItem, PackageType, ReceiverType, SendMessageInput, SyncInput, SyncOutput,
+    MessageItem, MessageStatus, PackageType, ReceiverType, SendMessageInput, SyncInput, SyncOutput,
 };
 use gim_proto::logic::v1::SendMessageReq;
 use prost::Message as _;
@@ -208,7 +208,7 @@ pub async fn sync(a: SyncArgs) -> Result<()> {
     Ok(())
 }
 
-fn print_message(m: &MessageItem, json: bool) {
+pub(super) fn print_message(m: &MessageItem, json: bool) {
     let text = body_text(m.message_body.as_ref());
     let to = match m.receiver_type() {
         ReceiverType::User => format!("user {}", m.receiver_id),
@@ -226,6 +226,8 @@ fn print_message(m: &MessageItem, json: bool) {
             "receiver_type": m.receiver_type().as_str_name(),
             "receiver_id": m.receiver_id,
             "send_time": m.send_time,
+            "status": m.status().as_str_name(),
+            "edit_version": m.edit_version,
             "text": text,
         });
         println!("{v}");
@@ -239,6 +241,12 @@ fn print_message(m: &MessageItem, json: bool) {
                     .unwrap_or("empty")
             )
         });
-        println!("[seq {}] {} -> {}: {}", m.seq, m.sender_id, to, body);
+        let mark = match (m.status(), m.edit_version) {
+            (MessageStatus::Recall, _) => " (recalled)".to_string(),
+            (MessageStatus::Deleted, _) => " (deleted)".to_string(),
+            (_, 0) => String::new(),
+            (_, v) => format!(" (edited {v})"),
+        };
+        println!("[seq {}] {} -> {}: {}{mark}", m.seq, m.sender_id, to, body);
     }
 }

@@ -3,6 +3,7 @@
 mod cluster;
 mod conversations;
 mod demo;
+mod history;
 mod messages;
 
 use anyhow::{Context, Result, bail};
@@ -49,6 +50,16 @@ enum Command {
     Conversations(conversations::ConversationsArgs),
     /// Mark a conversation read (sends read receipts)
     Read(conversations::ReadArgs),
+    /// Print one conversation's messages, newest first
+    History(history::HistoryArgs),
+    /// Recall a message (the sender within the app's window, a group admin; --as-server: any)
+    Recall(history::ChangeArgs),
+    /// Replace a message's text (who may: as recall)
+    Edit(history::ChangeArgs),
+    /// Hide a message in this user's own list only (delete-for-me)
+    DeleteMessage(history::ChangeArgs),
+    /// Set how long after sending users may recall or edit their messages (business server)
+    RecallWindow(history::RecallWindowArgs),
     /// Create groups and manage their members
     #[command(subcommand)]
     Group(GroupCmd),
@@ -446,6 +457,11 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Sync(a) => messages::sync(a).await,
         Command::Conversations(a) => conversations::list(a).await,
         Command::Read(a) => conversations::read(a).await,
+        Command::History(a) => history::history(a).await,
+        Command::Recall(a) => history::change(a, history::Kind::Recall).await,
+        Command::Edit(a) => history::change(a, history::Kind::Edit).await,
+        Command::DeleteMessage(a) => history::change(a, history::Kind::Delete).await,
+        Command::RecallWindow(a) => history::recall_window(a).await,
         Command::Group(g) => group(g).await,
         Command::Cluster(ClusterCmd::Status { redis_url, json }) => {
             cluster::status(&redis_url, json).await

@@ -3,6 +3,7 @@
 use super::{client_auth, handle};
 use crate::error::Error;
 use crate::messages::Sender;
+use crate::messages::change::ChangeKind;
 use crate::state::State;
 use gim_common::{GroupId, UserId};
 use gim_proto::connect::v1 as cpb;
@@ -270,6 +271,66 @@ impl pb::logic_client_ext_server::LogicClientExt for ClientService {
         handle(&self.0, "LogicClientExt.MarkRead", &meta, async {
             let (app, user, device) = client_auth(&self.0, &meta).await?;
             self.0.conversations.mark_read(app, user, device, req).await
+        })
+        .await
+    }
+
+    async fn get_history(
+        &self,
+        r: Request<cpb::GetHistoryInput>,
+    ) -> Result<Response<cpb::GetHistoryOutput>, Status> {
+        let (meta, _, req) = r.into_parts();
+        handle(&self.0, "LogicClientExt.GetHistory", &meta, async {
+            let (app, user, _) = client_auth(&self.0, &meta).await?;
+            self.0.conversations.history(app, user, req).await
+        })
+        .await
+    }
+
+    async fn recall_message(
+        &self,
+        r: Request<cpb::MessageChangeInput>,
+    ) -> Result<Response<cpb::MessageChangeOutput>, Status> {
+        let (meta, _, req) = r.into_parts();
+        handle(&self.0, "LogicClientExt.RecallMessage", &meta, async {
+            let (app, user, device) = client_auth(&self.0, &meta).await?;
+            let actor = Sender::User { user, device };
+            self.0
+                .messages
+                .change(app, actor, ChangeKind::Recall, req)
+                .await
+        })
+        .await
+    }
+
+    async fn edit_message(
+        &self,
+        r: Request<cpb::MessageChangeInput>,
+    ) -> Result<Response<cpb::MessageChangeOutput>, Status> {
+        let (meta, _, req) = r.into_parts();
+        handle(&self.0, "LogicClientExt.EditMessage", &meta, async {
+            let (app, user, device) = client_auth(&self.0, &meta).await?;
+            let actor = Sender::User { user, device };
+            self.0
+                .messages
+                .change(app, actor, ChangeKind::Edit, req)
+                .await
+        })
+        .await
+    }
+
+    async fn delete_message(
+        &self,
+        r: Request<cpb::MessageChangeInput>,
+    ) -> Result<Response<cpb::MessageChangeOutput>, Status> {
+        let (meta, _, req) = r.into_parts();
+        handle(&self.0, "LogicClientExt.DeleteMessage", &meta, async {
+            let (app, user, device) = client_auth(&self.0, &meta).await?;
+            let actor = Sender::User { user, device };
+            self.0
+                .messages
+                .change(app, actor, ChangeKind::Delete, req)
+                .await
         })
         .await
     }

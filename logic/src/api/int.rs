@@ -4,6 +4,7 @@
 use super::handle;
 use crate::error::Error;
 use crate::messages::Sender;
+use crate::messages::change::ChangeKind;
 use crate::state::State;
 use gim_common::{AppId, DeviceId, UserId};
 use gim_proto::connect::v1 as cpb;
@@ -158,6 +159,93 @@ impl pb::logic_int_server::LogicInt for IntService {
                     AppId(req.app_id),
                     UserId(req.user_id),
                     DeviceId(req.device_id),
+                    req.req.unwrap_or_default(),
+                )
+                .await
+        })
+        .await
+    }
+
+    async fn get_history(
+        &self,
+        r: Request<pb::IntGetHistoryReq>,
+    ) -> Result<Response<cpb::GetHistoryOutput>, Status> {
+        let (meta, _, req) = r.into_parts();
+        handle(&self.0, "LogicInt.GetHistory", &meta, async {
+            self.0
+                .conversations
+                .history(
+                    AppId(req.app_id),
+                    UserId(req.user_id),
+                    req.req.unwrap_or_default(),
+                )
+                .await
+        })
+        .await
+    }
+
+    async fn recall_message(
+        &self,
+        r: Request<pb::IntMessageChangeReq>,
+    ) -> Result<Response<cpb::MessageChangeOutput>, Status> {
+        let (meta, _, req) = r.into_parts();
+        handle(&self.0, "LogicInt.RecallMessage", &meta, async {
+            let actor = Sender::User {
+                user: UserId(req.user_id),
+                device: DeviceId(req.device_id),
+            };
+            self.0
+                .messages
+                .change(
+                    AppId(req.app_id),
+                    actor,
+                    ChangeKind::Recall,
+                    req.req.unwrap_or_default(),
+                )
+                .await
+        })
+        .await
+    }
+
+    async fn edit_message(
+        &self,
+        r: Request<pb::IntMessageChangeReq>,
+    ) -> Result<Response<cpb::MessageChangeOutput>, Status> {
+        let (meta, _, req) = r.into_parts();
+        handle(&self.0, "LogicInt.EditMessage", &meta, async {
+            let actor = Sender::User {
+                user: UserId(req.user_id),
+                device: DeviceId(req.device_id),
+            };
+            self.0
+                .messages
+                .change(
+                    AppId(req.app_id),
+                    actor,
+                    ChangeKind::Edit,
+                    req.req.unwrap_or_default(),
+                )
+                .await
+        })
+        .await
+    }
+
+    async fn delete_message(
+        &self,
+        r: Request<pb::IntMessageChangeReq>,
+    ) -> Result<Response<cpb::MessageChangeOutput>, Status> {
+        let (meta, _, req) = r.into_parts();
+        handle(&self.0, "LogicInt.DeleteMessage", &meta, async {
+            let actor = Sender::User {
+                user: UserId(req.user_id),
+                device: DeviceId(req.device_id),
+            };
+            self.0
+                .messages
+                .change(
+                    AppId(req.app_id),
+                    actor,
+                    ChangeKind::Delete,
                     req.req.unwrap_or_default(),
                 )
                 .await

@@ -3,6 +3,7 @@
 use super::{handle, server_auth};
 use crate::error::Error;
 use crate::messages::Sender;
+use crate::messages::change::ChangeKind;
 use crate::state::State;
 use gim_common::{DeviceId, GroupId, UserId};
 use gim_proto::logic::v1 as pb;
@@ -321,6 +322,54 @@ impl pb::logic_server_ext_server::LogicServerExt for ServerService {
                 .set_token_policy(app, req.max_token_ttl_secs, req.require_token_ids)
                 .await?;
             Ok(pb::SetTokenPolicyResp {})
+        })
+        .await
+    }
+
+    async fn recall_message(
+        &self,
+        r: Request<gim_proto::connect::v1::MessageChangeInput>,
+    ) -> Result<Response<gim_proto::connect::v1::MessageChangeOutput>, Status> {
+        let (meta, _, req) = r.into_parts();
+        handle(&self.0, "LogicServerExt.RecallMessage", &meta, async {
+            let app = server_auth(&self.0, &meta).await?;
+            let actor = Sender::Business { id: 0 };
+            self.0
+                .messages
+                .change(app, actor, ChangeKind::Recall, req)
+                .await
+        })
+        .await
+    }
+
+    async fn edit_message(
+        &self,
+        r: Request<gim_proto::connect::v1::MessageChangeInput>,
+    ) -> Result<Response<gim_proto::connect::v1::MessageChangeOutput>, Status> {
+        let (meta, _, req) = r.into_parts();
+        handle(&self.0, "LogicServerExt.EditMessage", &meta, async {
+            let app = server_auth(&self.0, &meta).await?;
+            let actor = Sender::Business { id: 0 };
+            self.0
+                .messages
+                .change(app, actor, ChangeKind::Edit, req)
+                .await
+        })
+        .await
+    }
+
+    async fn set_recall_window(
+        &self,
+        r: Request<pb::SetRecallWindowReq>,
+    ) -> Result<Response<pb::SetRecallWindowResp>, Status> {
+        let (meta, _, req) = r.into_parts();
+        handle(&self.0, "LogicServerExt.SetRecallWindow", &meta, async {
+            let app = server_auth(&self.0, &meta).await?;
+            self.0
+                .messages
+                .set_recall_window(app, req.recall_window_secs)
+                .await?;
+            Ok(pb::SetRecallWindowResp {})
         })
         .await
     }

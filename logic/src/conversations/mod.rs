@@ -8,14 +8,17 @@
 //! So versions of one owner never repeat, and an offline device learns every change at sync.
 //!
 //! Files: `list` the list and large groups' computed rows, `read` MARK_READ and receipts,
-//! `update` pin / mute / delete, `notice` the system notices they store and push; this file
-//! holds the rows, keys and row locks they share.
+//! `update` pin / mute / delete, `history` one conversation's messages newest first, `notice`
+//! the system notices they store and push; this file holds the rows, keys and row locks they
+//! share.
 
+mod history;
 mod list;
 mod notice;
 mod read;
 mod update;
 
+pub use history::{HISTORY_DEFAULT, HISTORY_MAX};
 pub use list::{LARGE_GROUPS_MAX, PAGE_DEFAULT, PAGE_MAX};
 
 use crate::base::Base;

@@ -90,7 +90,10 @@ impl Conversations {
                         .unwrap_or_default(),
                 )
                 .push_bind(i.send_time)
-                .push_bind(i.status as i8);
+                .push_bind(i.status as i8)
+                // Notices belong to no conversation's history.
+                .push_bind(0i8)
+                .push_bind(0i64);
         });
         qb.build().persistent(false).execute(&mut **tx).await?;
         Ok(())

@@ -15,18 +15,19 @@ use super::{Conversations, Key};
 const RECEIPT_SCAN: i64 = 1000;
 
 /// `user_message` conditions selecting the copies of a conversation in its owner's list that the
-/// owner did not send (the ones unread counts count); integers only.
+/// owner did not send and that are neither recalled nor deleted (the ones unread counts count);
+/// integers only.
 fn not_own_in(k: &Key) -> String {
     let user = SenderType::User as i8;
     let business = SenderType::Business as i8;
     match k.kind {
         ReceiverType::User => format!(
-            "receiver_type = 1 AND sender_id = {} AND (sender_type = {business} OR \
+            "status = 1 AND receiver_type = 1 AND sender_id = {} AND (sender_type = {business} OR \
              (sender_type = {user} AND sender_id <> {}))",
             k.peer, k.owner.0
         ),
         _ => format!(
-            "receiver_type = 2 AND receiver_id = {} AND (sender_type = {business} OR \
+            "status = 1 AND receiver_type = 2 AND receiver_id = {} AND (sender_type = {business} OR \
              (sender_type = {user} AND sender_id <> {}))",
             k.peer, k.owner.0
         ),

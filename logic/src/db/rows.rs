@@ -2,21 +2,21 @@
 
 use crate::error::{Error, Result};
 use gim_common::{GroupId, MessageId, Seq};
-use gim_proto::connect::v1::{MessageBody, MessageItem};
+use gim_proto::connect::v1::{MessageBody, MessageItem, MessageStatus};
 use gim_proto::logic::v1 as pb;
 use prost::Message as _;
 
 /// `user_message`'s columns in insert order (the store path's one list).
 pub const USER_MESSAGE_INSERT: &str = "INSERT INTO user_message (app_id, user_id, seq, message_id, \
      request_id, sender_type, sender_id, sender_device_id, receiver_type, receiver_id, to_user_ids, \
-     body, send_time, status) ";
+     body, send_time, status, peer_type, peer_id) ";
 
 /// A [`MessageRow`] from `user_message`.
 pub const USER_MESSAGE_COLS: &str = "seq, message_id, request_id, sender_type, sender_id, \
-     sender_device_id, receiver_type, receiver_id, to_user_ids, body, send_time, status";
+     sender_device_id, receiver_type, receiver_id, to_user_ids, body, send_time, status, edit_version";
 /// A [`MessageRow`] from `group_message` (its receiver is the group).
 pub const GROUP_MESSAGE_COLS: &str = "seq, message_id, request_id, sender_type, sender_id, \
-     sender_device_id, 3 AS receiver_type, group_id AS receiver_id, to_user_ids, body, send_time, status";
+     sender_device_id, 3 AS receiver_type, group_id AS receiver_id, to_user_ids, body, send_time, status, edit_version";
 /// [`MessageRow::young`]: 1 when the row was written in the last 2 s (by MySQL's clock, so clock
 /// skew between logic processes does not matter).
 pub const YOUNG: &str = "CAST(created_at >= NOW(3) - INTERVAL 2 SECOND AS SIGNED) AS young";
@@ -38,6 +38,7 @@ pub struct MessageRow {
     pub body: Vec<u8>,
     pub send_time: i64,
     pub status: i8,
+    pub edit_version: i64,
     /// Written moments ago (see [`YOUNG`]); used by sync's gap wait.
     pub young: i64,
 }
@@ -54,12 +55,18 @@ impl MessageRow {
             receiver_type: self.receiver_type.into(),
             receiver_id: self.receiver_id,
             to_user_ids: crate::validate::parse_mentions(&self.to_user_ids),
-            message_body: Some(
-                MessageBody::decode(self.body.as_slice())
-                    .map_err(|e| Error::Internal(format!("stored message body: {e}")))?,
-            ),
+            // Recalled and deleted copies have no body.
+            message_body: if self.status == MessageStatus::Normal as i8 {
+                Some(
+                    MessageBody::decode(self.body.as_slice())
+                        .map_err(|e| Error::Internal(format!("stored message body: {e}")))?,
+                )
+            } else {
+                None
+            },
             send_time: self.send_time,
             status: self.status.into(),
+            edit_version: self.edit_version,
         })
     }
 }

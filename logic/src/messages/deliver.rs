@@ -119,6 +119,7 @@ impl Messages {
             send_time: now_ms(),
             status: MessageStatus::Normal as i32,
             message_id: message_id.get(),
+            edit_version: 0,
         };
         if !req.is_persist {
             let items: Vec<MessageItem> = users

@@ -1,7 +1,9 @@
 //! Messages: sends (validated, seqs allocated, stored through the one store path, pushed in the
 //! background), business pushes and broadcasts ([`deliver`]), the store ([`store`]), request-id
-//! idempotency ([`idem`]) and seqs ([`seq`]).
+//! idempotency ([`idem`]), seqs ([`seq`]) and changes to stored messages: recall, edit,
+//! delete-for-me ([`change`]).
 
+pub mod change;
 pub mod conv;
 mod deliver;
 pub mod idem;
@@ -70,6 +72,8 @@ pub struct Messages {
     firsts: Batcher<(AppId, ReqKey), StoreResult>,
     /// Write-diffusion pushes of concurrent sends, one route lookup and one call per node each.
     pushes: Arc<Batcher<PushJob, ()>>,
+    /// Each app's recall window in seconds (`app.recall_window_secs`).
+    windows: crate::cache::TtlCache<AppId, i64>,
 }
 
 impl std::fmt::Debug for Messages {
@@ -149,6 +153,7 @@ impl Messages {
             stores,
             firsts,
             pushes,
+            windows: crate::cache::TtlCache::new(Duration::from_secs(60), 10_000),
         }
     }
 
@@ -298,6 +303,7 @@ impl Messages {
             },
             status: MessageStatus::Normal as i32,
             message_id: message_id.get(),
+            edit_version: 0,
         };
         let exclude = match sender {
             Sender::User { device, .. } => Some(device),

@@ -75,6 +75,8 @@ fn insert_rows<'a>(
             .push_bind(j.body.clone())
             .push_bind(item.send_time)
             .push_bind(item.status as i8);
+        let (pt, pid) = peer_of(j, *u);
+        b.push_bind(pt).push_bind(pid);
     });
     qb
 }
@@ -174,9 +176,9 @@ pub async fn store_batch(pool: MySqlPool, jobs: Vec<StoreJob>) -> Vec<StoreResul
 
 /// Upper bound of a job's share of a script's text.
 fn script_estimate(j: &StoreJob) -> usize {
-    // 14 values a row: 12 integers (at most 20 characters each, plus a comma) and two hex literals;
+    // 16 values a row: 14 integers (at most 20 characters each, plus a comma) and two hex literals;
     // its conversation row: 12 integers and the preview's hex literal.
-    let row = 12 * 21 + 2 * (j.body.len() + j.mentions.len()) + 16;
+    let row = 14 * 21 + 2 * (j.body.len() + j.mentions.len()) + 16;
     let conv = 12 * 21 + 2 * j.preview.len() + 8;
     j.rows.len() * (row + conv) + 160 + 1200
 }
@@ -249,7 +251,8 @@ fn script(jobs: &[&StoreJob]) -> String {
             push_hex(&mut s, j.mentions.as_bytes());
             s.push(',');
             push_hex(&mut s, &j.body);
-            let _ = write!(s, ",{},{})", item.send_time, item.status as i8);
+            let (pt, pid) = peer_of(j, *u);
+            let _ = write!(s, ",{},{},{pt},{pid})", item.send_time, item.status as i8);
             in_chunk += 1;
             if in_chunk == INSERT_CHUNK {
                 s.push(';');
@@ -265,6 +268,13 @@ fn script(jobs: &[&StoreJob]) -> String {
         s.push_str("COMMIT;");
     }
     s
+}
+
+/// The conversation a copy belongs to in its owner's list (history's index), (0, 0) for none.
+fn peer_of(j: &StoreJob, owner: UserId) -> (i8, i64) {
+    super::conv::conversation_of(j, owner)
+        .map(|(t, p, _)| (t, p))
+        .unwrap_or((0, 0))
 }
 
 /// Appends `b` as a hex string literal: any bytes, written with the characters 0-9 A-F only.

@@ -15,7 +15,7 @@ import type { Message as Message$1 } from "@bufbuild/protobuf";
  * Describes the file gim/connect/v1/connect.proto.
  */
 export const file_gim_connect_v1_connect: GenFile = /*@__PURE__*/
-  fileDesc("ChxnaW0vY29ubmVjdC92MS9jb25uZWN0LnByb3RvEg5naW0uY29ubmVjdC52MSJUCgVJbnB1dBIpCgR0eXBlGAEgASgOMhsuZ2ltLmNvbm5lY3QudjEuUGFja2FnZVR5cGUSEgoKcmVxdWVzdF9pZBgCIAEoAxIMCgRkYXRhGAMgASgMInQKBk91dHB1dBIpCgR0eXBlGAEgASgOMhsuZ2ltLmNvbm5lY3QudjEuUGFja2FnZVR5cGUSEgoKcmVxdWVzdF9pZBgCIAEoAxIMCgRjb2RlGAMgASgFEg8KB21lc3NhZ2UYBCABKAkSDAoEZGF0YRgFIAEoDCJQCgtTaWduSW5JbnB1dBIOCgZhcHBfaWQYASABKAMSEQoJZGV2aWNlX2lkGAIgASgDEg8KB3VzZXJfaWQYAyABKAMSDQoFdG9rZW4YBCABKAkiGAoJU3luY0lucHV0EgsKA3NlcRgBIAEoAyJZCgpTeW5jT3V0cHV0Ei0KCG1lc3NhZ2VzGAMgAygLMhsuZ2ltLmNvbm5lY3QudjEuTWVzc2FnZUl0ZW0SEAoIaGFzX21vcmUYBCABKAhKBAgBEAJKBAgCEAMiPAoKTWVzc2FnZUFDSxISCgpkZXZpY2VfYWNrGAIgASgDEhQKDHJlY2VpdmVfdGltZRgDIAEoA0oECAEQAiI3CgdNZXNzYWdlEiwKB21lc3NhZ2UYASABKAsyGy5naW0uY29ubmVjdC52MS5NZXNzYWdlSXRlbSL0AgoLTWVzc2FnZUl0ZW0SEgoKcmVxdWVzdF9pZBgBIAEoAxIvCgtzZW5kZXJfdHlwZRgCIAEoDjIaLmdpbS5jb25uZWN0LnYxLlNlbmRlclR5cGUSEQoJc2VuZGVyX2lkGAMgASgDEhgKEHNlbmRlcl9kZXZpY2VfaWQYBCABKAMSMwoNcmVjZWl2ZXJfdHlwZRgFIAEoDjIcLmdpbS5jb25uZWN0LnYxLlJlY2VpdmVyVHlwZRITCgtyZWNlaXZlcl9pZBgGIAEoAxITCgt0b191c2VyX2lkcxgHIAMoAxIxCgxtZXNzYWdlX2JvZHkYCCABKAsyGy5naW0uY29ubmVjdC52MS5NZXNzYWdlQm9keRILCgNzZXEYCSABKAMSEQoJc2VuZF90aW1lGAogASgDEi0KBnN0YXR1cxgLIAEoDjIdLmdpbS5jb25uZWN0LnYxLk1lc3NhZ2VTdGF0dXMSEgoKbWVzc2FnZV9pZBgMIAEoAyJ5CgtNZXNzYWdlQm9keRIxCgxtZXNzYWdlX3R5cGUYASABKA4yGy5naW0uY29ubmVjdC52MS5NZXNzYWdlVHlwZRI3Cg9tZXNzYWdlX2NvbnRlbnQYAiABKAsyHi5naW0uY29ubmVjdC52MS5NZXNzYWdlQ29udGVudCLhAgoOTWVzc2FnZUNvbnRlbnQSJAoEdGV4dBgBIAEoCzIULmdpbS5jb25uZWN0LnYxLlRleHRIABIkCgRmYWNlGAIgASgLMhQuZ2ltLmNvbm5lY3QudjEuRmFjZUgAEiYKBXZvaWNlGAMgASgLMhUuZ2ltLmNvbm5lY3QudjEuVm9pY2VIABImCgVpbWFnZRgEIAEoCzIVLmdpbS5jb25uZWN0LnYxLkltYWdlSAASJAoEZmlsZRgFIAEoCzIULmdpbS5jb25uZWN0LnYxLkZpbGVIABIsCghsb2NhdGlvbhgGIAEoCzIYLmdpbS5jb25uZWN0LnYxLkxvY2F0aW9uSAASKgoHY29tbWFuZBgHIAEoCzIXLmdpbS5jb25uZWN0LnYxLkNvbW1hbmRIABIoCgZjdXN0b20YCCABKAsyFi5naW0uY29ubmVjdC52MS5DdXN0b21IAEIJCgdjb250ZW50IhQKBFRleHQSDAoEdGV4dBgBIAEoCSIpCgRGYWNlEg8KB2ZhY2VfaWQYASABKAMSEAoIZmFjZV91cmwYAiABKAkiQAoFVm9pY2USCgoCaWQYASABKAkSDAoEc2l6ZRgCIAEoBRIQCghkdXJhdGlvbhgDIAEoBRILCgN1cmwYBCABKAkiVgoFSW1hZ2USCgoCaWQYASABKAkSDQoFd2lkdGgYAiABKAUSDgoGaGVpZ2h0GAMgASgFEgsKA3VybBgEIAEoCRIVCg10aHVtYm5haWxfdXJsGAUgASgJIjsKBEZpbGUSCgoCaWQYDCABKAMSDAoEbmFtZRgNIAEoCRIMCgRzaXplGA4gASgDEgsKA3VybBgPIAEoCSI9CghMb2NhdGlvbhIMCgRkZXNjGAEgASgJEhAKCGxhdGl0dWRlGAIgASgBEhEKCWxvbmdpdHVkZRgDIAEoASIlCgdDb21tYW5kEgwKBGNvZGUYASABKAUSDAoEZGF0YRgCIAEoDCIWCgZDdXN0b20SDAoEZGF0YRgBIAEoCSLmAQoQU2VuZE1lc3NhZ2VJbnB1dBIzCg1yZWNlaXZlcl90eXBlGAEgASgOMhwuZ2ltLmNvbm5lY3QudjEuUmVjZWl2ZXJUeXBlEhMKC3JlY2VpdmVyX2lkGAIgASgDEhMKC3RvX3VzZXJfaWRzGAMgAygDEjEKDG1lc3NhZ2VfYm9keRgEIAEoCzIbLmdpbS5jb25uZWN0LnYxLk1lc3NhZ2VCb2R5EhEKCXNlbmRfdGltZRgFIAEoAxISCgppc19wZXJzaXN0GAYgASgIEhkKEWNsaWVudF9yZXF1ZXN0X2lkGAcgASgDIjQKEVNlbmRNZXNzYWdlT3V0cHV0EgsKA3NlcRgBIAEoAxISCgptZXNzYWdlX2lkGAIgASgDIi8KDkdyb3VwU3luY0lucHV0EhAKCGdyb3VwX2lkGAEgASgDEgsKA3NlcRgCIAEoAyJSCg9Hcm91cFN5bmNPdXRwdXQSLQoIbWVzc2FnZXMYASADKAsyGy5naW0uY29ubmVjdC52MS5NZXNzYWdlSXRlbRIQCghoYXNfbW9yZRgCIAEoCCIzCg9SZWNvbm5lY3ROb3RpY2USDgoGcmVhc29uGAEgASgJEhAKCGFmdGVyX21zGAIgASgDIhwKCktpY2tOb3RpY2USDgoGcmVhc29uGAEgASgJIo0DCgxDb252ZXJzYXRpb24SLwoJcGVlcl90eXBlGAEgASgOMhwuZ2ltLmNvbm5lY3QudjEuUmVjZWl2ZXJUeXBlEg8KB3BlZXJfaWQYAiABKAMSEAoIbGFzdF9zZXEYAyABKAMSFwoPbGFzdF9tZXNzYWdlX2lkGAQgASgDEjQKEGxhc3Rfc2VuZGVyX3R5cGUYBSABKA4yGi5naW0uY29ubmVjdC52MS5TZW5kZXJUeXBlEhYKDmxhc3Rfc2VuZGVyX2lkGAYgASgDEhYKDmxhc3Rfc2VuZF90aW1lGAcgASgDEjYKEWxhc3RfbWVzc2FnZV90eXBlGAggASgOMhsuZ2ltLmNvbm5lY3QudjEuTWVzc2FnZVR5cGUSDwoHcHJldmlldxgJIAEoCRIOCgZ1bnJlYWQYCiABKAMSEAoIcmVhZF9zZXEYCyABKAMSDgoGcGlubmVkGAwgASgIEg0KBW11dGVkGA0gASgIEg8KB2RlbGV0ZWQYDiABKAgSDwoHdmVyc2lvbhgPIAEoAyI9ChVHZXRDb252ZXJzYXRpb25zSW5wdXQSFQoNc2luY2VfdmVyc2lvbhgBIAEoAxINCgVsaW1pdBgCIAEoBSK6AQoWR2V0Q29udmVyc2F0aW9uc091dHB1dBIzCg1jb252ZXJzYXRpb25zGAEgAygLMhwuZ2ltLmNvbm5lY3QudjEuQ29udmVyc2F0aW9uEhAKCGhhc19tb3JlGAIgASgIEg8KB3ZlcnNpb24YAyABKAMSMgoMbGFyZ2VfZ3JvdXBzGAQgAygLMhwuZ2ltLmNvbm5lY3QudjEuQ29udmVyc2F0aW9uEhQKDHVucmVhZF90b3RhbBgFIAEoAyKxAQoXVXBkYXRlQ29udmVyc2F0aW9uSW5wdXQSLwoJcGVlcl90eXBlGAEgASgOMhwuZ2ltLmNvbm5lY3QudjEuUmVjZWl2ZXJUeXBlEg8KB3BlZXJfaWQYAiABKAMSEgoKc2V0X3Bpbm5lZBgDIAEoCBIOCgZwaW5uZWQYBCABKAgSEQoJc2V0X211dGVkGAUgASgIEg0KBW11dGVkGAYgASgIEg4KBmRlbGV0ZRgHIAEoCCJjCg1NYXJrUmVhZElucHV0Ei8KCXBlZXJfdHlwZRgBIAEoDjIcLmdpbS5jb25uZWN0LnYxLlJlY2VpdmVyVHlwZRIPCgdwZWVyX2lkGAIgASgDEhAKCHJlYWRfc2VxGAMgASgDIpoBCgpSZWFkTm90aWNlEi8KCXBlZXJfdHlwZRgBIAEoDjIcLmdpbS5jb25uZWN0LnYxLlJlY2VpdmVyVHlwZRIPCgdwZWVyX2lkGAIgASgDEhEKCXJlYWRlcl9pZBgDIAEoAxIQCghyZWFkX3NlcRgEIAEoAxISCgptZXNzYWdlX2lkGAUgASgDEhEKCXJlYWRfdGltZRgGIAEoAyrlAgoLUGFja2FnZVR5cGUSGAoUUEFDS0FHRV9UWVBFX1VOS05PV04QABIYChRQQUNLQUdFX1RZUEVfU0lHTl9JThABEhUKEVBBQ0tBR0VfVFlQRV9TWU5DEAISGgoWUEFDS0FHRV9UWVBFX0hFQVJUQkVBVBADEhgKFFBBQ0tBR0VfVFlQRV9NRVNTQUdFEAQSHQoZUEFDS0FHRV9UWVBFX1NFTkRfTUVTU0FHRRAFEhoKFlBBQ0tBR0VfVFlQRV9SRUNPTk5FQ1QQBhIbChdQQUNLQUdFX1RZUEVfR1JPVVBfU1lOQxAHEhcKE1BBQ0tBR0VfVFlQRV9LSUNLRUQQCBIiCh5QQUNLQUdFX1RZUEVfR0VUX0NPTlZFUlNBVElPTlMQCRIkCiBQQUNLQUdFX1RZUEVfVVBEQVRFX0NPTlZFUlNBVElPThAKEhoKFlBBQ0tBR0VfVFlQRV9NQVJLX1JFQUQQCyptCgpTZW5kZXJUeXBlEhcKE1NFTkRFUl9UWVBFX1VOS05PV04QABIWChJTRU5ERVJfVFlQRV9TWVNURU0QARIUChBTRU5ERVJfVFlQRV9VU0VSEAISGAoUU0VOREVSX1RZUEVfQlVTSU5FU1MQAyqAAQoMUmVjZWl2ZXJUeXBlEhkKFVJFQ0VJVkVSX1RZUEVfVU5LTk9XThAAEhYKElJFQ0VJVkVSX1RZUEVfVVNFUhABEh4KGlJFQ0VJVkVSX1RZUEVfTk9STUFMX0dST1VQEAISHQoZUkVDRUlWRVJfVFlQRV9MQVJHRV9HUk9VUBADKmEKDU1lc3NhZ2VTdGF0dXMSGgoWTUVTU0FHRV9TVEFUVVNfVU5LTk9XThAAEhkKFU1FU1NBR0VfU1RBVFVTX05PUk1BTBABEhkKFU1FU1NBR0VfU1RBVFVTX1JFQ0FMTBACKuoBCgtNZXNzYWdlVHlwZRIYChRNRVNTQUdFX1RZUEVfVU5LTk9XThAAEhUKEU1FU1NBR0VfVFlQRV9URVhUEAESFQoRTUVTU0FHRV9UWVBFX0ZBQ0UQAhIWChJNRVNTQUdFX1RZUEVfVk9JQ0UQAxIWChJNRVNTQUdFX1RZUEVfSU1BR0UQBBIVChFNRVNTQUdFX1RZUEVfRklMRRAFEhkKFU1FU1NBR0VfVFlQRV9MT0NBVElPThAGEhgKFE1FU1NBR0VfVFlQRV9DT01NQU5EEAcSFwoTTUVTU0FHRV9UWVBFX0NVU1RPTRAIKpoBChNDb252ZXJzYXRpb25Db21tYW5kEiAKHENPTlZFUlNBVElPTl9DT01NQU5EX1VOS05PV04QABIdChlDT05WRVJTQVRJT05fQ09NTUFORF9SRUFEEAESIAocQ09OVkVSU0FUSU9OX0NPTU1BTkRfUkVDRUlQVBACEiAKHENPTlZFUlNBVElPTl9DT01NQU5EX1VQREFURUQQA2IGcHJvdG8z");
+  fileDesc("ChxnaW0vY29ubmVjdC92MS9jb25uZWN0LnByb3RvEg5naW0uY29ubmVjdC52MSJUCgVJbnB1dBIpCgR0eXBlGAEgASgOMhsuZ2ltLmNvbm5lY3QudjEuUGFja2FnZVR5cGUSEgoKcmVxdWVzdF9pZBgCIAEoAxIMCgRkYXRhGAMgASgMInQKBk91dHB1dBIpCgR0eXBlGAEgASgOMhsuZ2ltLmNvbm5lY3QudjEuUGFja2FnZVR5cGUSEgoKcmVxdWVzdF9pZBgCIAEoAxIMCgRjb2RlGAMgASgFEg8KB21lc3NhZ2UYBCABKAkSDAoEZGF0YRgFIAEoDCJQCgtTaWduSW5JbnB1dBIOCgZhcHBfaWQYASABKAMSEQoJZGV2aWNlX2lkGAIgASgDEg8KB3VzZXJfaWQYAyABKAMSDQoFdG9rZW4YBCABKAkiGAoJU3luY0lucHV0EgsKA3NlcRgBIAEoAyJZCgpTeW5jT3V0cHV0Ei0KCG1lc3NhZ2VzGAMgAygLMhsuZ2ltLmNvbm5lY3QudjEuTWVzc2FnZUl0ZW0SEAoIaGFzX21vcmUYBCABKAhKBAgBEAJKBAgCEAMiPAoKTWVzc2FnZUFDSxISCgpkZXZpY2VfYWNrGAIgASgDEhQKDHJlY2VpdmVfdGltZRgDIAEoA0oECAEQAiI3CgdNZXNzYWdlEiwKB21lc3NhZ2UYASABKAsyGy5naW0uY29ubmVjdC52MS5NZXNzYWdlSXRlbSKKAwoLTWVzc2FnZUl0ZW0SEgoKcmVxdWVzdF9pZBgBIAEoAxIvCgtzZW5kZXJfdHlwZRgCIAEoDjIaLmdpbS5jb25uZWN0LnYxLlNlbmRlclR5cGUSEQoJc2VuZGVyX2lkGAMgASgDEhgKEHNlbmRlcl9kZXZpY2VfaWQYBCABKAMSMwoNcmVjZWl2ZXJfdHlwZRgFIAEoDjIcLmdpbS5jb25uZWN0LnYxLlJlY2VpdmVyVHlwZRITCgtyZWNlaXZlcl9pZBgGIAEoAxITCgt0b191c2VyX2lkcxgHIAMoAxIxCgxtZXNzYWdlX2JvZHkYCCABKAsyGy5naW0uY29ubmVjdC52MS5NZXNzYWdlQm9keRILCgNzZXEYCSABKAMSEQoJc2VuZF90aW1lGAogASgDEi0KBnN0YXR1cxgLIAEoDjIdLmdpbS5jb25uZWN0LnYxLk1lc3NhZ2VTdGF0dXMSEgoKbWVzc2FnZV9pZBgMIAEoAxIUCgxlZGl0X3ZlcnNpb24YDSABKAMieQoLTWVzc2FnZUJvZHkSMQoMbWVzc2FnZV90eXBlGAEgASgOMhsuZ2ltLmNvbm5lY3QudjEuTWVzc2FnZVR5cGUSNwoPbWVzc2FnZV9jb250ZW50GAIgASgLMh4uZ2ltLmNvbm5lY3QudjEuTWVzc2FnZUNvbnRlbnQi4QIKDk1lc3NhZ2VDb250ZW50EiQKBHRleHQYASABKAsyFC5naW0uY29ubmVjdC52MS5UZXh0SAASJAoEZmFjZRgCIAEoCzIULmdpbS5jb25uZWN0LnYxLkZhY2VIABImCgV2b2ljZRgDIAEoCzIVLmdpbS5jb25uZWN0LnYxLlZvaWNlSAASJgoFaW1hZ2UYBCABKAsyFS5naW0uY29ubmVjdC52MS5JbWFnZUgAEiQKBGZpbGUYBSABKAsyFC5naW0uY29ubmVjdC52MS5GaWxlSAASLAoIbG9jYXRpb24YBiABKAsyGC5naW0uY29ubmVjdC52MS5Mb2NhdGlvbkgAEioKB2NvbW1hbmQYByABKAsyFy5naW0uY29ubmVjdC52MS5Db21tYW5kSAASKAoGY3VzdG9tGAggASgLMhYuZ2ltLmNvbm5lY3QudjEuQ3VzdG9tSABCCQoHY29udGVudCIUCgRUZXh0EgwKBHRleHQYASABKAkiKQoERmFjZRIPCgdmYWNlX2lkGAEgASgDEhAKCGZhY2VfdXJsGAIgASgJIkAKBVZvaWNlEgoKAmlkGAEgASgJEgwKBHNpemUYAiABKAUSEAoIZHVyYXRpb24YAyABKAUSCwoDdXJsGAQgASgJIlYKBUltYWdlEgoKAmlkGAEgASgJEg0KBXdpZHRoGAIgASgFEg4KBmhlaWdodBgDIAEoBRILCgN1cmwYBCABKAkSFQoNdGh1bWJuYWlsX3VybBgFIAEoCSI7CgRGaWxlEgoKAmlkGAwgASgDEgwKBG5hbWUYDSABKAkSDAoEc2l6ZRgOIAEoAxILCgN1cmwYDyABKAkiPQoITG9jYXRpb24SDAoEZGVzYxgBIAEoCRIQCghsYXRpdHVkZRgCIAEoARIRCglsb25naXR1ZGUYAyABKAEiJQoHQ29tbWFuZBIMCgRjb2RlGAEgASgFEgwKBGRhdGEYAiABKAwiFgoGQ3VzdG9tEgwKBGRhdGEYASABKAki5gEKEFNlbmRNZXNzYWdlSW5wdXQSMwoNcmVjZWl2ZXJfdHlwZRgBIAEoDjIcLmdpbS5jb25uZWN0LnYxLlJlY2VpdmVyVHlwZRITCgtyZWNlaXZlcl9pZBgCIAEoAxITCgt0b191c2VyX2lkcxgDIAMoAxIxCgxtZXNzYWdlX2JvZHkYBCABKAsyGy5naW0uY29ubmVjdC52MS5NZXNzYWdlQm9keRIRCglzZW5kX3RpbWUYBSABKAMSEgoKaXNfcGVyc2lzdBgGIAEoCBIZChFjbGllbnRfcmVxdWVzdF9pZBgHIAEoAyI0ChFTZW5kTWVzc2FnZU91dHB1dBILCgNzZXEYASABKAMSEgoKbWVzc2FnZV9pZBgCIAEoAyIvCg5Hcm91cFN5bmNJbnB1dBIQCghncm91cF9pZBgBIAEoAxILCgNzZXEYAiABKAMiUgoPR3JvdXBTeW5jT3V0cHV0Ei0KCG1lc3NhZ2VzGAEgAygLMhsuZ2ltLmNvbm5lY3QudjEuTWVzc2FnZUl0ZW0SEAoIaGFzX21vcmUYAiABKAgiMwoPUmVjb25uZWN0Tm90aWNlEg4KBnJlYXNvbhgBIAEoCRIQCghhZnRlcl9tcxgCIAEoAyIcCgpLaWNrTm90aWNlEg4KBnJlYXNvbhgBIAEoCSKNAwoMQ29udmVyc2F0aW9uEi8KCXBlZXJfdHlwZRgBIAEoDjIcLmdpbS5jb25uZWN0LnYxLlJlY2VpdmVyVHlwZRIPCgdwZWVyX2lkGAIgASgDEhAKCGxhc3Rfc2VxGAMgASgDEhcKD2xhc3RfbWVzc2FnZV9pZBgEIAEoAxI0ChBsYXN0X3NlbmRlcl90eXBlGAUgASgOMhouZ2ltLmNvbm5lY3QudjEuU2VuZGVyVHlwZRIWCg5sYXN0X3NlbmRlcl9pZBgGIAEoAxIWCg5sYXN0X3NlbmRfdGltZRgHIAEoAxI2ChFsYXN0X21lc3NhZ2VfdHlwZRgIIAEoDjIbLmdpbS5jb25uZWN0LnYxLk1lc3NhZ2VUeXBlEg8KB3ByZXZpZXcYCSABKAkSDgoGdW5yZWFkGAogASgDEhAKCHJlYWRfc2VxGAsgASgDEg4KBnBpbm5lZBgMIAEoCBINCgVtdXRlZBgNIAEoCBIPCgdkZWxldGVkGA4gASgIEg8KB3ZlcnNpb24YDyABKAMiPQoVR2V0Q29udmVyc2F0aW9uc0lucHV0EhUKDXNpbmNlX3ZlcnNpb24YASABKAMSDQoFbGltaXQYAiABKAUiugEKFkdldENvbnZlcnNhdGlvbnNPdXRwdXQSMwoNY29udmVyc2F0aW9ucxgBIAMoCzIcLmdpbS5jb25uZWN0LnYxLkNvbnZlcnNhdGlvbhIQCghoYXNfbW9yZRgCIAEoCBIPCgd2ZXJzaW9uGAMgASgDEjIKDGxhcmdlX2dyb3VwcxgEIAMoCzIcLmdpbS5jb25uZWN0LnYxLkNvbnZlcnNhdGlvbhIUCgx1bnJlYWRfdG90YWwYBSABKAMisQEKF1VwZGF0ZUNvbnZlcnNhdGlvbklucHV0Ei8KCXBlZXJfdHlwZRgBIAEoDjIcLmdpbS5jb25uZWN0LnYxLlJlY2VpdmVyVHlwZRIPCgdwZWVyX2lkGAIgASgDEhIKCnNldF9waW5uZWQYAyABKAgSDgoGcGlubmVkGAQgASgIEhEKCXNldF9tdXRlZBgFIAEoCBINCgVtdXRlZBgGIAEoCBIOCgZkZWxldGUYByABKAgiYwoNTWFya1JlYWRJbnB1dBIvCglwZWVyX3R5cGUYASABKA4yHC5naW0uY29ubmVjdC52MS5SZWNlaXZlclR5cGUSDwoHcGVlcl9pZBgCIAEoAxIQCghyZWFkX3NlcRgDIAEoAyKaAQoKUmVhZE5vdGljZRIvCglwZWVyX3R5cGUYASABKA4yHC5naW0uY29ubmVjdC52MS5SZWNlaXZlclR5cGUSDwoHcGVlcl9pZBgCIAEoAxIRCglyZWFkZXJfaWQYAyABKAMSEAoIcmVhZF9zZXEYBCABKAMSEgoKbWVzc2FnZV9pZBgFIAEoAxIRCglyZWFkX3RpbWUYBiABKAMidgoPR2V0SGlzdG9yeUlucHV0Ei8KCXBlZXJfdHlwZRgBIAEoDjIcLmdpbS5jb25uZWN0LnYxLlJlY2VpdmVyVHlwZRIPCgdwZWVyX2lkGAIgASgDEhIKCmJlZm9yZV9zZXEYAyABKAMSDQoFbGltaXQYBCABKAUiUwoQR2V0SGlzdG9yeU91dHB1dBItCghtZXNzYWdlcxgBIAMoCzIbLmdpbS5jb25uZWN0LnYxLk1lc3NhZ2VJdGVtEhAKCGhhc19tb3JlGAIgASgIIlsKEk1lc3NhZ2VDaGFuZ2VJbnB1dBISCgptZXNzYWdlX2lkGAEgASgDEjEKDG1lc3NhZ2VfYm9keRgCIAEoCzIbLmdpbS5jb25uZWN0LnYxLk1lc3NhZ2VCb2R5Ik4KE01lc3NhZ2VDaGFuZ2VPdXRwdXQSEgoKbWVzc2FnZV9pZBgBIAEoAxINCgVsaXN0cxgCIAEoBRIUCgxlZGl0X3ZlcnNpb24YAyABKAMingIKE01lc3NhZ2VDaGFuZ2VOb3RpY2USLwoJcGVlcl90eXBlGAEgASgOMhwuZ2ltLmNvbm5lY3QudjEuUmVjZWl2ZXJUeXBlEg8KB3BlZXJfaWQYAiABKAMSEgoKbWVzc2FnZV9pZBgDIAEoAxILCgNzZXEYBCABKAMSMQoNb3BlcmF0b3JfdHlwZRgFIAEoDjIaLmdpbS5jb25uZWN0LnYxLlNlbmRlclR5cGUSEwoLb3BlcmF0b3JfaWQYBiABKAMSFAoMZWRpdF92ZXJzaW9uGAcgASgDEjEKDG1lc3NhZ2VfYm9keRgIIAEoCzIbLmdpbS5jb25uZWN0LnYxLk1lc3NhZ2VCb2R5EhMKC2NoYW5nZV90aW1lGAkgASgDKuQDCgtQYWNrYWdlVHlwZRIYChRQQUNLQUdFX1RZUEVfVU5LTk9XThAAEhgKFFBBQ0tBR0VfVFlQRV9TSUdOX0lOEAESFQoRUEFDS0FHRV9UWVBFX1NZTkMQAhIaChZQQUNLQUdFX1RZUEVfSEVBUlRCRUFUEAMSGAoUUEFDS0FHRV9UWVBFX01FU1NBR0UQBBIdChlQQUNLQUdFX1RZUEVfU0VORF9NRVNTQUdFEAUSGgoWUEFDS0FHRV9UWVBFX1JFQ09OTkVDVBAGEhsKF1BBQ0tBR0VfVFlQRV9HUk9VUF9TWU5DEAcSFwoTUEFDS0FHRV9UWVBFX0tJQ0tFRBAIEiIKHlBBQ0tBR0VfVFlQRV9HRVRfQ09OVkVSU0FUSU9OUxAJEiQKIFBBQ0tBR0VfVFlQRV9VUERBVEVfQ09OVkVSU0FUSU9OEAoSGgoWUEFDS0FHRV9UWVBFX01BUktfUkVBRBALEhwKGFBBQ0tBR0VfVFlQRV9HRVRfSElTVE9SWRAMEh8KG1BBQ0tBR0VfVFlQRV9SRUNBTExfTUVTU0FHRRANEh0KGVBBQ0tBR0VfVFlQRV9FRElUX01FU1NBR0UQDhIfChtQQUNLQUdFX1RZUEVfREVMRVRFX01FU1NBR0UQDyptCgpTZW5kZXJUeXBlEhcKE1NFTkRFUl9UWVBFX1VOS05PV04QABIWChJTRU5ERVJfVFlQRV9TWVNURU0QARIUChBTRU5ERVJfVFlQRV9VU0VSEAISGAoUU0VOREVSX1RZUEVfQlVTSU5FU1MQAyqAAQoMUmVjZWl2ZXJUeXBlEhkKFVJFQ0VJVkVSX1RZUEVfVU5LTk9XThAAEhYKElJFQ0VJVkVSX1RZUEVfVVNFUhABEh4KGlJFQ0VJVkVSX1RZUEVfTk9STUFMX0dST1VQEAISHQoZUkVDRUlWRVJfVFlQRV9MQVJHRV9HUk9VUBADKn0KDU1lc3NhZ2VTdGF0dXMSGgoWTUVTU0FHRV9TVEFUVVNfVU5LTk9XThAAEhkKFU1FU1NBR0VfU1RBVFVTX05PUk1BTBABEhkKFU1FU1NBR0VfU1RBVFVTX1JFQ0FMTBACEhoKFk1FU1NBR0VfU1RBVFVTX0RFTEVURUQQAyrqAQoLTWVzc2FnZVR5cGUSGAoUTUVTU0FHRV9UWVBFX1VOS05PV04QABIVChFNRVNTQUdFX1RZUEVfVEVYVBABEhUKEU1FU1NBR0VfVFlQRV9GQUNFEAISFgoSTUVTU0FHRV9UWVBFX1ZPSUNFEAMSFgoSTUVTU0FHRV9UWVBFX0lNQUdFEAQSFQoRTUVTU0FHRV9UWVBFX0ZJTEUQBRIZChVNRVNTQUdFX1RZUEVfTE9DQVRJT04QBhIYChRNRVNTQUdFX1RZUEVfQ09NTUFORBAHEhcKE01FU1NBR0VfVFlQRV9DVVNUT00QCCqAAgoTQ29udmVyc2F0aW9uQ29tbWFuZBIgChxDT05WRVJTQVRJT05fQ09NTUFORF9VTktOT1dOEAASHQoZQ09OVkVSU0FUSU9OX0NPTU1BTkRfUkVBRBABEiAKHENPTlZFUlNBVElPTl9DT01NQU5EX1JFQ0VJUFQQAhIgChxDT05WRVJTQVRJT05fQ09NTUFORF9VUERBVEVEEAMSIQodQ09OVkVSU0FUSU9OX0NPTU1BTkRfUkVDQUxMRUQQBBIfChtDT05WRVJTQVRJT05fQ09NTUFORF9FRElURUQQBRIgChxDT05WRVJTQVRJT05fQ09NTUFORF9ERUxFVEVEEAZiBnByb3RvMw");
 
 /**
  * Client -> server envelope.
@@ -272,6 +272,13 @@ export type MessageItem = Message$1<"gim.connect.v1.MessageItem"> & {
    * @generated from field: int64 message_id = 12;
    */
   messageId: bigint;
+
+  /**
+   * gim extension: 0 until the message is first edited, then 1, 2, ...
+   *
+   * @generated from field: int64 edit_version = 13;
+   */
+  editVersion: bigint;
 };
 
 /**
@@ -1060,6 +1067,198 @@ export const ReadNoticeSchema: GenMessage<ReadNotice> = /*@__PURE__*/
   messageDesc(file_gim_connect_v1_connect, 29);
 
 /**
+ * Up, type GET_HISTORY: one conversation's stored messages with seq below before_seq, newest
+ * first. Seqs are the owner's list's (a large group: the group's list). A normal or large group the
+ * caller is not a member of is refused with 1004, an unknown group with 1009.
+ *
+ * @generated from message gim.connect.v1.GetHistoryInput
+ */
+export type GetHistoryInput = Message$1<"gim.connect.v1.GetHistoryInput"> & {
+  /**
+   * @generated from field: gim.connect.v1.ReceiverType peer_type = 1;
+   */
+  peerType: ReceiverType;
+
+  /**
+   * @generated from field: int64 peer_id = 2;
+   */
+  peerId: bigint;
+
+  /**
+   * 0: from the newest message.
+   *
+   * @generated from field: int64 before_seq = 3;
+   */
+  beforeSeq: bigint;
+
+  /**
+   * Page size; 0 = 20, at most 100.
+   *
+   * @generated from field: int32 limit = 4;
+   */
+  limit: number;
+};
+
+/**
+ * Describes the message gim.connect.v1.GetHistoryInput.
+ * Use `create(GetHistoryInputSchema)` to create a new message.
+ */
+export const GetHistoryInputSchema: GenMessage<GetHistoryInput> = /*@__PURE__*/
+  messageDesc(file_gim_connect_v1_connect, 30);
+
+/**
+ * @generated from message gim.connect.v1.GetHistoryOutput
+ */
+export type GetHistoryOutput = Message$1<"gim.connect.v1.GetHistoryOutput"> & {
+  /**
+   * Newest first. Recalled and deleted copies are included (status RECALL / DELETED, no body).
+   *
+   * @generated from field: repeated gim.connect.v1.MessageItem messages = 1;
+   */
+  messages: MessageItem[];
+
+  /**
+   * Older messages follow: ask again with before_seq = the last message's seq.
+   *
+   * @generated from field: bool has_more = 2;
+   */
+  hasMore: boolean;
+};
+
+/**
+ * Describes the message gim.connect.v1.GetHistoryOutput.
+ * Use `create(GetHistoryOutputSchema)` to create a new message.
+ */
+export const GetHistoryOutputSchema: GenMessage<GetHistoryOutput> = /*@__PURE__*/
+  messageDesc(file_gim_connect_v1_connect, 31);
+
+/**
+ * Up, types RECALL_MESSAGE, EDIT_MESSAGE and DELETE_MESSAGE.
+ *
+ * @generated from message gim.connect.v1.MessageChangeInput
+ */
+export type MessageChangeInput = Message$1<"gim.connect.v1.MessageChangeInput"> & {
+  /**
+   * The message id (the same in every copy).
+   *
+   * @generated from field: int64 message_id = 1;
+   */
+  messageId: bigint;
+
+  /**
+   * EDIT_MESSAGE only: the new body.
+   *
+   * @generated from field: gim.connect.v1.MessageBody message_body = 2;
+   */
+  messageBody?: MessageBody | undefined;
+};
+
+/**
+ * Describes the message gim.connect.v1.MessageChangeInput.
+ * Use `create(MessageChangeInputSchema)` to create a new message.
+ */
+export const MessageChangeInputSchema: GenMessage<MessageChangeInput> = /*@__PURE__*/
+  messageDesc(file_gim_connect_v1_connect, 32);
+
+/**
+ * @generated from message gim.connect.v1.MessageChangeOutput
+ */
+export type MessageChangeOutput = Message$1<"gim.connect.v1.MessageChangeOutput"> & {
+  /**
+   * @generated from field: int64 message_id = 1;
+   */
+  messageId: bigint;
+
+  /**
+   * Lists that got a notice (0: nothing changed, e.g. recalled before).
+   *
+   * @generated from field: int32 lists = 2;
+   */
+  lists: number;
+
+  /**
+   * EDIT_MESSAGE: the new edit version.
+   *
+   * @generated from field: int64 edit_version = 3;
+   */
+  editVersion: bigint;
+};
+
+/**
+ * Describes the message gim.connect.v1.MessageChangeOutput.
+ * Use `create(MessageChangeOutputSchema)` to create a new message.
+ */
+export const MessageChangeOutputSchema: GenMessage<MessageChangeOutput> = /*@__PURE__*/
+  messageDesc(file_gim_connect_v1_connect, 33);
+
+/**
+ * The data of RECALLED, EDITED and DELETED notices.
+ *
+ * @generated from message gim.connect.v1.MessageChangeNotice
+ */
+export type MessageChangeNotice = Message$1<"gim.connect.v1.MessageChangeNotice"> & {
+  /**
+   * The conversation of the changed copy in the receiving list.
+   *
+   * @generated from field: gim.connect.v1.ReceiverType peer_type = 1;
+   */
+  peerType: ReceiverType;
+
+  /**
+   * @generated from field: int64 peer_id = 2;
+   */
+  peerId: bigint;
+
+  /**
+   * @generated from field: int64 message_id = 3;
+   */
+  messageId: bigint;
+
+  /**
+   * The changed copy's seq in the receiving list.
+   *
+   * @generated from field: int64 seq = 4;
+   */
+  seq: bigint;
+
+  /**
+   * Who changed it: a user, or BUSINESS for a business server.
+   *
+   * @generated from field: gim.connect.v1.SenderType operator_type = 5;
+   */
+  operatorType: SenderType;
+
+  /**
+   * @generated from field: int64 operator_id = 6;
+   */
+  operatorId: bigint;
+
+  /**
+   * EDITED: the new edit version and body.
+   *
+   * @generated from field: int64 edit_version = 7;
+   */
+  editVersion: bigint;
+
+  /**
+   * @generated from field: gim.connect.v1.MessageBody message_body = 8;
+   */
+  messageBody?: MessageBody | undefined;
+
+  /**
+   * @generated from field: int64 change_time = 9;
+   */
+  changeTime: bigint;
+};
+
+/**
+ * Describes the message gim.connect.v1.MessageChangeNotice.
+ * Use `create(MessageChangeNoticeSchema)` to create a new message.
+ */
+export const MessageChangeNoticeSchema: GenMessage<MessageChangeNotice> = /*@__PURE__*/
+  messageDesc(file_gim_connect_v1_connect, 34);
+
+/**
  * What an envelope carries. Values 0..=4 are the original protocol; 5 and up are gim extensions.
  *
  * @generated from enum gim.connect.v1.PackageType
@@ -1140,6 +1339,37 @@ export enum PackageType {
    * @generated from enum value: PACKAGE_TYPE_MARK_READ = 11;
    */
   MARK_READ = 11,
+
+  /**
+   * Up: GetHistoryInput (one conversation's messages before a seq, newest first). Reply data:
+   * GetHistoryOutput.
+   *
+   * @generated from enum value: PACKAGE_TYPE_GET_HISTORY = 12;
+   */
+  GET_HISTORY = 12,
+
+  /**
+   * Up: MessageChangeInput (recall a message from every list). Reply data: MessageChangeOutput.
+   *
+   * @generated from enum value: PACKAGE_TYPE_RECALL_MESSAGE = 13;
+   */
+  RECALL_MESSAGE = 13,
+
+  /**
+   * Up: MessageChangeInput with message_body (edit a message in every list). Reply data:
+   * MessageChangeOutput.
+   *
+   * @generated from enum value: PACKAGE_TYPE_EDIT_MESSAGE = 14;
+   */
+  EDIT_MESSAGE = 14,
+
+  /**
+   * Up: MessageChangeInput (hide a message in the caller's own list only). Reply data:
+   * MessageChangeOutput.
+   *
+   * @generated from enum value: PACKAGE_TYPE_DELETE_MESSAGE = 15;
+   */
+  DELETE_MESSAGE = 15,
 }
 
 /**
@@ -1225,9 +1455,19 @@ export enum MessageStatus {
   NORMAL = 1,
 
   /**
+   * Recalled: the copy has no body any more.
+   *
    * @generated from enum value: MESSAGE_STATUS_RECALL = 2;
    */
   RECALL = 2,
+
+  /**
+   * Deleted by its owner (delete-for-me): a tombstone without a body, kept so the owner's seqs
+   * stay contiguous; other lists are unaffected.
+   *
+   * @generated from enum value: MESSAGE_STATUS_DELETED = 3;
+   */
+  DELETED = 3,
 }
 
 /**
@@ -1324,6 +1564,28 @@ export enum ConversationCommand {
    * @generated from enum value: CONVERSATION_COMMAND_UPDATED = 3;
    */
   UPDATED = 3,
+
+  /**
+   * To every list holding a copy: the message was recalled (data: MessageChangeNotice).
+   *
+   * @generated from enum value: CONVERSATION_COMMAND_RECALLED = 4;
+   */
+  RECALLED = 4,
+
+  /**
+   * To every list holding a copy: the message was edited (data: MessageChangeNotice, with the
+   * new body and edit version).
+   *
+   * @generated from enum value: CONVERSATION_COMMAND_EDITED = 5;
+   */
+  EDITED = 5,
+
+  /**
+   * To the owner's devices: the owner deleted its copy (data: MessageChangeNotice).
+   *
+   * @generated from enum value: CONVERSATION_COMMAND_DELETED = 6;
+   */
+  DELETED = 6,
 }
 
 /**
