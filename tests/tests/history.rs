@@ -537,3 +537,128 @@ async fn refused_changes_leave_stored_data_untouched_and_admins_recall_in_their_
         .wait_until(|c| !changes(&c.messages, ConversationCommand::Recalled).is_empty())
         .await;
 }
+
+/// Sends, recalls, deletes-for-me and mark-reads racing on one owner's conversations, then sends,
+/// recalls and deletes with no read after them (a mark-read recount would hide a wrong count):
+/// every unread count ends equal to what the stored rows say, and no change fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unread_counts_stay_exact_under_racing_sends_recalls_deletes_and_reads() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    const SENDERS: i64 = 10;
+    const EACH: i64 = 9;
+    let cl = Cluster::start(1).await;
+    let app = cl.new_app().await;
+    let ids: Vec<i64> = (1..=SENDERS + 1).collect();
+    app.users(&ids).await;
+    let g = app.group(2, &ids, false).await;
+    let owner = app.device(1).await;
+    let sent: Arc<Mutex<Vec<i64>>> = Arc::default();
+    let mut apis = Vec::new();
+    for s in 2..=SENDERS + 1 {
+        apis.push((s, app.api(&app.device(s).await)));
+    }
+    // Each sender sends messages `range`, taking back every third within the window.
+    let phase = |range: std::ops::Range<i64>| {
+        let mut tasks = Vec::new();
+        for (s, api) in &apis {
+            let (s, mut api, sent, range) = (*s, api.clone(), sent.clone(), range.clone());
+            tasks.push(tokio::spawn(async move {
+                for i in range {
+                    let (t, to) = if (i + s) % 3 == 0 {
+                        (ReceiverType::User, 1)
+                    } else {
+                        (ReceiverType::NormalGroup, g)
+                    };
+                    let req = text_req(t, to, &format!("{s}/{i}"), i + 1);
+                    let r = send_retrying(&mut api, req).await;
+                    if i % 3 == 1 {
+                        api.recall_message(r.message_id).await.unwrap();
+                    } else {
+                        sent.lock().unwrap().push(r.message_id);
+                    }
+                }
+            }));
+        }
+        tasks
+    };
+    // The owner deletes some of them as they come and, when `read`, marks read.
+    let owner_task = |read: bool, done: Arc<AtomicBool>| {
+        let mut api = app.api(&owner);
+        let sent = sent.clone();
+        tokio::spawn(async move {
+            let mut n = 0i64;
+            while !done.load(Ordering::Acquire) {
+                n += 1;
+                if read {
+                    let out = api.get_conversations(0, 100).await.unwrap();
+                    for c in &out.conversations {
+                        let to = if n % 2 == 0 {
+                            c.last_seq
+                        } else {
+                            c.read_seq + (c.last_seq - c.read_seq) / 2
+                        };
+                        let peer = ReceiverType::try_from(c.peer_type).unwrap();
+                        if let Err(e) = api.mark_read(peer, c.peer_id, to).await {
+                            assert_eq!(e.gim_code(), Some(1006), "{e}");
+                        }
+                    }
+                } else {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                let victim = {
+                    let sent = sent.lock().unwrap();
+                    sent.len().checked_sub(1).map(|i| sent[i])
+                };
+                if let Some(mid) = victim {
+                    api.delete_message(mid).await.unwrap();
+                }
+            }
+        })
+    };
+    for (range, read) in [(0..EACH - 3, true), (EACH - 3..EACH, false)] {
+        let done = Arc::new(AtomicBool::new(false));
+        let o = owner_task(read, done.clone());
+        for t in phase(range) {
+            t.await.unwrap();
+        }
+        done.store(true, Ordering::Release);
+        o.await.unwrap();
+    }
+
+    let counts: Vec<(i8, i64, i32, i64)> = sqlx::query_as(
+        "SELECT c.peer_type, c.peer_id, c.unread, CAST((SELECT COUNT(*) FROM user_message m \
+         WHERE m.app_id = c.app_id AND m.user_id = c.owner_id AND m.peer_type = c.peer_type \
+         AND m.peer_id = c.peer_id AND m.seq > c.read_seq AND m.status = 1 \
+         AND NOT (m.sender_type = 2 AND m.sender_id = c.owner_id)) AS SIGNED) \
+         FROM conversation c WHERE c.app_id = ? AND c.owner_id = 1",
+    )
+    .bind(app.app_id)
+    .fetch_all(&cl.pool)
+    .await
+    .unwrap();
+    assert!(counts.len() > 1, "{counts:?}");
+    for (t, p, unread, rows) in &counts {
+        assert_eq!(
+            i64::from(*unread),
+            *rows,
+            "conversation {t}/{p}: {counts:?}"
+        );
+    }
+    let recalled: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM user_message WHERE app_id = ? AND user_id = 1 AND status = 2",
+    )
+    .bind(app.app_id)
+    .fetch_one(&cl.pool)
+    .await
+    .unwrap();
+    assert_eq!(recalled, SENDERS * (EACH / 3));
+    let deleted: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM user_message WHERE app_id = ? AND user_id = 1 AND status = 3",
+    )
+    .bind(app.app_id)
+    .fetch_one(&cl.pool)
+    .await
+    .unwrap();
+    assert!(deleted > 0, "the reader deleted some while they were sent");
+}
