@@ -565,4 +565,37 @@ mod tests {
         };
         assert_eq!(app.key.as_deref(), Some("-uAbc_d"));
     }
+
+    #[test]
+    fn history_and_message_changes_parse() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
+        let dev = [
+            "--app-id", "7", "--key", "k", "--user", "1", "--device", "2",
+        ];
+        let run = |args: &[&str]| Cli::try_parse_from(["gim"].iter().chain(args)).map(|c| c.cmd);
+        let h = run(&[&["history", "--group", "9", "--limit", "50"][..], &dev].concat());
+        assert!(matches!(h, Ok(Command::History(_))), "{h:?}");
+        let h = run(&[&["history"][..], &dev].concat());
+        assert!(h.is_err(), "a conversation is needed");
+        for sub in ["recall", "delete-message"] {
+            let c = run(&[&[sub, "--message-id", "5"][..], &dev].concat());
+            assert!(c.is_ok(), "{sub}: {c:?}");
+        }
+        let e = run(&[&["edit", "--message-id", "5", "--text", "t"][..], &dev].concat());
+        assert!(matches!(e, Ok(Command::Edit(_))), "{e:?}");
+        let s = run(&[
+            "recall",
+            "--app-id",
+            "7",
+            "--message-id",
+            "5",
+            "--as-server",
+        ]);
+        assert!(matches!(s, Ok(Command::Recall(_))), "{s:?}");
+        let s = run(&["recall", "--app-id", "7", "--message-id", "5"]);
+        assert!(s.is_err(), "a user's device, or --as-server");
+        let w = run(&["recall-window", "--app-id", "7", "--secs", "30"]);
+        assert!(matches!(w, Ok(Command::RecallWindow(_))), "{w:?}");
+    }
 }
