@@ -265,64 +265,35 @@ impl Messages {
             .map(|b| b.encode_to_vec())
             .unwrap_or_default();
         let (msg_type, preview) = super::conv::preview(req.message_body.as_ref());
-        for (c, _) in &pairs {
-            let q = match kind {
-                ChangeKind::Recall => sqlx::query(
-                    "UPDATE user_message SET status = 2, body = X'', to_user_ids = '' \
-                     WHERE app_id = ? AND user_id = ? AND seq = ?",
-                ),
-                ChangeKind::Delete => sqlx::query(
-                    "UPDATE user_message SET status = 3, body = X'', to_user_ids = '' \
-                     WHERE app_id = ? AND user_id = ? AND seq = ?",
-                ),
-                ChangeKind::Edit => sqlx::query(
-                    "UPDATE user_message SET body = ?, edit_version = ? \
-                     WHERE app_id = ? AND user_id = ? AND seq = ?",
-                )
-                .bind(&body)
-                .bind(edit_version),
-            };
-            q.bind(app.0)
-                .bind(c.user_id)
-                .bind(c.seq)
-                .execute(&mut *tx)
-                .await?;
-        }
-        // Conversation rows in key order (as the store's upserts take them).
-        for (c, s) in &pairs {
-            if c.peer_type == 0 {
-                continue;
-            }
-            let own = c.sender_type == SenderType::User as i8 && c.sender_id == c.user_id;
-            let q = match kind {
-                ChangeKind::Recall | ChangeKind::Delete => sqlx::query(
-                    "UPDATE conversation SET \
-                     unread = IF(? AND ? > read_seq AND unread > 0, unread - 1, unread), \
-                     preview = IF(last_message_id = ?, '', preview), \
-                     version = GREATEST(version, ?) \
-                     WHERE app_id = ? AND owner_id = ? AND peer_type = ? AND peer_id = ?",
-                )
-                .bind(!own && c.status == NORMAL)
-                .bind(c.seq)
-                .bind(req.message_id)
-                .bind(s.get()),
-                ChangeKind::Edit => sqlx::query(
-                    "UPDATE conversation SET \
-                     last_type = IF(last_message_id = ?, ?, last_type), \
-                     preview = IF(last_message_id = ?, ?, preview), \
-                     version = GREATEST(version, ?) \
-                     WHERE app_id = ? AND owner_id = ? AND peer_type = ? AND peer_id = ?",
-                )
-                .bind(req.message_id)
-                .bind(msg_type)
-                .bind(req.message_id)
-                .bind(&preview)
-                .bind(s.get()),
-            };
-            q.bind(app.0)
-                .bind(c.user_id)
-                .bind(c.peer_type)
-                .bind(c.peer_id)
+        // The locked copies still to change, in one statement: statuses only ever leave NORMAL
+        // and a message's copies commit together, so the condition selects exactly `pairs`.
+        let q = match kind {
+            ChangeKind::Recall => sqlx::query(
+                "UPDATE user_message SET status = 2, body = X'', to_user_ids = '' \
+                 WHERE app_id = ? AND message_id = ? AND status = 1",
+            ),
+            ChangeKind::Edit => sqlx::query(
+                "UPDATE user_message SET body = ?, edit_version = ? \
+                 WHERE app_id = ? AND message_id = ? AND status = 1",
+            )
+            .bind(&body)
+            .bind(edit_version),
+            ChangeKind::Delete => sqlx::query(
+                "UPDATE user_message SET status = 3, body = X'', to_user_ids = '' \
+                 WHERE app_id = ? AND message_id = ? AND user_id = ? AND status <> 3",
+            ),
+        };
+        let q = q.bind(app.0).bind(req.message_id);
+        let q = if kind == ChangeKind::Delete {
+            q.bind(only)
+        } else {
+            q
+        };
+        q.execute(&mut *tx).await?;
+        let convs: Vec<&(Copy, Seq)> = pairs.iter().filter(|p| p.0.peer_type != 0).collect();
+        for chunk in convs.chunks(CONV_CHUNK) {
+            let sql = conversation_sql(app, kind, req.message_id, (msg_type, &preview), chunk);
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
                 .execute(&mut *tx)
                 .await?;
         }
@@ -428,4 +399,74 @@ impl Messages {
             edit_version,
         })
     }
+}
+
+/// Owners' conversation rows updated by one statement.
+const CONV_CHUNK: usize = 1000;
+
+/// One UPDATE of the changed copies' conversation rows (each owner has one copy of a message, so
+/// `owner_id` tells the rows apart): a recalled or deleted copy that counted as unread (another
+/// user's, a normal copy, above the read seq) stops counting, the preview follows the last
+/// message, the version becomes the notice's seq. The scan takes the rows in key order, as the
+/// store's upserts do. Integers and a hex literal only.
+fn conversation_sql(
+    app: AppId,
+    kind: ChangeKind,
+    mid: i64,
+    (msg_type, preview): (i8, &str),
+    rows: &[&(Copy, Seq)],
+) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(200 + rows.len() * 160);
+    s.push_str("UPDATE conversation SET ");
+    match kind {
+        ChangeKind::Recall | ChangeKind::Delete => {
+            s.push_str("unread = CASE owner_id");
+            for (c, _) in rows {
+                let own = c.sender_type == SenderType::User as i8 && c.sender_id == c.user_id;
+                let counted = u8::from(!own && c.status == NORMAL);
+                let _ = write!(
+                    s,
+                    " WHEN {} THEN IF({counted} AND {} > read_seq AND unread > 0, unread - 1, \
+                     unread)",
+                    c.user_id, c.seq
+                );
+            }
+            let _ = write!(
+                s,
+                " ELSE unread END, preview = IF(last_message_id = {mid}, '', preview)"
+            );
+        }
+        ChangeKind::Edit => {
+            let _ = write!(
+                s,
+                "last_type = IF(last_message_id = {mid}, {msg_type}, last_type), \
+                 preview = IF(last_message_id = {mid}, "
+            );
+            super::store::push_hex(&mut s, preview.as_bytes());
+            s.push_str(", preview)");
+        }
+    }
+    s.push_str(", version = CASE owner_id");
+    for (c, seq) in rows {
+        let _ = write!(
+            s,
+            " WHEN {} THEN GREATEST(version, {})",
+            c.user_id,
+            seq.get()
+        );
+    }
+    let _ = write!(s, " ELSE version END WHERE app_id = {} AND (", app.0);
+    for (i, (c, _)) in rows.iter().enumerate() {
+        if i > 0 {
+            s.push_str(" OR ");
+        }
+        let _ = write!(
+            s,
+            "(owner_id = {} AND peer_type = {} AND peer_id = {})",
+            c.user_id, c.peer_type, c.peer_id
+        );
+    }
+    s.push(')');
+    s
 }
