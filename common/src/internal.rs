@@ -11,10 +11,17 @@
 //! until TLS lands (see `docs/security.md`).
 //!
 //! [`AddSecret`] is the client half (a tonic interceptor), [`CheckSecret`] the server half.
+//!
+//! Rotation without restarts: `internal.secret_file` may hold several secrets, one per line. The
+//! first is the one sent; every one is accepted. The file is read again every [`RELOAD_EVERY`]
+//! (a Kubernetes Secret volume is updated in place), so an operator rotates by writing
+//! `new\nold` (every process accepts both and starts sending the new one), waiting one reload
+//! period plus the Secret volume's sync delay, then writing `new` alone.
 
 use crate::config::{ConfigError, InternalConfig};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 use subtle::ConstantTimeEq;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
@@ -40,9 +47,19 @@ pub fn check_secret(s: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The cluster's shared secret. Its `Debug` never shows the value.
+/// How often a secret file is read again.
+pub const RELOAD_EVERY: Duration = Duration::from_secs(10);
+
+/// The cluster's shared secret: the one sent, and every one accepted (the sent one first). Clones
+/// share it, so a reload reaches every channel and listener of the process. Its `Debug` never
+/// shows a value.
 #[derive(Clone)]
-pub struct Secret(Arc<MetadataValue<Ascii>>);
+pub struct Secret(Arc<RwLock<Keys>>);
+
+#[derive(PartialEq, Eq)]
+struct Keys {
+    accepted: Vec<MetadataValue<Ascii>>,
+}
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -50,11 +67,78 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+impl Keys {
+    /// One secret per non-empty line, the first to be sent; surrounding whitespace ignored.
+    fn parse(text: &str) -> Result<Self, String> {
+        let mut accepted = Vec::new();
+        for (n, line) in text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .enumerate()
+        {
+            check_secret(line).map_err(|r| format!("secret {}: {r}", n + 1))?;
+            accepted.push(MetadataValue::try_from(line).map_err(|e| e.to_string())?);
+        }
+        if accepted.is_empty() {
+            return Err("no secret in it".into());
+        }
+        Ok(Self { accepted })
+    }
+}
+
 impl Secret {
     pub fn new(s: &str) -> Result<Self, String> {
         check_secret(s)?;
-        let v = MetadataValue::try_from(s).map_err(|e| e.to_string())?;
-        Ok(Self(Arc::new(v)))
+        Self::parse(s)
+    }
+
+    /// Several secrets, one per line: the first is sent, all are accepted.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        Ok(Self(Arc::new(RwLock::new(Keys::parse(text)?))))
+    }
+
+    /// How many secrets are accepted.
+    pub fn accepted(&self) -> usize {
+        self.0.read().expect("secret lock").accepted.len()
+    }
+
+    fn sent(&self) -> MetadataValue<Ascii> {
+        self.0.read().expect("secret lock").accepted[0].clone()
+    }
+
+    /// Reads `path` again; keeps the current secrets when the file is unreadable or holds none
+    /// (a half-written file must not lock the cluster out). Returns whether they changed.
+    pub fn reload(&self, path: &str) -> Result<bool, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+        let keys = Keys::parse(&text)?;
+        let mut cur = self.0.write().expect("secret lock");
+        if *cur == keys {
+            return Ok(false);
+        }
+        *cur = keys;
+        Ok(true)
+    }
+
+    /// Reloads from `path` every `every` while any clone of this secret lives (needs a tokio
+    /// runtime).
+    pub fn watch(&self, path: String, every: Duration) {
+        let weak = Arc::downgrade(&self.0);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(keys) = weak.upgrade() else { return };
+                match Secret(keys).reload(&path) {
+                    Ok(true) => tracing::info!(file = %path, "internal secret reloaded"),
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "internal secret file unreadable; keeping the current secret")
+                    }
+                }
+            }
+        });
     }
 
     /// The configured secret, reading `secret_file` if that is the form given. `None` when none
@@ -77,14 +161,20 @@ impl Secret {
         let text = std::fs::read_to_string(&cfg.secret_file).map_err(|e| {
             ConfigError::new("internal.secret_file", format!("{}: {e}", cfg.secret_file))
         })?;
-        Self::new(text.trim())
-            .map(Some)
-            .map_err(|r| ConfigError::new("internal.secret_file", r))
+        let secret = Self::parse(&text).map_err(|r| ConfigError::new("internal.secret_file", r))?;
+        if tokio::runtime::Handle::try_current().is_ok() {
+            secret.watch(cfg.secret_file.clone(), RELOAD_EVERY);
+        }
+        Ok(Some(secret))
     }
 
     fn matches(&self, presented: &[u8]) -> bool {
-        // Constant time over the secret's bytes; only the length can show, and it is not secret.
-        self.0.as_encoded_bytes().ct_eq(presented).into()
+        // Constant time over each secret's bytes; only lengths can show, and they are not secret.
+        // Every accepted secret is compared, so timing does not tell which one matched.
+        let keys = self.0.read().expect("secret lock");
+        keys.accepted.iter().fold(false, |hit, k| {
+            hit | bool::from(k.as_encoded_bytes().ct_eq(presented))
+        })
     }
 }
 
@@ -95,7 +185,7 @@ pub struct AddSecret(pub Option<Secret>);
 impl Interceptor for AddSecret {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
         if let Some(s) = &self.0 {
-            req.metadata_mut().insert(SECRET_HEADER, (*s.0).clone());
+            req.metadata_mut().insert(SECRET_HEADER, s.sent());
         }
         Ok(req)
     }
@@ -218,6 +308,76 @@ mod tests {
         let (mut c, n) = checker(None);
         assert!(c.call(with_header(None)).is_ok());
         assert_eq!(n.load(Ordering::Relaxed), 0);
+    }
+
+    const NEW: &str = "the-rotated-in-cluster-secret";
+
+    #[tokio::test]
+    async fn a_rotated_secret_file_is_picked_up_without_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        let p = path.to_str().unwrap().to_string();
+        std::fs::write(&path, format!("{S}\n")).unwrap();
+        let cfg = InternalConfig {
+            secret: String::new(),
+            secret_file: p.clone(),
+        };
+        let any: SocketAddr = "0.0.0.0:1".parse().unwrap();
+        let secret = Secret::from_config(&cfg, "k", any).unwrap().unwrap();
+        secret.watch(p.clone(), Duration::from_millis(50));
+        let (mut check, rejected) = {
+            let n = Arc::new(AtomicU64::new(0));
+            let n2 = n.clone();
+            (
+                CheckSecret::new(Some(secret.clone()), "svc", move |_| {
+                    n2.fetch_add(1, Ordering::Relaxed);
+                }),
+                n,
+            )
+        };
+        let mut send = AddSecret(Some(secret.clone()));
+        let sent = |a: &mut AddSecret| {
+            a.call(Request::new(()))
+                .unwrap()
+                .metadata()
+                .get(SECRET_HEADER)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(sent(&mut send), S);
+        assert!(check.call(with_header(Some(NEW))).is_err(), "not yet");
+        // Step 1 of a rotation: the new secret first, the old one still accepted.
+        std::fs::write(&path, format!("{NEW}\n{S}\n")).unwrap();
+        wait_for(|| secret.accepted() == 2).await;
+        assert_eq!(sent(&mut send), NEW, "the new one is sent");
+        assert!(check.call(with_header(Some(NEW))).is_ok());
+        assert!(
+            check.call(with_header(Some(S))).is_ok(),
+            "a peer not reloaded yet"
+        );
+        // A half-written (empty) file changes nothing.
+        std::fs::write(&path, "").unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(secret.accepted(), 2);
+        // Step 2: the old one retired.
+        std::fs::write(&path, format!("{NEW}\n")).unwrap();
+        wait_for(|| secret.accepted() == 1).await;
+        assert!(
+            check.call(with_header(Some(S))).is_err(),
+            "the old one is refused"
+        );
+        assert!(check.call(with_header(Some(NEW))).is_ok());
+        assert_eq!(rejected.load(Ordering::Relaxed), 2);
+    }
+
+    async fn wait_for(f: impl Fn() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(tokio::time::Instant::now() < deadline, "never reloaded");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     #[test]

@@ -263,7 +263,9 @@ pub struct InternalConfig {
     /// names only the file).
     #[serde(skip_serializing_if = "String::is_empty")]
     pub secret: String,
-    /// A file holding the secret (surrounding whitespace ignored), read at start. Empty = none.
+    /// A file holding the secret (surrounding whitespace ignored), or several, one per line: the
+    /// first is sent, all are accepted. Read again every 10 s, so a rotation needs no restart.
+    /// Empty = none.
     pub secret_file: String,
 }
 
