@@ -621,4 +621,19 @@ impl ServerApi {
             .await?;
         Ok(())
     }
+
+    /// Replaces the app's rate limits (0 = the server's default, -1 = no limit); returns the
+    /// limits in force.
+    pub async fn set_app_limits(
+        &mut self,
+        limits: gim_proto::logic::v1::AppLimits,
+    ) -> Result<gim_proto::logic::v1::AppLimits, ClientError> {
+        let r = self
+            .inner
+            .set_app_limits(gim_proto::logic::v1::SetAppLimitsReq {
+                limits: Some(limits),
+            })
+            .await?;
+        Ok(r.into_inner().effective.unwrap_or_default())
+    }
 }

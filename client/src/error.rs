@@ -48,6 +48,14 @@ impl ClientError {
         }
     }
 
+    /// 1011: milliseconds to wait before the call may succeed (0: a quota, or another error).
+    pub fn retry_after_ms(&self) -> i64 {
+        match self {
+            ClientError::Gim(e) => e.retry_after_ms,
+            _ => 0,
+        }
+    }
+
     /// Whether retrying the same call (after a reconnect) can succeed: transport trouble and 1001,
     /// never a business error.
     pub fn is_retryable(&self) -> bool {

@@ -198,7 +198,11 @@ impl Session {
         self.pending.lock().expect("pending lock").remove(&id);
         let out = res?;
         if out.code != 0 {
-            return Err(ClientError::from_code(out.code, out.message));
+            let mut e = ClientError::from_code(out.code, out.message);
+            if let ClientError::Gim(g) = &mut e {
+                g.retry_after_ms = out.retry_after_ms;
+            }
+            return Err(e);
         }
         Ok(out.data)
     }

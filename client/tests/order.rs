@@ -46,6 +46,7 @@ fn out(ty: PackageType, request_id: i64, data: Vec<u8>) -> Bytes {
         code: 0,
         message: String::new(),
         data: data.into(),
+        ..Default::default()
     }
     .encode_to_vec()
     .into()

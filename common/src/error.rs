@@ -17,6 +17,10 @@ pub const CODE_INTERNAL: i32 = 1001;
 /// Metadata key that repeats the gim code of a failed call.
 pub const GIM_CODE_HEADER: &str = "x-gim-code";
 
+/// Metadata key of a 1011's wait in milliseconds before the call may succeed (absent: retrying
+/// does not help until the limit changes).
+pub const RETRY_AFTER_HEADER: &str = "retry-after-ms";
+
 /// Business error codes. They are normal flow: callers act on them, and they are not logged as errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(i32)]
@@ -30,8 +34,11 @@ pub enum GimCode {
     GroupAlreadyExists = 1008,
     GroupNotFound = 1009,
     UserNotFound = 1010,
-    // 1011 is rate limiting and 1012-1019 are the conversations issue's; 1020-1029 are the
-    // security issue's blocks, suspensions and revocation.
+    // 1012-1019 are the conversations issue's; 1020-1029 are the security issue's blocks,
+    // suspensions and revocation.
+    /// Over one of the app's rate limits or quotas; carries the wait before a retry may
+    /// succeed (0: a quota, retrying does not help).
+    RateLimited = 1011,
     /// Recall, edit, delete: no such message in the caller's list (or, for a business server,
     /// in the app's user lists).
     MessageNotFound = 1012,
@@ -48,7 +55,7 @@ pub enum GimCode {
 }
 
 impl GimCode {
-    pub const ALL: [GimCode; 15] = [
+    pub const ALL: [GimCode; 16] = [
         GimCode::Unauthorized,
         GimCode::NotFriends,
         GimCode::NotInGroup,
@@ -58,6 +65,7 @@ impl GimCode {
         GimCode::GroupAlreadyExists,
         GimCode::GroupNotFound,
         GimCode::UserNotFound,
+        GimCode::RateLimited,
         GimCode::MessageNotFound,
         GimCode::NotMessageSender,
         GimCode::RecallWindowPassed,
@@ -90,6 +98,7 @@ impl GimCode {
             GimCode::BadRequest => Code::InvalidArgument,
             GimCode::UserAlreadyExists | GimCode::GroupAlreadyExists => Code::AlreadyExists,
             GimCode::GroupNotFound | GimCode::UserNotFound => Code::NotFound,
+            GimCode::RateLimited => Code::ResourceExhausted,
         }
     }
 
@@ -107,6 +116,7 @@ impl GimCode {
             GimCode::MessageNotFound => "message not found",
             GimCode::NotMessageSender => "only the sender or a group admin may change the message",
             GimCode::RecallWindowPassed => "the recall window has passed",
+            GimCode::RateLimited => "over a rate limit or quota",
             GimCode::Blocked => "the receiver has blocked the sender",
             GimCode::AppSuspended => "the app is suspended",
             GimCode::UserSuspended => "the user is suspended",
@@ -129,6 +139,10 @@ pub struct ErrorDetail {
     /// Trace id of the request, so an operator can find the server's log line for it.
     #[prost(string, tag = "2")]
     pub trace_id: String,
+    /// 1011: milliseconds to wait before a retry may succeed; 0 = a quota (retrying does not
+    /// help until the limit changes).
+    #[prost(int64, tag = "3")]
+    pub retry_after_ms: i64,
 }
 
 /// A business error: a code plus a human-readable message (which names the offending field for 1006).
@@ -137,6 +151,8 @@ pub struct ErrorDetail {
 pub struct GimError {
     pub code: GimCode,
     pub message: String,
+    /// 1011 only: milliseconds before a retry may succeed (0: none will).
+    pub retry_after_ms: i64,
 }
 
 impl GimError {
@@ -144,6 +160,15 @@ impl GimError {
         Self {
             code,
             message: message.into(),
+            retry_after_ms: 0,
+        }
+    }
+
+    /// 1011: over a rate limit (`retry_after_ms` > 0) or a quota (0).
+    pub fn rate_limited(message: impl Into<String>, retry_after_ms: i64) -> Self {
+        Self {
+            retry_after_ms: retry_after_ms.max(0),
+            ..Self::new(GimCode::RateLimited, message)
         }
     }
 
@@ -161,6 +186,7 @@ impl GimError {
         let detail = ErrorDetail {
             code: self.code.as_i32(),
             trace_id: String::new(),
+            retry_after_ms: self.retry_after_ms,
         };
         let mut status = Status::with_details(
             self.code.grpc_code(),
@@ -171,24 +197,38 @@ impl GimError {
             GIM_CODE_HEADER,
             self.code.as_i32().to_string().parse().expect("digits"),
         );
+        if self.retry_after_ms > 0 {
+            status.metadata_mut().insert(
+                RETRY_AFTER_HEADER,
+                self.retry_after_ms.to_string().parse().expect("digits"),
+            );
+        }
         status
     }
 
     /// Reads a business error back out of a status; `None` for errors that are not business errors
     /// (unavailable, internal, ...).
     pub fn from_status(status: &Status) -> Option<Self> {
-        let code = ErrorDetail::decode(status.details())
-            .ok()
-            .and_then(|d| GimCode::from_i32(d.code))
-            .or_else(|| {
-                status
-                    .metadata()
-                    .get(GIM_CODE_HEADER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse().ok())
-                    .and_then(GimCode::from_i32)
-            })?;
-        Some(Self::new(code, status.message()))
+        let detail = ErrorDetail::decode(status.details()).ok();
+        let header = |k: &str| {
+            status
+                .metadata()
+                .get(k)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<i64>().ok())
+        };
+        let retry_after_ms = detail
+            .as_ref()
+            .map(|d| d.retry_after_ms)
+            .filter(|ms| *ms > 0)
+            .or_else(|| header(RETRY_AFTER_HEADER))
+            .unwrap_or(0);
+        let code = detail.and_then(|d| GimCode::from_i32(d.code)).or_else(|| {
+            header(GIM_CODE_HEADER).and_then(|c| GimCode::from_i32(i32::try_from(c).ok()?))
+        })?;
+        let mut e = Self::new(code, status.message());
+        e.retry_after_ms = retry_after_ms;
+        Some(e)
     }
 }
 
@@ -221,12 +261,23 @@ mod tests {
     #[test]
     fn codes_have_their_spec_numbers() {
         let nums: Vec<i32> = GimCode::ALL.iter().map(|c| c.as_i32()).collect();
-        let want: Vec<i32> = (1002..=1010)
-            .chain(1012..=1014)
-            .chain(1020..=1022)
-            .collect();
+        let want: Vec<i32> = (1002..=1014).chain(1020..=1022).collect();
         assert_eq!(nums, want);
         assert_eq!(GimCode::from_i32(1001), None);
+    }
+
+    #[test]
+    fn retry_after_crosses_a_status_in_details_and_metadata() {
+        let s = GimError::rate_limited("sends", 250).to_status();
+        assert_eq!(s.code(), Code::ResourceExhausted);
+        assert_eq!(GimError::from_status(&s).unwrap().retry_after_ms, 250);
+        let mut bare = Status::resource_exhausted("sends");
+        bare.metadata_mut()
+            .insert(GIM_CODE_HEADER, "1011".parse().unwrap());
+        bare.metadata_mut()
+            .insert(RETRY_AFTER_HEADER, "40".parse().unwrap());
+        let e = GimError::from_status(&bare).unwrap();
+        assert_eq!((e.code, e.retry_after_ms), (GimCode::RateLimited, 40));
     }
 
     #[test]

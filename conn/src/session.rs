@@ -22,6 +22,7 @@
 //! | unknown package type                         | reply 1006, connection stays                |
 //! | frame above the maximum, WebSocket text      | reply 1006, then close                      |
 //! | outbound queue full (client not reading)     | close at once (`outbound_overflow`), logged |
+//! | many 1011 replies within a window (abuse)    | the last reply, then close (`rate_limited`) |
 //! | kicked by a newer sign-in of the device      | KICKED notice, then close                   |
 //! | node draining                               | RECONNECT notice, then close                |
 //! | sign-in while the node does not serve ([`crate::health`]) | RECONNECT notice, then close (`unavailable`) |
@@ -121,6 +122,8 @@ pub enum CloseReason {
     NodeFull,
     /// The sign-in came while the node does not serve (lost Redis or logic).
     Unavailable,
+    /// [`SessionConfig::max_rate_limited`] refusals (1011) within the window.
+    RateLimited,
 }
 
 impl CloseReason {
@@ -145,6 +148,7 @@ impl CloseReason {
             CloseReason::Handshake => "handshake_failed",
             CloseReason::NodeFull => "node_full",
             CloseReason::Unavailable => "unavailable",
+            CloseReason::RateLimited => "rate_limited",
         }
     }
 }
@@ -165,6 +169,10 @@ pub struct SessionConfig {
     pub offline_timeout: Duration,
     /// How long a closed connection waits for an Offline slot ([`OFFLINE_INFLIGHT`]).
     pub offline_queue_timeout: Duration,
+    /// Requests refused with 1011 (rate limited) within `rate_limited_window` after which the
+    /// connection closes: a client that ignores retry-after keeps costing logic a call each.
+    pub max_rate_limited: u32,
+    pub rate_limited_window: Duration,
 }
 
 impl Default for SessionConfig {
@@ -178,6 +186,8 @@ impl Default for SessionConfig {
             release_after: Duration::from_secs(5),
             offline_timeout: Duration::from_secs(3),
             offline_queue_timeout: Duration::from_secs(60),
+            max_rate_limited: 20,
+            rate_limited_window: Duration::from_secs(10),
         }
     }
 }
@@ -323,6 +333,8 @@ struct Session<'a> {
     signed_in: bool,
     who: Option<Identity>,
     unauthenticated: u32,
+    /// 1011 replies in the current window, and when the window began.
+    rate_limited: (u32, Instant),
     started: Instant,
     last_inbound: Instant,
     idle_timeout: Duration,
@@ -345,6 +357,7 @@ impl<'a> Session<'a> {
             signed_in: false,
             who: None,
             unauthenticated: 0,
+            rate_limited: (0, now),
             started: accepted.at,
             last_inbound: now,
             idle_timeout: match kind {
@@ -890,7 +903,12 @@ impl<'a> Session<'a> {
         let ty = PackageType::SignIn as i32;
         match done {
             Done::Nothing => {}
-            Done::Reply(out) => self.send(&out),
+            Done::Reply(out) => {
+                self.send(&out);
+                if out.code == GimCode::RateLimited.as_i32() {
+                    self.on_rate_limited();
+                }
+            }
             Done::SignIn {
                 request_id,
                 who,
@@ -931,6 +949,20 @@ impl<'a> Session<'a> {
                 self.send(&out);
                 self.begin_close(CloseReason::SignInRejected);
             }
+        }
+    }
+
+    /// Counts a 1011 reply; closes the connection at the limit within the window.
+    fn on_rate_limited(&mut self) {
+        let now = Instant::now();
+        let (n, since) = &mut self.rate_limited;
+        if now.duration_since(*since) > self.ctx.cfg.rate_limited_window {
+            (*n, *since) = (0, now);
+        }
+        *n += 1;
+        if *n >= self.ctx.cfg.max_rate_limited {
+            warn!(conn_id = %self.conn.id, peer = %self.peer, "rate limited repeatedly, closing");
+            self.begin_close(CloseReason::RateLimited);
         }
     }
 
@@ -978,7 +1010,11 @@ fn page_reply(ty: i32, request_id: i64, fits: bool, page: &impl prost::Message) 
 /// (the cause is logged here and in logic under the same trace id, never sent to the client).
 fn error_reply(ty: i32, request_id: i64, status: &Status, trace_id: &str, what: &str) -> Output {
     match GimError::from_status(status) {
-        Some(e) => wire::output(ty, request_id, e.code.as_i32(), e.message, Bytes::new()),
+        Some(e) => {
+            let mut out = wire::output(ty, request_id, e.code.as_i32(), e.message, Bytes::new());
+            out.retry_after_ms = e.retry_after_ms;
+            out
+        }
         None => {
             warn!(
                 %trace_id,

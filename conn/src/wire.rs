@@ -17,6 +17,7 @@ pub fn output(ty: i32, request_id: i64, code: i32, message: String, data: Bytes)
         code,
         message,
         data,
+        retry_after_ms: 0,
     }
 }
 

@@ -102,6 +102,7 @@ impl Error {
         let detail = ErrorDetail {
             code: 0,
             trace_id: trace_id.to_string(),
+            retry_after_ms: 0,
         }
         .encode_to_vec();
         if self.is_unavailable() {

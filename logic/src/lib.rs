@@ -14,6 +14,8 @@
 //! - [`base`]: config, stores, metrics, nodes and spawner every domain is built on; uses push.
 //! - [`apps`]: apps, keys, token auth, device registration and binding; uses base, db.
 //! - [`users`]: users and their cache; uses db.
+//! - [`limits`]: per-app rate limits and quotas, their cache and refusals (1011); uses base,
+//!   rds, groups' invalidation channel.
 //! - [`policy`]: app and user suspension, blocks, their caches; uses apps, users, push, groups'
 //!   invalidation channel.
 //! - [`groups`]: groups, membership, their caches and invalidation; uses users, ids, push, rds.
@@ -37,6 +39,7 @@ pub mod db;
 pub mod error;
 pub mod groups;
 pub mod ids;
+pub mod limits;
 pub mod messages;
 pub mod metrics;
 pub mod ops;

@@ -114,6 +114,18 @@ enum AppCmd {
         #[arg(long)]
         device: Option<i64>,
     },
+    /// Show the app's rate limits and quotas, or change the ones given (0 = the server's
+    /// default, -1 = no limit); every logic process applies them within seconds.
+    Limits {
+        #[arg(long)]
+        app: i64,
+        /// Messages one user may send per second, sustained.
+        #[arg(long, allow_hyphen_values = true)]
+        send_per_sec: Option<i64>,
+        /// Sends one user may make at once above the sustained rate.
+        #[arg(long, allow_hyphen_values = true)]
+        send_burst: Option<i64>,
+    },
     /// Write every row of one app (users, devices, groups, messages, ...) as JSON lines, from
     /// one consistent snapshot; binary values are hex. Row counts go to stderr.
     Export {
@@ -360,6 +372,26 @@ async fn app_cmd(cmd: AppCmd, cfg: &LogicConfig) -> anyhow::Result<()> {
                 .await
                 .map_err(fail)?;
             println!("token revoked; {closed} connections closed");
+        }
+        AppCmd::Limits {
+            app,
+            send_per_sec,
+            send_burst,
+        } => {
+            let app = AppId(app);
+            // Unknown apps are refused here: the row would otherwise outlive nothing.
+            state.apps.app(app).await.map_err(fail)?;
+            let mut l = state.limits.app(app).await.map_err(fail)?;
+            if send_per_sec.is_some() || send_burst.is_some() {
+                let mut row = l.row.to_pb();
+                row.send_per_sec = send_per_sec.unwrap_or(row.send_per_sec);
+                row.send_burst = send_burst.unwrap_or(row.send_burst);
+                l = state.limits.set(app, &row).await.map_err(fail)?;
+            }
+            let (set, now) = (l.row, l.effective());
+            println!("limit\tset\teffective (set 0 = default, -1 = no limit)");
+            println!("send_per_sec\t{}\t{}", set.send_per_sec, now.send_per_sec);
+            println!("send_burst\t{}\t{}", set.send_burst, now.send_burst);
         }
         AppCmd::Create { .. }
         | AppCmd::Export { .. }

@@ -33,6 +33,13 @@ pub struct KindLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    pub app: i64,
+    /// The limit refused: send.
+    pub limit: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BatcherLabel {
     pub batcher: &'static str,
 }
@@ -63,6 +70,8 @@ pub struct Metrics {
     /// Internal API calls refused for a missing or wrong cluster secret (someone on the network
     /// probing, or a conn node with another cluster's secret).
     pub internal_unauthenticated: Family<ServiceLabel, Counter>,
+    /// Requests refused with 1011 by app and limit.
+    pub rate_limited: Family<LimitLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -139,7 +148,14 @@ impl Default for Metrics {
             "internal API calls refused with UNAUTHENTICATED (no or a wrong cluster secret) by service",
             internal_unauthenticated.clone(),
         );
+        let rate_limited = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "requests refused with 1011 (over a rate limit or quota) by app and limit",
+            rate_limited.clone(),
+        );
         Self {
+            rate_limited,
             registry,
             rpcs,
             rpc_seconds,

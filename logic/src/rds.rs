@@ -19,6 +19,12 @@ pub fn request_mark_key(app: AppId, user: UserId, device: i64, request_id: i64) 
     format!("gim:req:{{{app}:{user}}}:{device}:{request_id}")
 }
 
+/// A user's send rate state (GCRA's theoretical arrival time, µs). Shares the user's hash tag, so
+/// the seq allocation script of the user's own list can check it in the same call.
+pub fn send_rate_key(app: AppId, user: UserId) -> String {
+    format!("gim:rl:{{{app}:{user}}}:send")
+}
+
 /// Seq counter of a large group's message list.
 pub fn group_seq_key(app: AppId, group: GroupId) -> String {
     format!("gim:gseq:{{{app}:g{group}}}")
@@ -60,9 +66,13 @@ pub struct Scripts {
     /// when the key is missing (never seeded, or Redis lost it) so the caller seeds it from MySQL
     /// first: creating it here would restart the list at 1 and reuse seqs.
     pub alloc: redis::Script,
-    /// [`Self::alloc`] behind a mark: `SET KEYS[1] NX EX ARGV[1]` first; when the mark already
-    /// exists, returns `{-2}` and allocates nothing. `KEYS[2..]` / `ARGV[2..]` as in `alloc`.
-    pub alloc_marked: redis::Script,
+    /// [`Self::alloc`] behind a rate gate and a mark ([`GATE_LUA`]): `{-3, retry_ms}` when over
+    /// the rate, `{-2}` when the mark already exists; either allocates nothing. The lists follow
+    /// the gate's keys, their counts follow `ARGV[1..3]`.
+    pub alloc_gated: redis::Script,
+    /// [`GATE_LUA`]'s rate check alone (`KEYS[1]`, `ARGV[1..3]` with no mark): `{0}` or
+    /// `{-3, retry_ms}`, for sends that allocate no seq in the sender's slot.
+    pub gate: redis::Script,
     /// Seeds `KEYS[i]` with cur = `ARGV[2i-1]`, hw = `ARGV[2i]` if absent; else only raises hw.
     pub seed: redis::Script,
     /// Raises hw of `KEYS[i]` to `ARGV[i]` if the key still exists (a vanished key is re-seeded).
@@ -73,19 +83,19 @@ pub struct Scripts {
     pub route_del: redis::Script,
 }
 
-/// The seq allocation loop over `KEYS[first..]` (HINCRBY cur by `ARGV[i]` where hw exists, else
-/// -1), after `prelude`; returns (cur, hw) pairs.
-fn alloc_lua(prelude: &str, first: usize) -> String {
+/// The seq allocation loop over `KEYS[k..]` (HINCRBY cur by `ARGV[i + off]` where hw exists,
+/// else -1), after `prelude`, which sets `k` and `off`; returns (cur, hw) pairs.
+fn alloc_lua(prelude: &str) -> String {
     format!(
         r#"{prelude}local out = {{}}
-for i = {first}, #KEYS do
-  local k = KEYS[i]
-  local hw = redis.call('HGET', k, 'hw')
+for i = k, #KEYS do
+  local key = KEYS[i]
+  local hw = redis.call('HGET', key, 'hw')
   if not hw then
     out[#out + 1] = -1
     out[#out + 1] = -1
   else
-    out[#out + 1] = redis.call('HINCRBY', k, 'cur', tonumber(ARGV[i]))
+    out[#out + 1] = redis.call('HINCRBY', key, 'cur', tonumber(ARGV[i + off]))
     out[#out + 1] = tonumber(hw)
   end
 end
@@ -94,15 +104,38 @@ return out
     )
 }
 
+/// A send's gate, before any allocation. With `ARGV[1]` (the emission interval, µs) > 0, GCRA on
+/// `KEYS[1]`: the key holds the theoretical arrival time (TAT); a send fits when the new TAT is
+/// at most `ARGV[2]` (burst × interval) ahead of now, else `{-3, ms until it would}`. GCRA
+/// because it is one integer per user and one read-modify-write (no bucket refill timer, no
+/// window edge that lets twice the rate through), and Redis's clock is the one clock every logic
+/// process shares. With `ARGV[3]` (a TTL) > 0, the next key is a request mark set NX (`{-2}` when
+/// already there). Sets `k` (first list key) and `off` (list `i`'s count is `ARGV[i + off]`).
+pub const GATE_LUA: &str = r#"local k = 1
+local iv = tonumber(ARGV[1])
+if iv > 0 then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+  if tat < now then tat = now end
+  local over = tat + iv - now - tonumber(ARGV[2])
+  if over > 0 then return {-3, math.ceil(over / 1000)} end
+  redis.call('SET', KEYS[1], string.format('%d', tat + iv), 'PX', math.ceil((tat + iv - now) / 1000) + 1)
+  k = 2
+end
+if tonumber(ARGV[3]) > 0 then
+  if not redis.call('SET', KEYS[k], '1', 'NX', 'EX', tonumber(ARGV[3])) then return {-2} end
+  k = k + 1
+end
+local off = 4 - k
+"#;
+
 impl Default for Scripts {
     fn default() -> Self {
         Self {
-            alloc: redis::Script::new(&alloc_lua("", 1)),
-            alloc_marked: redis::Script::new(&alloc_lua(
-                "if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[1])) then\n  \
-                 return {-2}\nend\n",
-                2,
-            )),
+            alloc: redis::Script::new(&alloc_lua("local k, off = 1, 0\n")),
+            alloc_gated: redis::Script::new(&alloc_lua(GATE_LUA)),
+            gate: redis::Script::new(&format!("{GATE_LUA}return {{0}}\n")),
             seed: redis::Script::new(
                 r#"
 for i, k in ipairs(KEYS) do

@@ -5,6 +5,7 @@ use crate::base::Base;
 use crate::conversations::Conversations;
 use crate::groups::Groups;
 use crate::groups::inval::Invalidate;
+use crate::limits::Limits;
 use crate::messages::Messages;
 use crate::metrics::Metrics;
 use crate::policy::Policies;
@@ -28,6 +29,7 @@ pub struct State {
     pub apps: Arc<Apps>,
     pub users: Arc<Users>,
     pub policies: Arc<Policies>,
+    pub limits: Arc<Limits>,
     pub groups: Arc<Groups>,
     pub messages: Messages,
     pub conversations: Conversations,
@@ -60,7 +62,14 @@ impl State {
         let users = Arc::new(Users::new(base.pool.clone()));
         let policies = Arc::new(Policies::new(&base, apps.clone(), users.clone()));
         let groups = Arc::new(Groups::new(&base, users.clone()));
-        let messages = Messages::new(&base, users.clone(), groups.clone(), policies.clone());
+        let limits = Arc::new(Limits::new(&base));
+        let messages = Messages::new(
+            &base,
+            users.clone(),
+            groups.clone(),
+            policies.clone(),
+            limits.clone(),
+        );
         let conversations = Conversations::new(&base, groups.clone(), messages.seqs.clone());
         let sessions = Sessions::new(&base, policies.clone(), groups.clone());
         Self {
@@ -71,6 +80,7 @@ impl State {
             apps,
             users,
             policies,
+            limits,
             groups,
             messages,
             conversations,
@@ -87,6 +97,7 @@ impl Invalidate for State {
 
     fn drop_app(&self, app: AppId) {
         self.apps.drop_app(app);
+        self.limits.drop_app(app);
     }
 
     fn drop_user(&self, app: AppId, user: UserId) {
@@ -96,6 +107,7 @@ impl Invalidate for State {
     fn drop_all(&self) {
         self.groups.drop_all_group_caches();
         self.apps.drop_all();
+        self.limits.drop_all();
         self.policies.drop_all();
     }
 }

@@ -73,6 +73,7 @@ fn output_envelope() {
         code: 1002,
         message: "x".into(),
         data: Bytes::from_static(&[1]),
+        retry_after_ms: 0,
     };
     // 1002 = 0b111_1101010 -> varint 0xEA 0x07.
     assert_eq!(

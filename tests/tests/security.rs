@@ -368,3 +368,58 @@ async fn a_force_logged_out_devices_connection_is_closed_and_its_old_token_refus
     };
     Session::connect(&node.tcp(), &fresh, &opts).await.unwrap();
 }
+
+/// Issue 19 item 3 end to end: with its app limited to one send per second, a client that keeps
+/// sending through a conn node gets 1011 with a retry-after on the socket, and after the
+/// node's 20 refusals within the window its connection is closed (`rate_limited`); another
+/// user's connection stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_sending_over_its_rate_gets_1011_and_is_closed_after_repeated_refusals() {
+    use gim_proto::connect::v1::SendMessageInput;
+    let cl = Cluster::start(1).await;
+    let node = &cl.conns[0];
+    let app = cl.new_app().await;
+    app.users(&[1, 2]).await;
+    let (abuser, other) = (app.device(1).await, app.device(2).await);
+    let mut server = app.server.clone();
+    let eff = server
+        .set_app_limits(pb::AppLimits {
+            send_per_sec: 1,
+            send_burst: 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!((eff.send_per_sec, eff.send_burst), (1, 1));
+    let opts = SessionOptions::default();
+    let (s, _push) = Session::connect(&node.tcp(), &abuser, &opts).await.unwrap();
+    let (os, _opush) = Session::connect(&node.tcp(), &other, &opts).await.unwrap();
+    let input = SendMessageInput {
+        receiver_type: ReceiverType::User as i32,
+        receiver_id: 2,
+        message_body: Some(gim_client::api::text_body("spam")),
+        is_persist: true,
+        ..Default::default()
+    };
+    let (mut ok, mut refused) = (0, 0);
+    for _ in 0..200 {
+        match s.request(PackageType::SendMessage, &input).await {
+            Ok(_) => ok += 1,
+            Err(e) if e.gim_code() == Some(1011) => {
+                let ms = e.retry_after_ms();
+                assert!((1..=1000).contains(&ms), "retry after {ms} ms");
+                refused += 1;
+            }
+            Err(gim_client::ClientError::Closed) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    tokio::time::timeout(WAIT, s.closed()).await.unwrap();
+    assert_eq!(refused, 20, "closed at the 20th refusal ({ok} passed)");
+    assert!((1..=3).contains(&ok), "{ok} passed");
+    assert!(!os.is_closed());
+    let m = metrics(node.admin_addr).await;
+    assert_eq!(
+        counter(&m, "gim_conn_closes_total{reason=\"rate_limited\"}"),
+        1
+    );
+}

@@ -52,6 +52,13 @@ pub struct LogicSection {
     /// of at most this many members (1:1 always, large groups never; `app.read_receipts = 0`
     /// turns them off for an app). 0: 1:1 only.
     pub receipt_group_max: u32,
+    /// Messages one user may send per second, sustained, in an app that set no limit of its own
+    /// (`SetAppLimits`, `gim-logic app limits`); client sends only. Above it a send gets 1011
+    /// with the wait before the next one fits. 0: no limit.
+    pub send_per_sec: u32,
+    /// Sends one user may make at once above `send_per_sec`, in an app that set none (at least
+    /// 1 when `send_per_sec` is set).
+    pub send_burst: u32,
 }
 
 impl Default for LogicSection {
@@ -68,6 +75,8 @@ impl Default for LogicSection {
             max_mentions: 100,
             seq_block_size: 1000,
             receipt_group_max: 100,
+            send_per_sec: 20,
+            send_burst: 100,
         }
     }
 }
@@ -96,6 +105,18 @@ impl Validate for LogicConfig {
             return Err(ConfigError::new(
                 "logic.max_body_bytes",
                 "must leave room for one message in a 65 535-byte frame (at most 61440)",
+            ));
+        }
+        if l.send_per_sec > 1_000_000 {
+            return Err(ConfigError::new(
+                "logic.send_per_sec",
+                "must be at most 1000000",
+            ));
+        }
+        if l.send_per_sec > 0 && l.send_burst == 0 {
+            return Err(ConfigError::new(
+                "logic.send_burst",
+                "must be at least 1 when logic.send_per_sec is set",
             ));
         }
         if l.seq_block_size < 1 {

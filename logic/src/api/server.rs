@@ -373,4 +373,36 @@ impl pb::logic_server_ext_server::LogicServerExt for ServerService {
         })
         .await
     }
+
+    async fn set_app_limits(
+        &self,
+        r: Request<pb::SetAppLimitsReq>,
+    ) -> Result<Response<pb::SetAppLimitsResp>, Status> {
+        let (meta, _, req) = r.into_parts();
+        handle(&self.0, "LogicServerExt.SetAppLimits", &meta, async {
+            let app = server_auth(&self.0, &meta).await?;
+            let l = req.limits.unwrap_or_default();
+            let now = self.0.limits.set(app, &l).await?;
+            Ok(pb::SetAppLimitsResp {
+                effective: Some(now.effective()),
+            })
+        })
+        .await
+    }
+
+    async fn get_app_limits(
+        &self,
+        r: Request<pb::GetAppLimitsReq>,
+    ) -> Result<Response<pb::GetAppLimitsResp>, Status> {
+        let (meta, _, _) = r.into_parts();
+        handle(&self.0, "LogicServerExt.GetAppLimits", &meta, async {
+            let app = server_auth(&self.0, &meta).await?;
+            let l = self.0.limits.app(app).await?;
+            Ok(pb::GetAppLimitsResp {
+                set: Some(l.row.to_pb()),
+                effective: Some(l.effective()),
+            })
+        })
+        .await
+    }
 }

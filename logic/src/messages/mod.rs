@@ -16,6 +16,7 @@ use crate::db;
 use crate::error::{Error, Result};
 use crate::groups::Groups;
 use crate::ids::Segment;
+use crate::limits::Limits;
 use crate::metrics::{KindLabel, Metrics};
 use crate::policy::Policies;
 use crate::push::{Nodes, PushJob, Spawner};
@@ -27,7 +28,7 @@ use gim_proto::connect::v1::{MessageItem, MessageStatus, ReceiverType};
 use gim_proto::logic::v1 as pb;
 use idem::{ReqKey, idempotency_key, sender_parts};
 use prost::Message as _;
-use seq::{ListId, SeqAllocator};
+use seq::{Alloc, Gate, ListId, SeqAllocator};
 use sqlx::MySqlPool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,6 +62,7 @@ pub struct Messages {
     users: Arc<Users>,
     groups: Arc<Groups>,
     policies: Arc<Policies>,
+    limits: Arc<Limits>,
     nodes: Arc<Nodes>,
     spawner: Spawner,
     pub seqs: SeqAllocator,
@@ -83,7 +85,13 @@ impl std::fmt::Debug for Messages {
 }
 
 impl Messages {
-    pub fn new(b: &Base, users: Arc<Users>, groups: Arc<Groups>, policies: Arc<Policies>) -> Self {
+    pub fn new(
+        b: &Base,
+        users: Arc<Users>,
+        groups: Arc<Groups>,
+        policies: Arc<Policies>,
+        limits: Arc<Limits>,
+    ) -> Self {
         let d = b.clone();
         let seqs = SeqAllocator::new(
             d.redis,
@@ -147,6 +155,7 @@ impl Messages {
             users,
             groups,
             policies,
+            limits,
             nodes: d.nodes,
             spawner: d.spawner,
             seqs,
@@ -253,12 +262,26 @@ impl Messages {
                 "does not match the group's type",
             ));
         }
+        // A user's send rate (1011 over it). A persisted send into user lists checks it in the
+        // seq allocation script of the sender's own list (no extra round trip); other sends
+        // (a large group's list, not persisted) check it here, before any MySQL read.
+        let mut rate = match sender {
+            Sender::User { user, .. } => self.limits.send_rate(app, user).await?,
+            Sender::Business { .. } => None,
+        };
+        let rides = req.is_persist && matches!(target, Target::Users(_));
+        if !rides
+            && let Some(r) = rate.take()
+            && let Some(ms) = self.seqs.check_rate(&r).await?
+        {
+            return Err(self.limits.refuse_send(app, ms));
+        }
         let (sender_type, sender_id, sender_device) = sender_parts(sender);
         let idem = idempotency_key(sender_device, req.client_request_id);
         let t = self.metrics.stage("lookup", t);
         let req_key = (sender_type as i8, sender_id, idem);
         // A user's send into user lists (1:1, normal groups) tells a first send from a possible
-        // retry with a Redis mark set by the seq allocation itself (see `alloc_marked`); only a
+        // retry with a Redis mark set by the seq allocation itself (see `alloc_gated`); only a
         // request whose mark exists pays the MySQL look-up. Other keyed sends look up first.
         let mark = match (&target, sender) {
             (Target::Users(users), Sender::User { user, device })
@@ -328,10 +351,29 @@ impl Messages {
             Target::Users(users) => {
                 let lists: Vec<(ListId, i64)> =
                     users.iter().map(|u| (ListId::User(app, *u), 1)).collect();
-                let seqs = match &mark {
-                    Some((key, i)) => match self.seqs.alloc_marked(&lists, (key, *i)).await? {
-                        Some(seqs) => seqs,
-                        None => {
+                let with = match (&mark, sender) {
+                    (Some((_, i)), _) => Some(*i),
+                    (None, Sender::User { user, .. }) => users.iter().position(|u| *u == user),
+                    (None, Sender::Business { .. }) => None,
+                };
+                let gate = with
+                    .filter(|_| rate.is_some() || mark.is_some())
+                    .map(|with| Gate {
+                        rate: rate.take(),
+                        mark: mark.as_ref().map(|(k, _)| k.as_str()),
+                        with,
+                    });
+                // Not reached for a user's send (the sender's list is always among them).
+                if let Some(r) = rate.take()
+                    && let Some(ms) = self.seqs.check_rate(&r).await?
+                {
+                    return Err(self.limits.refuse_send(app, ms));
+                }
+                let seqs = match gate {
+                    Some(gate) => match self.seqs.alloc_gated(&lists, gate).await? {
+                        Alloc::Seqs(seqs) => seqs,
+                        Alloc::Limited(ms) => return Err(self.limits.refuse_send(app, ms)),
+                        Alloc::Seen => {
                             // Seen before: a retry of a stored send gets its first result; one
                             // whose first attempt is still running or failed goes on (the claim
                             // in the store settles a race).

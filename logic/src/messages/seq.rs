@@ -10,6 +10,7 @@
 use crate::batch::Batcher;
 use crate::db;
 use crate::error::{Error, Result};
+use crate::limits::Rate;
 use crate::metrics::Metrics;
 use crate::rds::{Redis, Scripts, group_seq_key, slot, user_seq_key};
 use gim_common::{AppId, GroupId, Seq, UserId};
@@ -49,6 +50,26 @@ pub const MARK_TTL_SECS: u64 = 120;
 
 /// A `seq_block` row's key: (app, object type, object id).
 type SeedKey = (i64, i8, i64);
+
+/// What a send checks in the same Redis call as its allocation, all in the slot of
+/// `lists[with]` (the sender's own list): a rate limit, then a request mark.
+#[derive(Debug, Clone, Default)]
+pub struct Gate<'a> {
+    pub rate: Option<Rate>,
+    pub mark: Option<&'a str>,
+    pub with: usize,
+}
+
+/// An allocation behind a [`Gate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Alloc {
+    /// The last seq of each list.
+    Seqs(Vec<Seq>),
+    /// The mark was already there; nothing allocated.
+    Seen,
+    /// Over the rate; nothing allocated. Milliseconds until a send would fit.
+    Limited(i64),
+}
 
 #[derive(Debug, Clone)]
 pub struct SeqAllocator {
@@ -95,41 +116,50 @@ impl SeqAllocator {
     /// Allocates `n` seqs in each list; returns the *last* seq of each (the first is last - n + 1).
     /// Lists must be distinct.
     pub async fn alloc(&self, lists: &[(ListId, i64)]) -> Result<Vec<Seq>> {
-        Ok(self
-            .alloc_inner(lists, None)
-            .await?
-            .expect("only a mark stops an allocation"))
+        match self.alloc_inner(lists, None).await? {
+            Alloc::Seqs(v) => Ok(v),
+            _ => unreachable!("only a gate stops an allocation"),
+        }
     }
 
-    /// [`Self::alloc`] for a send that carries a request id: in the same Redis script as the
-    /// allocation in `lists[mark.1]` (the sender's list, which shares the mark key's slot), sets
-    /// the mark key `mark.0` if absent. `None`, with nothing allocated, when the mark was already
-    /// there: the request may be a retry, and the caller looks for its first result before
-    /// allocating. A first send thus costs no MySQL read to rule out a retry.
-    pub async fn alloc_marked(
-        &self,
-        lists: &[(ListId, i64)],
-        mark: (&str, usize),
-    ) -> Result<Option<Vec<Seq>>> {
-        self.alloc_inner(lists, Some(mark)).await
+    /// [`Self::alloc`] behind a gate, in the same Redis script as the allocation in
+    /// `lists[gate.with]` (the sender's list, whose slot the gate's keys share): the sender's
+    /// rate limit, so a refused send costs no extra round trip and allocates nothing; then the
+    /// request mark, set if absent. [`Alloc::Seen`] when the mark was already there: the request
+    /// may be a retry, and the caller looks for its first result before allocating. A first send
+    /// thus costs no MySQL read to rule out a retry.
+    pub async fn alloc_gated(&self, lists: &[(ListId, i64)], gate: Gate<'_>) -> Result<Alloc> {
+        self.alloc_inner(lists, Some(gate)).await
+    }
+
+    /// The rate check of a send that allocates nothing in the sender's slot (a large group's
+    /// list, a non-persistent send): one script of its own. Milliseconds to wait when over it.
+    pub async fn check_rate(&self, rate: &Rate) -> Result<Option<i64>> {
+        let mut inv = self.scripts.gate.prepare_invoke();
+        inv.key(&rate.key)
+            .arg(rate.interval_us)
+            .arg(rate.tolerance_us)
+            .arg(0);
+        let r: Vec<i64> = self.redis.script(inv).await?;
+        Ok((r.first() == Some(&-3)).then(|| r.get(1).copied().unwrap_or(1)))
     }
 
     async fn alloc_inner(
         &self,
         lists: &[(ListId, i64)],
-        mut mark: Option<(&str, usize)>,
-    ) -> Result<Option<Vec<Seq>>> {
+        mut gate: Option<Gate<'_>>,
+    ) -> Result<Alloc> {
         let mut out = vec![0i64; lists.len()];
         let mut pending: Vec<usize> = (0..lists.len()).collect();
         for _attempt in 0..4 {
             if pending.is_empty() {
                 break;
             }
-            // The mark goes with the first attempt only; re-seeded counters retry without it.
-            let res = match mark.take() {
-                Some(m) => match self.run_alloc_marked(lists, &pending, m).await? {
-                    Some(res) => res,
-                    None => return Ok(None),
+            // The gate goes with the first attempt only; re-seeded counters retry without it.
+            let res = match gate.take() {
+                Some(g) => match self.run_alloc_gated(lists, &pending, g).await? {
+                    Ok(res) => res,
+                    Err(stop) => return Ok(stop),
                 },
                 None => self.run_alloc(lists, &pending).await?,
             };
@@ -158,31 +188,40 @@ impl SeqAllocator {
                 "seq counter vanished repeatedly while seeding".into(),
             ));
         }
-        Ok(Some(out.into_iter().map(Seq).collect()))
+        Ok(Alloc::Seqs(out.into_iter().map(Seq).collect()))
     }
 
-    /// [`Self::run_alloc`] with the mark set in the script of the slot group holding
-    /// `lists[mark.1]`. That group runs first; the others (only on a cluster) run once it set
-    /// the mark, so a seen mark allocates nothing anywhere.
-    async fn run_alloc_marked(
+    /// [`Self::run_alloc`] with the gate checked in the script of the slot group holding
+    /// `lists[gate.with]`. That group runs first; the others (only on a cluster) run once it
+    /// passed, so a refused or seen send allocates nothing anywhere.
+    async fn run_alloc_gated(
         &self,
         lists: &[(ListId, i64)],
         idx: &[usize],
-        (key, with): (&str, usize),
-    ) -> Result<Option<Vec<(i64, i64)>>> {
+        gate: Gate<'_>,
+    ) -> Result<std::result::Result<Vec<(i64, i64)>, Alloc>> {
         let (first, rest): (Vec<Vec<usize>>, Vec<Vec<usize>>) = self
             .by_slot(lists, idx)
             .into_iter()
-            .partition(|g| g.contains(&with));
+            .partition(|g| g.contains(&gate.with));
         let first = first.into_iter().next().unwrap_or_default();
-        let mut inv = self.scripts.alloc_marked.prepare_invoke();
-        inv.key(key).arg(MARK_TTL_SECS);
+        let mut inv = self.scripts.alloc_gated.prepare_invoke();
+        match &gate.rate {
+            Some(r) => inv.key(&r.key).arg(r.interval_us).arg(r.tolerance_us),
+            None => inv.arg(0).arg(0),
+        };
+        match gate.mark {
+            Some(m) => inv.key(m).arg(MARK_TTL_SECS),
+            None => inv.arg(0),
+        };
         for &i in &first {
             inv.key(lists[i].0.key()).arg(lists[i].1);
         }
         let r: Vec<i64> = self.redis.script(inv).await?;
-        if r.first() == Some(&-2) && r.len() == 1 {
-            return Ok(None);
+        match r[..] {
+            [-2] => return Ok(Err(Alloc::Seen)),
+            [-3, ms] => return Ok(Err(Alloc::Limited(ms.max(1)))),
+            _ => {}
         }
         let mut by_index = BTreeMap::new();
         for (j, &i) in first.iter().enumerate() {
@@ -194,7 +233,7 @@ impl SeqAllocator {
                 by_index.insert(i, v);
             }
         }
-        Ok(Some(idx.iter().map(|i| by_index[i]).collect()))
+        Ok(Ok(idx.iter().map(|i| by_index[i]).collect()))
     }
 
     /// Groups `idx` by cluster slot (one group on a single server) and runs the alloc script per
