@@ -15,8 +15,26 @@
 //   arrives in order.
 // Seqs may skip numbers (a failed store, a counter reset), so a gap never stalls longer than `gapWaitMs`.
 
-import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { create, fromBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import {
+  ConversationCommand,
+  ConversationSchema,
+  GetConversationsInputSchema,
+  GetConversationsOutputSchema,
+  GetHistoryInputSchema,
+  GetHistoryOutputSchema,
+  MarkReadInputSchema,
+  MessageChangeInputSchema,
+  MessageChangeNoticeSchema,
+  MessageChangeOutputSchema,
+  ReadNoticeSchema,
+  SenderType,
+  UpdateConversationInputSchema,
+  type Conversation,
+  type GetConversationsOutput,
+  type MessageChangeNotice,
+  type MessageChangeOutput,
+  type ReadNotice,
   GroupSyncInputSchema,
   GroupSyncOutputSchema,
   MessageBodySchema,
@@ -86,6 +104,74 @@ export interface ClientEvents {
   failed: { error: Error };
   /** Something went wrong that the client recovers from (logged by the demo, never fatal). */
   error: { error: Error };
+  /**
+   * A conversation notice (read position, receipt, conversation update, recall, edit,
+   * delete-for-me), decoded; emitted right after the `message` event of the notice itself (see
+   * {@link noticeOf}), with the same exactly-once, in-order guarantee.
+   */
+  notice: Notice;
+}
+
+/**
+ * A gim conversation notice, decoded from a notice message (sender type SYSTEM, a COMMAND body
+ * with a code below 1000; docs/protocol.md "Conversations"). `message` is the notice message.
+ */
+export type Notice =
+  /** The user's read position moved (on another device of theirs). */
+  | { kind: "read"; data: ReadNotice; message: MessageItem }
+  /** Someone read the user's messages up to `data.messageId`. */
+  | { kind: "receipt"; data: ReadNotice; message: MessageItem }
+  /** A conversation was pinned, muted or deleted (on another device): `data` is it after the change. */
+  | { kind: "updated"; data: Conversation; message: MessageItem }
+  /** A message was recalled: its copy at `data.seq` lost its body. */
+  | { kind: "recalled"; data: MessageChangeNotice; message: MessageItem }
+  /** A message was edited: `data.messageBody` and `data.editVersion` are the new ones. */
+  | { kind: "edited"; data: MessageChangeNotice; message: MessageItem }
+  /** The user deleted their copy (on another device): it is a tombstone now. */
+  | { kind: "deleted"; data: MessageChangeNotice; message: MessageItem };
+
+/**
+ * Decodes a gim conversation notice; undefined for any other message (including application
+ * COMMAND messages, codes 1000 and up) and for a notice whose data does not decode.
+ */
+export function noticeOf(m: MessageItem): Notice | undefined {
+  if (m.senderType !== SenderType.SYSTEM || m.messageBody?.messageType !== MessageType.COMMAND) return undefined;
+  const c = m.messageBody.messageContent?.content;
+  if (!c || c.case !== "command" || c.value.code >= 1000) return undefined;
+  const bytes = c.value.data;
+  try {
+    switch (c.value.code) {
+      case ConversationCommand.READ:
+        return { kind: "read", data: fromBinary(ReadNoticeSchema, bytes), message: m };
+      case ConversationCommand.RECEIPT:
+        return { kind: "receipt", data: fromBinary(ReadNoticeSchema, bytes), message: m };
+      case ConversationCommand.UPDATED:
+        return { kind: "updated", data: fromBinary(ConversationSchema, bytes), message: m };
+      case ConversationCommand.RECALLED:
+        return { kind: "recalled", data: fromBinary(MessageChangeNoticeSchema, bytes), message: m };
+      case ConversationCommand.EDITED:
+        return { kind: "edited", data: fromBinary(MessageChangeNoticeSchema, bytes), message: m };
+      case ConversationCommand.DELETED:
+        return { kind: "deleted", data: fromBinary(MessageChangeNoticeSchema, bytes), message: m };
+    }
+  } catch {
+    // A malformed notice is skipped rather than breaking delivery.
+  }
+  return undefined;
+}
+
+/** A conversation as the calls address it: `Conversation` values from {@link GimClient.getConversations} fit. */
+export interface Peer {
+  peerType: ReceiverType;
+  peerId: Id;
+}
+
+/** What {@link GimClient.updateConversation} changes; at least one. */
+export interface ConversationChange {
+  pinned?: boolean;
+  muted?: boolean;
+  /** Remove from the list (marks everything read); the next message brings it back. */
+  delete?: boolean;
 }
 
 type Listener<T> = (ev: T) => void;
@@ -336,6 +422,103 @@ export class GimClient {
     return { messages: out.messages, hasMore: out.hasMore };
   }
 
+  /**
+   * One page of the user's conversations changed after `sinceVersion` (0: all), oldest change
+   * first, deleted ones included (flagged); `largeGroups` and `unreadTotal` in every page. Ask again
+   * with the reply's `version` while `hasMore`, and after a reconnect (PACKAGE_TYPE_GET_CONVERSATIONS).
+   * @param limit page size; 0 = 50, at most 100.
+   */
+  async getConversations(sinceVersion: Id = 0n, limit = 0): Promise<GetConversationsOutput> {
+    const s = await this.waitConnected();
+    return s.call(PackageType.GET_CONVERSATIONS, GetConversationsInputSchema, { sinceVersion: toId(sinceVersion), limit }, GetConversationsOutputSchema);
+  }
+
+  /**
+   * Pins, mutes or deletes a conversation (PACKAGE_TYPE_UPDATE_CONVERSATION); resolves with it after
+   * the change. The user's other devices get an `updated` notice. A conversation without messages,
+   * or an empty change, is refused with 1006.
+   */
+  async updateConversation(conversation: Peer, change: ConversationChange): Promise<Conversation> {
+    const s = await this.waitConnected();
+    const input = {
+      peerType: conversation.peerType,
+      peerId: toId(conversation.peerId),
+      setPinned: change.pinned !== undefined,
+      pinned: change.pinned ?? false,
+      setMuted: change.muted !== undefined,
+      muted: change.muted ?? false,
+      delete: change.delete ?? false,
+    };
+    return s.call(PackageType.UPDATE_CONVERSATION, UpdateConversationInputSchema, input, ConversationSchema);
+  }
+
+  /**
+   * Marks a conversation read up to `readSeq` (the user's list seq; a large group's: the group seq)
+   * (PACKAGE_TYPE_MARK_READ); resolves with the conversation, `unread` recounted. The user's other
+   * devices get a `read` notice; senders of newly read messages a `receipt` (1:1 and small groups,
+   * when the app has receipts on). A `readSeq` not above the current one, or past the last
+   * message, is refused with 1006.
+   */
+  async markRead(conversation: Peer, readSeq: Id): Promise<Conversation> {
+    const s = await this.waitConnected();
+    const input = { peerType: conversation.peerType, peerId: toId(conversation.peerId), readSeq: toId(readSeq) };
+    return s.call(PackageType.MARK_READ, MarkReadInputSchema, input, ConversationSchema);
+  }
+
+  /**
+   * One page of a conversation's stored messages before `beforeSeq` (0: from the newest), newest
+   * first; recalled and deleted copies included without a body (PACKAGE_TYPE_GET_HISTORY). While
+   * `hasMore`, ask again with the last message's seq. Emits no events: for a new device's first
+   * screen and for scrollback ({@link MessageView.add} takes the messages in any order).
+   * @param limit page size; 0 = 20, at most 100.
+   */
+  async getHistory(conversation: Peer, beforeSeq: Id = 0n, limit = 0): Promise<HistoryPage> {
+    const s = await this.waitConnected();
+    const input = { peerType: conversation.peerType, peerId: toId(conversation.peerId), beforeSeq: toId(beforeSeq), limit };
+    const out = await s.call(PackageType.GET_HISTORY, GetHistoryInputSchema, input, GetHistoryOutputSchema);
+    return { messages: out.messages, hasMore: out.hasMore };
+  }
+
+  /**
+   * Recalls a message from every list holding it (PACKAGE_TYPE_RECALL_MESSAGE): the sender within
+   * the app's recall window (1014 after it), a normal group's admin at any time. Every list gets a
+   * `recalled` notice; `lists` is 0 when it was recalled already. Resolves after this device's own
+   * notice has been delivered, so a {@link MessageView} fed from `message` events shows the change.
+   */
+  recall(messageId: Id): Promise<MessageChangeOutput> {
+    return this.changeMessage(PackageType.RECALL_MESSAGE, messageId);
+  }
+
+  /**
+   * Replaces a message's body in every list holding a copy not deleted (PACKAGE_TYPE_EDIT_MESSAGE);
+   * who may: as {@link recall}. A recalled message is 1006. Every list gets an `edited` notice with
+   * the new body and edit version; resolves after this device's own notice has been delivered.
+   */
+  edit(messageId: Id, body: string | MessageInitShape<typeof MessageBodySchema>): Promise<MessageChangeOutput> {
+    return this.changeMessage(PackageType.EDIT_MESSAGE, messageId, typeof body === "string" ? textBody(body) : body);
+  }
+
+  /**
+   * Deletes the user's own copy of a message (delete-for-me, PACKAGE_TYPE_DELETE_MESSAGE): it
+   * becomes a tombstone (status DELETED, no body); other users' copies are unaffected. The user's
+   * devices get a `deleted` notice; resolves after this device's own has been delivered.
+   */
+  deleteForMe(messageId: Id): Promise<MessageChangeOutput> {
+    return this.changeMessage(PackageType.DELETE_MESSAGE, messageId);
+  }
+
+  private async changeMessage(
+    type: PackageType,
+    messageId: Id,
+    messageBody?: MessageInitShape<typeof MessageBodySchema>,
+  ): Promise<MessageChangeOutput> {
+    const s = await this.waitConnected();
+    const out = await s.call(type, MessageChangeInputSchema, { messageId: toId(messageId), messageBody }, MessageChangeOutputSchema);
+    // The calling device gets no push of its own list's notice: fetch it, in order.
+    if (out.lists > 0) await this.serial(() => this.syncOn(s)).catch(() => {});
+    return out;
+  }
+
   /** Stops the client and closes its connection. */
   close(): void {
     this.stop(new StoppedError("client closed"));
@@ -578,12 +761,20 @@ export class GimClient {
   }
 
   private emit<K extends keyof ClientEvents>(event: K, ev: ClientEvents[K]): void {
+    this.emitOnly(event, ev);
+    if (event === "message") {
+      const n = noticeOf(ev as MessageItem);
+      if (n) this.emitOnly("notice", n);
+    }
+  }
+
+  private emitOnly<K extends keyof ClientEvents>(event: K, ev: ClientEvents[K]): void {
     for (const fn of this.listeners.get(event) ?? []) {
       try {
         fn(ev);
       } catch (e) {
         // An application listener's bug must not break delivery.
-        if (event !== "error") this.emit("error", { error: e as Error });
+        if (event !== "error") this.emitOnly("error", { error: e as Error });
       }
     }
   }

@@ -13,6 +13,12 @@ export const GimCode = {
   GROUP_ALREADY_EXISTS: 1008,
   GROUP_NOT_FOUND: 1009,
   USER_NOT_FOUND: 1010,
+  /** Recall, edit, delete: no message with that id in the caller's list. */
+  MESSAGE_NOT_FOUND: 1012,
+  /** Recall, edit: the caller neither sent the message nor administers its group. */
+  NOT_MESSAGE_SENDER: 1013,
+  /** Recall, edit: the sender is past the app's recall window. */
+  RECALL_WINDOW_PASSED: 1014,
   /** The receiver has blocked the sender (1:1 sends). */
   BLOCKED: 1020,
   /** The app is suspended. */

@@ -2,8 +2,8 @@
 // Modules: client (GimClient: reconnect, sync, acks, sends), session (one connection), view
 // (exactly-once ordered conversations), order (seq order across out-of-order stores), backoff, errors, and the generated socket protocol.
 
-export { GimClient, textBody, textOf } from "./client.js";
-export type { ClientEvents, ClientOptions, HistoryPage, Id, SendInput, SendResult } from "./client.js";
+export { GimClient, noticeOf, textBody, textOf } from "./client.js";
+export type { ClientEvents, ClientOptions, ConversationChange, HistoryPage, Id, Notice, Peer, SendInput, SendResult } from "./client.js";
 export { Session } from "./session.js";
 export type { Credentials, Push, SessionOptions, WebSocketConstructor, WebSocketLike } from "./session.js";
 export { MessageView, conversationOf } from "./view.js";

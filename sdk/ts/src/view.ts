@@ -2,8 +2,9 @@
 // across page loads. GimClient already delivers each message once per session; the view also
 // makes replays harmless (a restart from an older saved seq, history pages fetched twice).
 
-import { fromJson, toJson, type JsonValue } from "@bufbuild/protobuf";
-import { MessageItemSchema, ReceiverType, type MessageItem } from "./gen/gim/connect/v1/connect_pb.js";
+import { clone, fromJson, toJson, type JsonValue } from "@bufbuild/protobuf";
+import { MessageItemSchema, MessageStatus, ReceiverType, type MessageItem } from "./gen/gim/connect/v1/connect_pb.js";
+import { noticeOf } from "./client.js";
 
 /**
  * A conversation's key: `u:<peer user id>` for one-to-one chats, `g:<group id>` for groups
@@ -45,11 +46,42 @@ export class MessageView {
   /**
    * Adds a message; returns its conversation when it was new, undefined when it was a duplicate
    * or not persisted (seq 0 messages, e.g. typing notices, are not kept).
+   *
+   * gim conversation notices ({@link noticeOf}) are not kept as messages: a recall, edit or
+   * delete-for-me notice is applied to the copy it names if the view holds it (recalled: status
+   * RECALL, no body; edited: the new body and edit version; deleted: status DELETED, no body), and
+   * `add` then returns that copy's conversation; otherwise (read, receipt, updated notices, or a
+   * copy not held) undefined.
    */
   add(m: MessageItem): ConversationKey | undefined {
     if (m.seq === 0n) return undefined;
     const key = dedupeKey(m);
     if (this.seen.has(key)) return undefined;
+    const n = noticeOf(m);
+    if (n) {
+      // Notices are in no conversation's history; one applied twice changes nothing more.
+      if (n.kind !== "recalled" && n.kind !== "edited" && n.kind !== "deleted") return undefined;
+      const d = n.data;
+      const conv: ConversationKey = d.peerType === ReceiverType.USER ? `u:${d.peerId}` : `g:${d.peerId}`;
+      const list = this.convs.get(conv);
+      const i = list ? list.findIndex((x) => (d.seq > 0n ? x.seq === d.seq : x.messageId === d.messageId)) : -1;
+      if (!list || i < 0 || list[i]!.messageId !== d.messageId) return undefined;
+      const c = clone(MessageItemSchema, list[i]!);
+      if (n.kind === "edited") {
+        // An older edit arriving late must not undo a newer one.
+        if (c.status === MessageStatus.RECALL || c.status === MessageStatus.DELETED || d.editVersion <= c.editVersion) return undefined;
+        c.messageBody = d.messageBody;
+        c.editVersion = d.editVersion;
+      } else {
+        const status = n.kind === "recalled" ? MessageStatus.RECALL : MessageStatus.DELETED;
+        if (c.status === status) return undefined;
+        c.status = n.kind === "recalled" ? MessageStatus.RECALL : MessageStatus.DELETED;
+        c.messageBody = undefined;
+        c.toUserIds = [];
+      }
+      list[i] = c;
+      return conv;
+    }
     this.seen.add(key);
     const conv = conversationOf(m, this.self);
     let list = this.convs.get(conv);

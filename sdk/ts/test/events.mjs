@@ -5,7 +5,7 @@ export class Recorder {
   constructor(client) {
     this.events = [];
     this.waiters = [];
-    for (const type of ['connected', 'message', 'disconnected', 'reconnect', 'kicked', 'failed', 'error']) {
+    for (const type of ['connected', 'message', 'disconnected', 'reconnect', 'kicked', 'failed', 'error', 'notice']) {
       client.on(type, (ev) => {
         this.events.push({ type, ev });
         this.waiters = this.waiters.filter((w) => !w.check());

@@ -4,7 +4,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
 import {
-  GimClient, GimCode, GimError, MessageView, PackageType, ReceiverType, Session, StoppedError,
+  GimClient, GimCode, GimError, MessageStatus, MessageView, PackageType, ReceiverType, Session, StoppedError,
   SyncOutputSchema, textOf,
 } from '../dist/index.js';
 import { fromBinary } from '@bufbuild/protobuf';
@@ -455,5 +455,83 @@ describe('large groups', () => {
     assert.equal(x.c.groupSeq(g), undefined, 'not tracked');
     await x.c.resync();
     assert.equal(x.rec.of('disconnected').length, 0);
+  });
+});
+
+describe('conversations, history, recall / edit / delete', () => {
+  test('mark read -> receipt; recall/edit -> the peer view changes; delete-for-me; history newest first; conversations', async () => {
+    const [u1, u2] = await gim.users(2);
+    const a = await connected(await gim.credentials(u1), { firstEndpoint: 0 });
+    const b = await connected(await gim.credentials(u2), { firstEndpoint: 1 });
+    const av = new MessageView(u1);
+    const bv = new MessageView(u2);
+    a.c.on('message', (m) => av.add(m));
+    b.c.on('message', (m) => bv.add(m));
+    const s1 = await a.c.sendText(ReceiverType.USER, u2, 'one');
+    const s2 = await a.c.sendText(ReceiverType.USER, u2, 'two');
+    const s3 = await a.c.sendText(ReceiverType.USER, u2, 'three');
+    const got = await b.rec.until('three messages', () => b.rec.messages.length === 3 && b.rec.messages);
+    const peerA = { peerType: ReceiverType.USER, peerId: u1 };
+
+    // Mark read: the reply has the new position; the sender gets a RECEIPT naming the newest read.
+    const conv = await b.c.markRead(peerA, got[2].seq);
+    assert.equal(conv.readSeq, got[2].seq);
+    assert.equal(conv.unread, 0n);
+    const [receipt] = await a.rec.until('a receipt', () => a.rec.of('notice').filter((n) => n.kind === 'receipt'));
+    assert.equal(receipt.data.readerId, u2);
+    assert.equal(receipt.data.messageId, s3.messageId);
+    assert.equal(receipt.message.seq > 0n, true);
+    // A position not above the current one is refused.
+    await assert.rejects(b.c.markRead(peerA, got[0].seq), (e) => e.code === GimCode.BAD_REQUEST);
+
+    // Recall: the peer's view drops the body; so does the caller's own (recall resolves after it).
+    const r = await a.c.recall(s1.messageId);
+    assert.equal(r.lists, 2);
+    assert.equal(av.messages(`u:${u2}`).find((m) => m.messageId === s1.messageId).status, MessageStatus.RECALL);
+    await b.rec.until('a recall notice', () => b.rec.of('notice').some((n) => n.kind === 'recalled'));
+    const recalled = bv.messages(`u:${u1}`).find((m) => m.messageId === s1.messageId);
+    assert.equal(recalled.status, MessageStatus.RECALL);
+    assert.equal(recalled.messageBody, undefined);
+    // Notices are not kept as messages.
+    assert.deepEqual(bv.messages(`u:${u1}`).map((m) => m.messageId), [s1.messageId, s2.messageId, s3.messageId]);
+
+    // Edit: the peer's view shows the new text and edit version.
+    const e = await a.c.edit(s2.messageId, 'two, edited');
+    assert.equal(e.editVersion, 1n);
+    await b.rec.until('an edit notice', () => b.rec.of('notice').some((n) => n.kind === 'edited'));
+    const edited = bv.messages(`u:${u1}`).find((m) => m.messageId === s2.messageId);
+    assert.equal(textOf(edited), 'two, edited');
+    assert.equal(edited.editVersion, 1n);
+
+    // Only the sender (or a group admin) may recall.
+    await assert.rejects(b.c.recall(s2.messageId), (e) => e.code === GimCode.NOT_MESSAGE_SENDER);
+
+    // Delete-for-me: the caller's copy becomes a tombstone; the sender's stays.
+    const d = await b.c.deleteForMe(s3.messageId);
+    assert.equal(d.lists, 1);
+    assert.equal(bv.messages(`u:${u1}`).find((m) => m.messageId === s3.messageId).status, MessageStatus.DELETED);
+    assert.equal(textOf(av.messages(`u:${u2}`).find((m) => m.messageId === s3.messageId)), 'three');
+
+    // History: pages newest first, recalled / deleted copies without a body.
+    const p1 = await b.c.getHistory(peerA, 0n, 2);
+    assert.deepEqual(p1.messages.map((m) => m.messageId), [s3.messageId, s2.messageId]);
+    assert.ok(p1.hasMore);
+    assert.equal(p1.messages[0].status, MessageStatus.DELETED);
+    assert.equal(textOf(p1.messages[1]), 'two, edited');
+    const p2 = await b.c.getHistory(peerA, p1.messages.at(-1).seq, 2);
+    assert.deepEqual(p2.messages.map((m) => m.messageId), [s1.messageId]);
+    assert.equal(p2.messages[0].status, MessageStatus.RECALL);
+    assert.ok(!p2.hasMore);
+
+    // Conversations: listed, then pinned; a later page after the version shows the change only.
+    const all = await b.c.getConversations(0n, 0);
+    const c1 = all.conversations.find((c) => c.peerId === u1);
+    assert.ok(c1 && c1.peerType === ReceiverType.USER);
+    assert.equal(c1.readSeq, got[2].seq);
+    const pinned = await b.c.updateConversation(c1, { pinned: true });
+    assert.ok(pinned.pinned);
+    const since = await b.c.getConversations(all.version, 10);
+    assert.deepEqual(since.conversations.map((c) => [c.peerId, c.pinned]), [[u1, true]]);
+    await assert.rejects(b.c.updateConversation(c1, {}), (e) => e.code === GimCode.BAD_REQUEST);
   });
 });

@@ -1,9 +1,10 @@
 // Pieces of the SDK that need no server.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { create } from '@bufbuild/protobuf';
+import { create, toBinary } from '@bufbuild/protobuf';
 import {
-  Backoff, ClosedError, GimError, MessageItemSchema, MessageView, ReceiverType, TimeoutError, isRetryable, textBody, textOf,
+  Backoff, ClosedError, ConversationCommand, GimError, MessageChangeNoticeSchema, MessageItemSchema, MessageStatus, MessageType,
+  MessageView, ReadNoticeSchema, ReceiverType, SenderType, TimeoutError, isRetryable, noticeOf, textBody, textOf,
 } from '../dist/index.js';
 
 test('back-off doubles up to its cap, stays within [d/2, d], and resets', () => {
@@ -98,4 +99,58 @@ test('order: an unknown start is anchored by a sync, not by the first push', asy
   assert.equal(o.last, 3n);
   assert.deepEqual(o.anchor(), [], 'anchored once');
   assert.deepEqual(seqs(o.offer({ seq: 1n })), [], 'a duplicate after anchoring');
+});
+
+/** A gim notice message at `seq` of the user's list, as the server stores it. */
+const notice = (seq, code, schema, data) => msg({
+  seq, senderType: SenderType.SYSTEM, senderId: 2n, receiverId: 2n,
+  messageBody: {
+    messageType: MessageType.COMMAND,
+    messageContent: { content: { case: 'command', value: { code, data: toBinary(schema, create(schema, data)) } } },
+  },
+});
+const change = (seq, code, data) => notice(seq, code, MessageChangeNoticeSchema, { peerType: ReceiverType.USER, peerId: 2n, ...data });
+
+test('noticeOf decodes gim notices and leaves other messages alone', () => {
+  const r = noticeOf(notice(5n, ConversationCommand.RECEIPT, ReadNoticeSchema, { readerId: 2n, messageId: 77n }));
+  assert.equal(r.kind, 'receipt');
+  assert.equal(r.data.messageId, 77n);
+  assert.equal(noticeOf(change(6n, ConversationCommand.RECALLED, { messageId: 1n, seq: 1n })).kind, 'recalled');
+  assert.equal(noticeOf(msg({ seq: 1n })), undefined, 'a text');
+  // An application's own command (code 1000 and up) is not a gim notice.
+  const app = notice(7n, 1000, ReadNoticeSchema, {});
+  assert.equal(noticeOf(app), undefined);
+  assert.equal(noticeOf(msg({ ...app, senderType: SenderType.USER, messageBody: app.messageBody })), undefined, 'not from SYSTEM');
+});
+
+test('the view applies recall, edit and delete notices to the copies it holds, and keeps no notices', () => {
+  const v = new MessageView(1n);
+  v.add(msg({ seq: 1n, senderId: 2n, receiverId: 1n, messageId: 101n, toUserIds: [1n] }));
+  v.add(msg({ seq: 2n, senderId: 1n, receiverId: 2n, messageId: 102n, messageBody: textBody('two') }));
+  v.add(msg({ seq: 3n, senderId: 2n, receiverId: 1n, messageId: 103n }));
+  const held = v.messages('u:2')[0];
+  assert.equal(v.add(change(4n, ConversationCommand.RECALLED, { messageId: 101n, seq: 1n })), 'u:2');
+  const recalled = v.messages('u:2')[0];
+  assert.equal(recalled.status, MessageStatus.RECALL);
+  assert.equal(recalled.messageBody, undefined);
+  assert.deepEqual(recalled.toUserIds, []);
+  assert.equal(textOf(held), 'x', 'the message handed out earlier is not mutated');
+  assert.equal(v.add(change(4n, ConversationCommand.RECALLED, { messageId: 101n, seq: 1n })), undefined, 'applied once');
+
+  assert.equal(v.add(change(5n, ConversationCommand.EDITED, { messageId: 102n, seq: 2n, editVersion: 2n, messageBody: textBody('two v2') })), 'u:2');
+  // An older edit arriving after a newer one changes nothing.
+  assert.equal(v.add(change(6n, ConversationCommand.EDITED, { messageId: 102n, seq: 2n, editVersion: 1n, messageBody: textBody('two v1') })), undefined);
+  assert.equal(textOf(v.messages('u:2')[1]), 'two v2');
+  assert.equal(v.messages('u:2')[1].editVersion, 2n);
+  // A recalled message is not edited back.
+  assert.equal(v.add(change(7n, ConversationCommand.EDITED, { messageId: 101n, seq: 1n, editVersion: 1n, messageBody: textBody('back') })), undefined);
+
+  assert.equal(v.add(change(8n, ConversationCommand.DELETED, { messageId: 103n, seq: 3n })), 'u:2');
+  assert.equal(v.messages('u:2')[2].status, MessageStatus.DELETED);
+  assert.equal(v.messages('u:2')[2].messageBody, undefined);
+  // A notice for a copy the view does not hold, a read notice: nothing kept, nothing changed.
+  assert.equal(v.add(change(9n, ConversationCommand.RECALLED, { messageId: 999n, seq: 99n })), undefined);
+  assert.equal(v.add(notice(10n, ConversationCommand.READ, ReadNoticeSchema, { peerType: ReceiverType.USER, peerId: 2n, readSeq: 3n })), undefined);
+  assert.deepEqual(v.messages('u:2').map((m) => m.seq), [1n, 2n, 3n]);
+  assert.deepEqual(v.conversations(), ['u:2']);
 });
