@@ -20,6 +20,40 @@ pub const BATCH_MAX: usize = 64;
 /// Batches in flight at once per batcher (each holds one pooled connection).
 pub const BATCH_CONCURRENCY: usize = 4;
 
+/// Attempts of a transaction MariaDB picked as a deadlock victim.
+pub const DEADLOCK_ATTEMPTS: u32 = 4;
+
+/// MariaDB rolled this transaction back as a deadlock victim (1213, SQLSTATE 40001). Inserts
+/// of new keys can deadlock on gap locks even when every writer goes in key order (first
+/// messages into cold lists do this under load); the rolled-back work is safe to run again.
+pub fn is_deadlock(e: &Error) -> bool {
+    matches!(e, Error::Mysql(sqlx::Error::Database(d)) if d.code().as_deref() == Some("40001"))
+}
+
+/// Runs `f` again (after 1-8 ms, growing) while it fails as a deadlock victim, at most
+/// [`DEADLOCK_ATTEMPTS`] times; any other outcome is returned as is.
+pub async fn retry_deadlock<T, F, Fut>(what: &'static str, mut f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let mut attempt = 1;
+    loop {
+        match f().await {
+            Err(e) if attempt < DEADLOCK_ATTEMPTS && is_deadlock(&e) => {
+                tracing::debug!(
+                    what,
+                    attempt,
+                    "deadlock victim; running the transaction again"
+                );
+                tokio::time::sleep(Duration::from_millis(1 << (attempt - 1).min(3))).await;
+                attempt += 1;
+            }
+            r => return r,
+        }
+    }
+}
+
 /// The insert failed on a unique key.
 pub fn is_duplicate(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())

@@ -271,25 +271,32 @@ impl SeqAllocator {
     /// Counters that passed their high-water mark: raise MySQL's max_seq (one statement for the
     /// batch) so the seqs just handed out are covered, then raise `hw` in Redis.
     async fn reserve(&self, lists: &[(ListId, i64)], over: &[usize], cur: &[i64]) -> Result<()> {
-        let mut qb = sqlx::QueryBuilder::<sqlx::MySql>::new(
-            "INSERT INTO seq_block (app_id, object_type, object_id, max_seq) ",
-        );
-        // In key order: two concurrent reservations lock their rows in one order (no deadlock).
+        // In key order: two concurrent reservations lock their rows in one order.
         let mut over = over.to_vec();
         over.sort_unstable_by_key(|&i| lists[i].0.parts());
         let over = &over[..];
-        qb.push_values(over, |mut b, &i| {
-            let (a, t, o) = lists[i].0.parts();
-            b.push_bind(a)
-                .push_bind(t)
-                .push_bind(o)
-                .push_bind(cur[i] + self.block);
-        });
-        qb.push(" ON DUPLICATE KEY UPDATE max_seq = GREATEST(max_seq, VALUES(max_seq))");
-        qb.build()
-            .persistent(over.len() <= 4)
-            .execute(&self.pool)
-            .await?;
+        // Idempotent (GREATEST): a deadlock victim simply runs again.
+        db::retry_deadlock("seq reserve", || {
+            let mut qb = sqlx::QueryBuilder::<sqlx::MySql>::new(
+                "INSERT INTO seq_block (app_id, object_type, object_id, max_seq) ",
+            );
+            qb.push_values(over, |mut b, &i| {
+                let (a, t, o) = lists[i].0.parts();
+                b.push_bind(a)
+                    .push_bind(t)
+                    .push_bind(o)
+                    .push_bind(cur[i] + self.block);
+            });
+            qb.push(" ON DUPLICATE KEY UPDATE max_seq = GREATEST(max_seq, VALUES(max_seq))");
+            async move {
+                qb.build()
+                    .persistent(over.len() <= 4)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+        })
+        .await?;
         self.metrics.seq_reservations.inc_by(over.len() as u64);
         for g in self.by_slot(lists, over) {
             let mut inv = self.scripts.raise.prepare_invoke();
@@ -341,14 +348,15 @@ async fn seed_batch(pool: MySqlPool, block: i64, reqs: Vec<Vec<SeedKey>>) -> Vec
     };
     if reqs.len() > 1 {
         let all: Vec<SeedKey> = reqs.iter().flatten().copied().collect();
-        if let Ok(hw) = reserve_blocks(&pool, block, &all).await {
+        if let Ok(hw) = db::retry_deadlock("seq seed", || reserve_blocks(&pool, block, &all)).await
+        {
             return reqs.iter().map(|keys| pick(&hw, keys)).collect();
         }
     }
     let mut out = Vec::with_capacity(reqs.len());
     for keys in &reqs {
         out.push(
-            reserve_blocks(&pool, block, keys)
+            db::retry_deadlock("seq seed", || reserve_blocks(&pool, block, keys))
                 .await
                 .and_then(|hw| pick(&hw, keys)),
         );

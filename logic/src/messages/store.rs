@@ -8,8 +8,8 @@
 
 use super::Messages;
 use super::idem::{ReqKey, claim};
-use crate::db::INSERT_CHUNK;
 use crate::db::rows::{SEND_REQUEST_INSERT, USER_MESSAGE_INSERT};
+use crate::db::{self, INSERT_CHUNK};
 use crate::error::Result;
 use gim_common::{AppId, GroupId, Seq, UserId};
 use gim_proto::connect::v1::MessageItem;
@@ -84,6 +84,11 @@ fn insert_rows<'a>(
 /// Stores one message on its own. With a request key, inside a transaction that first claims
 /// the key: a retry finds it taken and gets the first result back, storing nothing.
 pub async fn store_one(pool: &MySqlPool, j: &StoreJob) -> StoreResult {
+    // A deadlock rolled the whole transaction back (claim included): running it again is safe.
+    db::retry_deadlock("store", || store_one_tx(pool, j)).await
+}
+
+async fn store_one_tx(pool: &MySqlPool, j: &StoreJob) -> StoreResult {
     if j.req_key.is_none() && script_estimate(j) <= SCRIPT_BYTES_MAX {
         // The copies and their conversations in one transaction, one round trip.
         run_script(pool, script(&[j])).await?;
