@@ -2,7 +2,7 @@
 // to the next node, RECONNECT/KICKED) and delivers every message once in order; a MessageView
 // keeps the conversations, saved in localStorage with the last seqs, so a reload shows the history
 // and syncs only what it missed.
-import { GimClient, MessageView, ReceiverType, textOf } from '@gim/sdk';
+import { GimClient, MessageView, ReceiverType, noticeOf, textOf } from '@gim/sdk';
 
 const $ = (id) => document.getElementById(id);
 const MAX_PER_CONVERSATION = 500;
@@ -53,7 +53,8 @@ function onMessage(m) {
   const conv = state.view.add(m);
   if (!conv) return;
   saveStore();
-  if (conv !== state.current) state.unread[conv] = (state.unread[conv] || 0) + 1;
+  // A notice (read position, receipt, recall, edit, delete) changes what is shown, never adds unread.
+  if (conv !== state.current && !noticeOf(m)) state.unread[conv] = (state.unread[conv] || 0) + 1;
   render();
 }
 
