@@ -13,6 +13,8 @@ export const GimCode = {
   GROUP_ALREADY_EXISTS: 1008,
   GROUP_NOT_FOUND: 1009,
   USER_NOT_FOUND: 1010,
+  /** Over the app's rate limit: wait `GimError.retryAfterMs` before sending again. */
+  RATE_LIMITED: 1011,
   /** Recall, edit, delete: no message with that id in the caller's list. */
   MESSAGE_NOT_FOUND: 1012,
   /** Recall, edit: the caller neither sent the message nor administers its group. */
@@ -30,10 +32,13 @@ export const GimCode = {
 /** The server answered a request with a non-zero code. */
 export class GimError extends Error {
   readonly code: number;
-  constructor(code: number, message: string) {
+  /** With 1011 (rate limited): how long to wait before trying again, in ms; 0 otherwise. */
+  readonly retryAfterMs: number;
+  constructor(code: number, message: string, retryAfterMs = 0) {
     super(`${message || "error"} (gim code ${code})`);
     this.name = "GimError";
     this.code = code;
+    this.retryAfterMs = retryAfterMs;
   }
 }
 

@@ -177,7 +177,7 @@ export class Session {
         reject(new TimeoutError(PackageType[type] ?? String(type), this.requestTimeoutMs));
       }, this.requestTimeoutMs);
       this.pending.set(requestId, {
-        resolve: (out) => (out.code !== 0 ? reject(new GimError(out.code, out.message)) : resolve(out.data)),
+        resolve: (out) => (out.code !== 0 ? reject(new GimError(out.code, out.message, Number(out.retryAfterMs))) : resolve(out.data)),
         reject,
         timer,
       });

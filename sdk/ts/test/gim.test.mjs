@@ -4,7 +4,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
 import {
-  GimClient, GimCode, GimError, MessageStatus, MessageView, PackageType, ReceiverType, Session, StoppedError,
+  GimClient, GimCode, GimError, MessageStatus, isRetryable, MessageView, PackageType, ReceiverType, Session, StoppedError,
   SyncOutputSchema, textOf,
 } from '../dist/index.js';
 import { fromBinary } from '@bufbuild/protobuf';
@@ -113,6 +113,19 @@ describe('messages', () => {
     }
     const o = await connected(await gim.credentials(out));
     await assert.rejects(o.c.sendText(ReceiverType.NORMAL_GROUP, g, 'let me in'), (e) => e.code === GimCode.NOT_IN_GROUP);
+  });
+
+  test('sending over the rate limit is refused with 1011 and a retry-after', async () => {
+    const [u1, u2] = await gim.users(2);
+    const a = await connected(await gim.credentials(u1));
+    // The app's default allows a burst of 100 sends, then 20 a second: 150 in a row go over.
+    const results = await Promise.allSettled(
+      Array.from({ length: 150 }, (_, i) => a.c.sendText(ReceiverType.USER, u2, `burst ${i}`)),
+    );
+    const limited = results.filter((r) => r.status === 'rejected' && r.reason.code === GimCode.RATE_LIMITED);
+    assert.ok(limited.length > 0, 'some sends were refused');
+    assert.ok(limited.every((r) => r.reason.retryAfterMs > 0), 'each says how long to wait');
+    assert.ok(!isRetryable(limited[0].reason), 'not retried blindly');
   });
 
   test('a retried send with the same client request id stores one message', async () => {
